@@ -21,3 +21,9 @@ __all__ = [
     "geometry_from_dict",
     "geometry_from_json",
 ]
+
+from .filters import FILTERS, filter_sinogram, ramp_spectrum
+from .projector import Backend, CTProjector
+from .analytic import TEST_ELLIPSES, ellipse_image, ellipse_sinogram
+
+__all__ += ["FILTERS", "filter_sinogram", "ramp_spectrum", "Backend", "CTProjector", "TEST_ELLIPSES", "ellipse_image", "ellipse_sinogram"]

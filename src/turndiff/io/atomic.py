@@ -1,0 +1,136 @@
+"""Write outputs under a temporary name and rename them into place on success.
+
+A crash, an exception or Ctrl-C while writing never leaves a partial output behind:
+either the old file (if any) is still there, or the complete new one is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from turndiff.errors import InputError
+
+__all__ = ["atomic_output"]
+
+# Multi-part extensions that format libraries look at as a whole (nibabel: .nii.gz).
+_DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    lower = name.lower()
+    for s in _DOUBLE_SUFFIXES:
+        if lower.endswith(s) and len(name) > len(s):
+            return name[: -len(s)], name[-len(s) :]
+    stem, ext = os.path.splitext(name)
+    return stem, ext
+
+
+def _default_mode(directory: bool) -> int:
+    # mkstemp/mkdtemp create private (0600/0700) entries; give the final output the
+    # permissions an ordinary open() would have given it.
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@contextmanager
+def atomic_output(
+    path: str | os.PathLike[str], *, directory: bool = False, overwrite: bool = True
+) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path : path-like
+        The final output (a file, or a folder with ``directory=True``). Missing parent
+        folders are created.
+    directory : bool
+        Yield a fresh empty temporary folder instead of a file name.
+    overwrite : bool
+        Replace an existing output. For files the replacement is a single atomic
+        rename. For folders the old folder is moved aside, the new one renamed in, and
+        the old one deleted; with ``overwrite=False`` only a missing or empty folder is
+        replaced.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary path, in the same folder as ``path`` (so the final rename never
+        crosses file systems) and with the same extension (``.out.tmp-ab12.nii.gz``),
+        so libraries that pick a format by extension are happy. For files it already
+        exists, empty; writers may truncate or replace it.
+
+    Raises
+    ------
+    InputError
+        ``path`` exists and is of the wrong kind (a folder where a file is wanted or
+        vice versa), or is a non-empty folder and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "x.npy"
+    >>> with atomic_output(out) as tmp:
+    ...     np.save(tmp, np.zeros(3))
+    >>> out.exists()
+    True
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if directory and not path.is_dir():
+            raise InputError(f"{path}: exists and is not a folder")
+        if not directory and path.is_dir():
+            raise InputError(f"{path}: is a folder, expected a file name")
+        if directory and not overwrite and any(path.iterdir()):
+            raise InputError(f"{path}: folder exists and is not empty")
+        if not directory and not overwrite:
+            raise InputError(f"{path}: file exists")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{path}: cannot create the output folder ({e.strerror or e})") from None
+    stem, ext = _split_suffix(path.name)
+    try:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", suffix=ext, dir=parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=parent)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write here ({e.strerror or e})") from None
+
+    try:
+        yield tmp
+        os.chmod(tmp, _default_mode(directory))
+        if directory and path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{stem}.old-", dir=parent))
+            os.replace(path, old / "x")
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old / "x", path)
+                shutil.rmtree(old, ignore_errors=True)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
