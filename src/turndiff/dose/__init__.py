@@ -109,3 +109,53 @@ def postlog_variance(clean_sinogram: np.ndarray, photons: float, *, electronic_s
     """First-order variance of the post-log sinogram: ``(I + sigma_e^2) / I^2`` with ``I = I0 exp(-p)``."""
     counts = photons * np.exp(-np.asarray(clean_sinogram, np.float64))
     return (counts + electronic_std**2) / counts**2
+
+
+def simulate_scan(
+    hu: np.ndarray,
+    geometry,
+    *,
+    photons: float,
+    seed: int | None = 0,
+    electronic_std: float = ELECTRONIC_NOISE_STD,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Project HU images and add low-dose noise.
+
+    Parameters
+    ----------
+    hu
+        ``[N, H, W]`` (or ``[H, W]``) images in HU on the geometry's grid.
+    geometry
+        A :mod:`turndiff.physics` geometry (its ``mu_water`` converts HU to mu).
+    photons
+        ``I0`` per bin.
+    seed
+        Seed of the noise (slice ``i`` of a stack gets an independent stream).
+
+    Returns
+    -------
+    (noisy, clean): float32 ``[N, V, D]`` post-log sinograms.
+    """
+    from tqdm.auto import tqdm
+
+    from ..physics import CTProjector
+
+    hu = np.asarray(hu, np.float32)
+    if hu.ndim == 2:
+        hu = hu[None]
+    if hu.ndim != 3:
+        raise InputError(f"images must be [N, H, W], got shape {hu.shape}")
+    if not np.isfinite(hu).all():
+        raise InputError("images hold NaN or inf")
+    A = CTProjector(geometry)
+    clean = np.empty((hu.shape[0], *geometry.sinogram_shape), np.float32)
+    noisy = np.empty_like(clean)
+    streams = np.random.SeedSequence(seed).spawn(hu.shape[0])
+    for i in tqdm(range(hu.shape[0]), desc="simulate", unit="slice", disable=not progress):
+        clean[i] = A.forward(hu_to_mu(hu[i], geometry.mu_water))
+        noisy[i] = add_noise(clean[i], photons, rng=np.random.default_rng(streams[i]), electronic_std=electronic_std)
+    return noisy, clean
+
+
+__all__ += ["simulate_scan"]

@@ -1,0 +1,3 @@
+from turndiff.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""Pieces the CLI commands share: input loading, output writing, geometry checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+OUTPUT_FORMATS = ("h5", "npy", "nii", "dicom", "png")
+
+
+def load_hu_input(spec: str, *, size: int | None, seed: int) -> tuple[np.ndarray, float | None, str, object]:
+    """Load images in HU from a path or ``phantom:N``.
+
+    Returns ``(hu [N, H, W], pixel spacing mm or None, source description, dicom template)``.
+    """
+    if spec.startswith("phantom:"):
+        from ..phantoms import make_phantoms
+
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise InputError(f"phantom spec must be 'phantom:N' with N an integer, got {spec!r}") from None
+        if n < 1:
+            raise InputError("phantom:N needs N >= 1")
+        s = size or 256
+        return make_phantoms(n, s, seed=seed), 384.0 / s, f"turndiff phantoms (seed {seed})", None
+    from ..io import read_volume
+
+    vol = read_volume(spec)
+    ps = None
+    if vol.spacing is not None:
+        ps = float(vol.spacing[1])
+    return vol.hu, ps, vol.source, vol.dicom_template
+
+
+def to_square_grid(hu: np.ndarray, spacing: float | None, size: int | None) -> tuple[np.ndarray, float]:
+    """Pad to a square (with air) and resample to ``size`` x ``size``; returns new spacing (mm).
+
+    Without a known spacing, the field of view is taken as 384 mm.
+    """
+    from skimage.transform import resize
+
+    n, h, w = hu.shape
+    if h != w:
+        m = max(h, w)
+        out = np.full((n, m, m), -1000.0, np.float32)
+        out[:, (m - h) // 2 : (m - h) // 2 + h, (m - w) // 2 : (m - w) // 2 + w] = hu
+        hu, h = out, m
+    ps = spacing if spacing else 384.0 / h
+    if size and size != h:
+        hu = np.stack([resize(s, (size, size), order=1, anti_aliasing=size < h, preserve_range=True) for s in hu])
+        ps = ps * h / size
+    return hu.astype(np.float32), float(ps)
+
+
+def output_format(path: str, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    p = path.lower()
+    if p.endswith(".h5") or p.endswith(".hdf5"):
+        return "h5"
+    if p.endswith(".npy"):
+        return "npy"
+    if p.endswith(".nii") or p.endswith(".nii.gz"):
+        return "nii"
+    raise InputError(f"cannot tell the output format of {path!r}: use .h5, .npy, .nii(.gz) or --format dicom|png")
+
+
+def geometry_of(attrs: dict, where: str):
+    from ..physics import geometry_from_json
+
+    g = attrs.get("geometry")
+    if g is None:
+        raise InputError(f"{where}: no 'geometry' attribute; cannot reconstruct")
+    try:
+        return geometry_from_json(g if isinstance(g, str) else json.dumps(g))
+    except ValueError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def write_images(out: str, hu: np.ndarray, *, fmt: str | None, spacing: float | None, extra: dict | None = None,
+                 attrs: dict | None = None, template=None, anonymize: bool = False) -> str:
+    """Write HU images in the format the extension (or ``fmt``) names. Returns the format."""
+    from ..io import write_h5, write_volume
+
+    f = output_format(out, fmt)
+    if f == "h5":
+        datasets = {"image_hu": hu, **(extra or {})}
+        a = dict(attrs or {})
+        write_h5(out, datasets, geometry_json=a.pop("geometry", None), photons=a.pop("photons", None),
+                 source=a.pop("source", None), extra_attrs=a)
+    else:
+        sp = (spacing, spacing) if spacing else None
+        write_volume(out, hu, format=f, spacing=sp, template=template, anonymize=anonymize)
+    Path(out)  # noqa: B018 - the writer validated the path
+    return f

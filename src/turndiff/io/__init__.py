@@ -1,0 +1,31 @@
+"""Reading and writing CT data: DICOM, NIfTI, ``.npy``, PNG and turndiff HDF5 files.
+
+* :func:`read_volume` / :func:`write_volume`: HU image stacks ``[N, H, W]`` in every
+  supported format (:class:`Volume` carries spacing, slice positions and a DICOM
+  template for writing derived series).
+* :func:`read_sinogram_h5` (training: the noisy ``sinogram`` and attributes only),
+  :func:`read_h5`, :func:`read_h5_dataset`, :func:`write_h5`: the HDF5 layout of
+  SURFACE.md.
+* :func:`atomic_output`: every output is written under a temporary name and renamed.
+
+Bad input raises :class:`turndiff.errors.InputError` with a one-line message naming the
+file and the problem.
+"""
+
+from turndiff.io.atomic import atomic_output
+from turndiff.io.hdf5 import H5Data, read_h5, read_h5_dataset, read_sinogram_h5, write_h5
+from turndiff.io.volume import WINDOWS, Volume, read_volume, window_to_uint8, write_volume
+
+__all__ = [
+    "atomic_output",
+    "H5Data",
+    "read_h5",
+    "read_h5_dataset",
+    "read_sinogram_h5",
+    "write_h5",
+    "Volume",
+    "WINDOWS",
+    "read_volume",
+    "write_volume",
+    "window_to_uint8",
+]

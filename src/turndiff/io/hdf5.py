@@ -1,0 +1,317 @@
+"""turndiff HDF5 files: one stack of slices per file (layout in SURFACE.md).
+
+Datasets (all float32, ``N`` slices first):
+
+* ``sinogram``       ``[N, V, D]`` noisy post-log projections
+* ``clean_sinogram`` ``[N, V, D]`` noiseless projections (simulation only)
+* ``reference_hu``   ``[N, H, W]`` ground-truth image in HU (simulation only)
+* ``image_hu``       ``[N, H, W]`` a reconstruction in HU (plus optional intermediates
+  ``x_ld``, ``x_prior``, ``x_diffusion``, ``fusion_weight``)
+
+Attributes: ``geometry`` (JSON string, mm), ``photons`` (I0, float), ``source`` (str).
+
+Training code reads through :func:`read_sinogram_h5`, which opens ``sinogram`` and the
+attributes only, so it cannot see ``clean_sinogram`` or ``reference_hu`` by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from turndiff.errors import InputError
+from turndiff.io.atomic import atomic_output
+
+__all__ = ["H5Data", "read_h5", "read_h5_dataset", "read_sinogram_h5", "write_h5"]
+
+SINOGRAM_KEYS = ("sinogram", "clean_sinogram")
+IMAGE_KEYS = ("reference_hu", "image_hu", "x_ld", "x_prior", "x_diffusion", "fusion_weight")
+
+
+@dataclass(eq=False, repr=False)
+class H5Data:
+    """The datasets and attributes read from one turndiff HDF5 file.
+
+    Attributes
+    ----------
+    datasets : dict[str, numpy.ndarray]
+        The datasets that were asked for (float data as float32).
+    attrs : dict[str, Any]
+        File attributes as plain Python values (``geometry`` stays a JSON string).
+    available : tuple[str, ...]
+        Names of every dataset in the file, read or not.
+    """
+
+    datasets: dict[str, np.ndarray]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    available: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.datasets[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.datasets
+
+    @property
+    def geometry_json(self) -> str | None:
+        return self.attrs.get("geometry")
+
+    @property
+    def photons(self) -> float | None:
+        p = self.attrs.get("photons")
+        return None if p is None else float(p)
+
+    @property
+    def source(self) -> str | None:
+        return self.attrs.get("source")
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.datasets.items())
+        return f"H5Data({shapes}; attrs={sorted(self.attrs)})"
+
+
+def _open(path: str | os.PathLike[str]):  # -> h5py.File
+    import h5py
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected an HDF5 file")
+    try:
+        ok = h5py.is_hdf5(p)
+    except OSError as e:
+        raise InputError(f"{p}: cannot read ({e})") from None
+    if not ok:
+        raise InputError(f"{p}: not an HDF5 file")
+    try:
+        return h5py.File(p, "r")
+    except OSError as e:
+        raise InputError(f"{p}: cannot open HDF5 file ({e})") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "SO":
+            return [_plain(v) for v in value.tolist()]
+        return value.tolist()
+    return value
+
+
+def _read_attrs(f: Any) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in f.attrs.items()}
+
+
+def _check_rank(arr: np.ndarray, name: str, where: str) -> np.ndarray:
+    """Known datasets are stacks ``[N, ., .]``; a single 2-D slice becomes ``[1, ., .]``."""
+    if name in SINOGRAM_KEYS or name in IMAGE_KEYS:
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            layout = "[N, V, D]" if name in SINOGRAM_KEYS else "[N, H, W]"
+            raise InputError(
+                f"{where}: dataset '{name}' must be 3-D {layout}, got shape {tuple(arr.shape)}"
+            )
+        if 0 in arr.shape:
+            raise InputError(f"{where}: dataset '{name}' is empty, shape {tuple(arr.shape)}")
+    return arr
+
+
+def _check_values(arr: np.ndarray, name: str, where: str) -> np.ndarray:
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+        if not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise InputError(f"{where}: dataset '{name}' has {bad} NaN/inf value(s)")
+    elif arr.dtype.kind not in "iub":
+        raise InputError(f"{where}: dataset '{name}' is not numeric (dtype {arr.dtype})")
+    return arr
+
+
+def _read_dataset(f: Any, name: str, where: str) -> np.ndarray:
+    import h5py
+
+    if name not in f:
+        have = ", ".join(sorted(k for k in f.keys())) or "none"
+        raise InputError(f"{where}: no dataset '{name}' (datasets: {have})")
+    obj = f[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise InputError(f"{where}: '{name}' is a group, not a dataset")
+    try:
+        arr = np.asarray(obj[()])
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(f"{where}: cannot read dataset '{name}' ({e})") from None
+    return _check_values(_check_rank(arr, name, where), name, where)
+
+
+def _check_geometry(sino: np.ndarray, attrs: Mapping[str, Any], where: str) -> None:
+    text = attrs.get("geometry")
+    if text is None:
+        return
+    from turndiff.physics.geometry import geometry_from_json
+
+    try:
+        geom = geometry_from_json(str(text))
+    except ValueError as e:
+        raise InputError(f"{where}: bad 'geometry' attribute ({e})") from None
+    if tuple(sino.shape[1:]) != tuple(geom.sinogram_shape):
+        raise InputError(
+            f"{where}: sinogram is [V, D] = {list(sino.shape[1:])} but the geometry "
+            f"says {list(geom.sinogram_shape)}"
+        )
+
+
+def read_h5(path: str | os.PathLike[str], keys: Iterable[str] | None = None) -> H5Data:
+    """Read datasets and attributes from a turndiff HDF5 file.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.h5`` file.
+    keys : iterable of str, optional
+        Datasets to read; default all. Pass ``[]`` for the attributes only.
+        Training code should use :func:`read_sinogram_h5` instead.
+
+    Returns
+    -------
+    H5Data
+        Float datasets as float32; known stacks (``sinogram``, ``image_hu``, ...) as
+        3-D ``[N, ., .]`` (a stored 2-D slice is promoted to ``[1, ., .]``).
+
+    Raises
+    ------
+    InputError
+        Missing file, not HDF5, a missing dataset, wrong rank, NaN/inf values.
+    """
+    where = str(path)
+    with _open(path) as f:
+        available = tuple(sorted(f.keys()))
+        names = available if keys is None else tuple(keys)
+        datasets = {name: _read_dataset(f, name, where) for name in names}
+        attrs = _read_attrs(f)
+    return H5Data(datasets=datasets, attrs=attrs, available=available)
+
+
+def read_h5_dataset(path: str | os.PathLike[str], name: str) -> np.ndarray:
+    """Read one dataset (float data as float32; known stacks as 3-D), validated.
+
+    Raises ``InputError`` naming the file when it is missing, not HDF5, lacks ``name``,
+    or the data has the wrong rank or NaN/inf values.
+    """
+    with _open(path) as f:
+        return _read_dataset(f, name, str(path))
+
+
+def read_sinogram_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read the noisy ``sinogram`` and the file attributes, nothing else.
+
+    Parameters
+    ----------
+    path : path-like
+        A turndiff ``.h5`` file.
+
+    Returns
+    -------
+    sinogram : numpy.ndarray
+        float32 ``[N, V, D]`` post-log projections (a stored ``[V, D]`` becomes
+        ``[1, V, D]``).
+    attrs : dict
+        ``geometry`` (JSON string), ``photons``, ``source``, ... where present.
+
+    Raises
+    ------
+    InputError
+        Missing file, not HDF5, no ``sinogram``, wrong rank, NaN/inf values, or a
+        ``geometry`` attribute whose ``(views, det_count)`` disagrees with the data.
+    """
+    where = str(path)
+    with _open(path) as f:
+        sino = _read_dataset(f, "sinogram", where)
+        attrs = _read_attrs(f)
+    _check_geometry(sino, attrs, where)
+    return sino, attrs
+
+
+def write_h5(
+    path: str | os.PathLike[str],
+    datasets: Mapping[str, Any],
+    *,
+    geometry_json: Any = None,
+    photons: float | None = None,
+    source: str | None = None,
+    extra_attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write datasets and attributes to a new HDF5 file (atomically).
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.h5`` file; replaced if it exists.
+    datasets : mapping of str to array
+        E.g. ``{"sinogram": [N, V, D], "reference_hu": [N, H, W]}``. Float data is
+        stored as float32; known stacks given as 2-D are stored as ``[1, ., .]``.
+    geometry_json : str or Geometry, optional
+        The scanner geometry (a JSON string, or any object with ``to_json()``).
+    photons : float, optional
+        I0, photons per detector bin before the object.
+    source : str, optional
+        What the data came from (a path, ``"phantom:4"``, ...).
+    extra_attrs : mapping, optional
+        More attributes (str, numbers or small numeric lists).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        No datasets, wrong rank, NaN/inf values, invalid geometry JSON or photons.
+    """
+    import h5py
+
+    where = str(path)
+    if not datasets:
+        raise InputError(f"{where}: nothing to write (no datasets)")
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in datasets.items():
+        arr = np.asarray(value)
+        arrays[name] = _check_values(_check_rank(arr, name, where), name, where)
+
+    attrs: dict[str, Any] = {k: v for k, v in (extra_attrs or {}).items() if v is not None}
+    if geometry_json is not None:
+        text = geometry_json.to_json() if hasattr(geometry_json, "to_json") else str(geometry_json)
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: geometry is not valid JSON ({e.msg})") from None
+        attrs["geometry"] = text
+    if photons is not None:
+        photons = float(photons)
+        if not (math.isfinite(photons) and photons > 0):
+            raise InputError(f"{where}: photons must be a positive number, got {photons}")
+        attrs["photons"] = photons
+    if source is not None:
+        attrs["source"] = str(source)
+
+    with atomic_output(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, arr in arrays.items():
+                # One chunk per slice: readers that take a few slices stay cheap.
+                chunks = (1, *arr.shape[1:]) if arr.ndim == 3 and arr.shape[0] > 1 else None
+                f.create_dataset(name, data=arr, chunks=chunks)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+    return Path(path)

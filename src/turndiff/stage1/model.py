@@ -1,0 +1,268 @@
+"""The projection denoiser ``f``: configuration, training on noisy sinograms alone, and use.
+
+Training reads nothing but the noisy post-log sinograms ``y`` (and their ``I0``, stated
+in the file or estimated from ``y``): it never sees ``clean_sinogram`` or
+``reference_hu``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..nets import ResidualDenoiser
+from .objective import CSSSObjective
+from .similarity import SimilarityConfig, estimate_photons
+from .subsample import pad_even
+
+__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "resolve_device"]
+
+COMPONENT = "projection_denoiser"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; refuses ``cuda`` without a GPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is available")
+    return dev
+
+
+@dataclass
+class Stage1Config:
+    """Hyper-parameters of stage 1 (JSON-serialisable). Presets: ``fast`` (CPU, minutes)
+    and ``paper`` (GPU)."""
+
+    features: tuple[int, ...] = (16, 16, 32, 64, 128, 16)
+    iters: int = 1000
+    batch_size: int = 6
+    crop: tuple[int, int] = (128, 128)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    grad_clip: float = 1.0
+    alpha: float = 1.0
+    alpha_warmup: int = 200
+    use_similarity: bool = True
+    normalise: bool = True
+    similarity: dict = field(default_factory=lambda: SimilarityConfig().to_dict())
+    ema_decay: float = 0.995
+    checkpoint_every: int = 250
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "Stage1Config":
+        presets = {
+            "fast": {},
+            "paper": dict(features=(32, 32, 64, 128, 256, 32), iters=20000, batch_size=16, crop=(256, 256),
+                          lr=5e-4, warmup=500, alpha_warmup=2000, checkpoint_every=1000, ema_decay=0.999),
+            "tiny": dict(features=(4, 4, 8, 8, 16, 4), iters=4, batch_size=2, crop=(32, 32), warmup=1,
+                         alpha_warmup=2, checkpoint_every=2),
+        }
+        if name not in presets:
+            raise InputError(f"unknown preset {name!r}; choose fast or paper")
+        cfg = cls(**presets[name])
+        for k, v in overrides.items():
+            if v is not None:
+                if not hasattr(cfg, k):
+                    raise ValueError(f"unknown stage-1 option {k!r}")
+                setattr(cfg, k, v)
+        return cfg
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["features"], d["crop"] = list(self.features), list(self.crop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Stage1Config":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if "features" in d:
+            d["features"] = tuple(d["features"])
+        if "crop" in d:
+            d["crop"] = tuple(d["crop"])
+        return cls(**d)
+
+
+class ProjectionDenoiser:
+    """A trained stage-1 network with what it needs to be used: ``denoise(sinogram)``.
+
+    ``info`` holds the training dose (``photons``), the geometry JSON and the stage-1
+    configuration; :meth:`save` writes ``config.json`` + ``model.safetensors``.
+    """
+
+    def __init__(self, network: ResidualDenoiser, info: dict) -> None:
+        self.network = network.eval()
+        self.info = info
+
+    @property
+    def photons(self) -> float:
+        """``I0`` of the training data."""
+        return float(self.info["photons"])
+
+    @torch.no_grad()
+    def denoise(
+        self, sinogram: np.ndarray, *, device: str | torch.device = "auto", progress: bool = False
+    ) -> np.ndarray:
+        """Denoise post-log sinograms ``[N, V, D]`` (or ``[V, D]``); returns the same shape."""
+        from tqdm.auto import tqdm
+
+        y = np.asarray(sinogram, np.float32)
+        squeeze = y.ndim == 2
+        y = y[None] if squeeze else y
+        if y.ndim != 3:
+            raise InputError(f"sinogram must be [N, V, D], got shape {y.shape}")
+        if not np.isfinite(y).all():
+            raise InputError("sinogram holds NaN or inf")
+        dev = resolve_device(device)
+        net = self.network.to(dev)
+        out = np.empty_like(y)
+        amp = dev.type == "cuda"
+        for i in tqdm(range(y.shape[0]), desc="stage 1: denoise projections", unit="slice", disable=not progress):
+            t = torch.from_numpy(y[i : i + 1, None]).to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                f = net(t)
+            out[i] = f.float()[0, 0].cpu().numpy()
+        return out[0] if squeeze else out
+
+    # -------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/config.json`` and ``directory/model.safetensors``."""
+        from safetensors.torch import save_file
+
+        from ..io import atomic_output
+
+        d = Path(directory)
+        with atomic_output(d, directory=True) as tmp:
+            cfg = {"class": "ProjectionDenoiser", "network": self.network.config, **self.info}
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+            state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "ProjectionDenoiser":
+        """Load a folder written by :meth:`save` (CPU float32 by default)."""
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        cfg_path, w_path = d / "config.json", d / "model.safetensors"
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise InputError(f"{d}: not a stage-1 model folder (needs config.json and model.safetensors)")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            net = ResidualDenoiser(**cfg.pop("network"))
+            cfg.pop("class", None)
+            net.load_state_dict(load_file(str(w_path), device=str(device)))
+        except (json.JSONDecodeError, KeyError, RuntimeError, TypeError) as e:
+            raise InputError(f"{d}: cannot load the stage-1 model ({str(e).splitlines()[0]})") from None
+        return cls(net.to(device), cfg)
+
+
+def _make_batch_fn(sino: torch.Tensor, photons: float, cfg: Stage1Config, device: torch.device):
+    """Random even-aligned crops (wrapping around in views), random detector flips."""
+    n, V, D = sino.shape
+    cv = min(cfg.crop[0], V - V % 2)
+    cd = min(cfg.crop[1], D - D % 2)
+    cv, cd = cv - cv % 2, cd - cd % 2
+
+    def batch_fn(step: int, generator: torch.Generator) -> dict:
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=generator)
+        v0 = torch.randint(0, V // 2, (cfg.batch_size,), generator=generator) * 2
+        d0 = torch.randint(0, (D - cd) // 2 + 1, (cfg.batch_size,), generator=generator) * 2
+        flip = torch.rand(cfg.batch_size, generator=generator) < 0.5
+        crops = []
+        for b in range(cfg.batch_size):
+            rows = (v0[b] + torch.arange(cv)) % V  # 360-degree data wrap around
+            c = sino[idx[b]][rows][:, d0[b] : d0[b] + cd]
+            crops.append(c.flip(-1) if flip[b] else c)
+        y = torch.stack(crops)[:, None].to(device)
+        sub_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        return {
+            "sinogram": y,
+            "photons": torch.full((cfg.batch_size,), photons, device=device),
+            "step": step,
+            "generator": sub_gen,
+        }
+
+    return batch_fn
+
+
+def train_projection_denoiser(
+    sinogram: np.ndarray,
+    *,
+    photons: float | None = None,
+    geometry_json: str | None = None,
+    config: Stage1Config | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = True,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> ProjectionDenoiser:
+    """Train the CSSS projection denoiser on noisy sinograms ``[N, V, D]`` alone.
+
+    Parameters
+    ----------
+    sinogram
+        Noisy post-log sinograms, the only data training sees.
+    photons
+        ``I0`` of the data; estimated from ``sinogram`` when ``None``.
+    geometry_json
+        Stored with the model so later inputs can be checked against it.
+    config
+        :class:`Stage1Config` (default: the ``fast`` preset).
+    run_dir
+        Folder for periodic checkpoints; an interrupted run resumes from it.
+    """
+    from ..training import TrainConfig, train
+
+    cfg = config or Stage1Config.preset("fast")
+    y = np.asarray(sinogram, np.float32)
+    if y.ndim == 2:
+        y = y[None]
+    if y.ndim != 3:
+        raise InputError(f"sinogram must be [N, V, D], got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise InputError("sinogram holds NaN or inf")
+    dev = resolve_device(device)
+    i0 = float(photons) if photons else estimate_photons(y)
+    torch.manual_seed(cfg.seed)
+    net = ResidualDenoiser(
+        1, features=cfg.features, shift=float(y.mean()), scale=float(max(y.std(), 1e-3)), circular_rows=True
+    )
+    objective = CSSSObjective(
+        net,
+        alpha=cfg.alpha,
+        alpha_warmup=cfg.alpha_warmup,
+        use_similarity=cfg.use_similarity,
+        normalise=cfg.normalise,
+        similarity=SimilarityConfig(**cfg.similarity),
+    ).to(dev)
+    data = pad_even(torch.from_numpy(y)[:, None])[:, 0]
+    tcfg = TrainConfig(
+        iters=cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup, grad_clip=cfg.grad_clip,
+        ema_decay=cfg.ema_decay, amp=dev.type == "cuda", checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
+        device=str(dev),
+    )
+    t0 = time.time()
+    result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
+                   progress=progress, desc="stage 1: CSSS")
+    info = {
+        "photons": i0,
+        "photons_estimated": photons is None,
+        "geometry": geometry_json,
+        "stage1": cfg.to_dict(),
+        "train_seconds": float(getattr(result, "seconds", time.time() - t0)),
+        "train_slices": int(y.shape[0]),
+    }
+    return ProjectionDenoiser(net.cpu().eval(), info)

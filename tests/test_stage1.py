@@ -1,0 +1,101 @@
+"""Stage 1 (CSSS): sub-sampling, similarity maps, objective, training and use."""
+
+import numpy as np
+import pytest
+import torch
+
+from turndiff.dose import add_noise
+from turndiff.physics import CTProjector, default_fan_geometry, ellipse_image
+from turndiff.stage1 import (
+    CSSSObjective,
+    SimilarityConfig,
+    draw_cell_positions,
+    estimate_photons,
+    noise_variance,
+    similarity_map,
+    subsample,
+)
+from turndiff.nets import ResidualDenoiser
+
+
+def test_each_cell_gives_one_distinct_sample_to_each_subsinogram():
+    y = torch.arange(2 * 1 * 8 * 6, dtype=torch.float32).reshape(2, 1, 8, 6)
+    g = torch.Generator().manual_seed(0)
+    pos = draw_cell_positions(tuple(y.shape), 3, generator=g)
+    assert pos.shape == (3, 2, 4, 3)
+    assert (pos[0] != pos[1]).all() and (pos[1] != pos[2]).all() and (pos[0] != pos[2]).all()
+    subs = subsample(y, pos)
+    for s in subs:
+        assert s.shape == (2, 1, 4, 3)
+    # Every value of a sub-sinogram comes from its own 2x2 cell.
+    for s in subs:
+        for b in range(2):
+            for i in range(4):
+                for j in range(3):
+                    cell = y[b, 0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].flatten().tolist()
+                    assert float(s[b, 0, i, j]) in cell
+    # Samples are distinct values (y has distinct entries) so positions differ in every cell.
+    assert not (subs[0] == subs[1]).any()
+
+
+def test_subsampling_is_seeded_and_varies_per_step():
+    shape = (1, 1, 16, 16)
+    a = draw_cell_positions(shape, 2, generator=torch.Generator().manual_seed(5))
+    b = draw_cell_positions(shape, 2, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    g = torch.Generator().manual_seed(5)
+    first, second = draw_cell_positions(shape, 2, generator=g), draw_cell_positions(shape, 2, generator=g)
+    assert not torch.equal(first, second)
+    with pytest.raises(ValueError):
+        draw_cell_positions((1, 1, 15, 16), 2)
+
+
+def _noisy_sino(photons=2.5e4, n=64, seed=0):
+    g = default_fan_geometry(n)
+    clean = CTProjector(g).forward(ellipse_image(g))
+    return clean, add_noise(clean, photons, rng=seed)
+
+
+def test_similarity_map_is_low_for_noise_and_high_at_edges():
+    clean, noisy = _noisy_sino(n=128)
+    y = torch.from_numpy(noisy)[None, None]
+    pos = draw_cell_positions(tuple(y.shape), 2, generator=torch.Generator().manual_seed(0))
+    s1, s2 = subsample(y, pos)
+    var = noise_variance(y, 2.5e4)
+    v1, v2 = subsample(var, pos)
+    e = similarity_map(s1, s2, v1, v2)
+    assert 0 <= float(e.min()) and float(e.max()) <= SimilarityConfig().e_max
+    # Where the clean sub-samples differ by much less than the noise, e stays near 0;
+    # where they differ by much more (edges), e is high.
+    c1, c2 = subsample(torch.from_numpy(clean)[None, None], pos)
+    box = torch.nn.functional.avg_pool2d
+    struct = box((c1 - c2) ** 2, 5, 1, 2) / box(v1 + v2, 5, 1, 2)
+    noise_only, edges = struct < 0.02, struct > 10
+    assert noise_only.sum() > 100 and edges.sum() > 20
+    assert float(e[noise_only].mean()) < 0.05
+    assert float(e[edges].mean()) > 0.5
+
+
+def test_estimate_photons_from_the_sinogram_alone():
+    for i0 in (1e4, 5e4):
+        _, noisy = _noisy_sino(photons=i0, n=256, seed=1)
+        assert estimate_photons(noisy) == pytest.approx(i0, rel=0.15)
+
+
+def test_objective_terms_and_ablations():
+    _, noisy = _noisy_sino()
+    y = torch.from_numpy(noisy[:64, :64].copy())[None, None]
+    net = ResidualDenoiser(1, features=(4, 4, 8, 8, 16, 4), shift=float(y.mean()), scale=1.0)
+    batch = {"sinogram": y, "photons": torch.tensor([2.5e4]), "step": 1000,
+             "generator": torch.Generator().manual_seed(0)}
+    loss, logs = CSSSObjective(net, alpha=1.0)(batch)
+    assert loss.requires_grad and "reg" in logs and logs["e1"] >= 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    batch["generator"] = torch.Generator().manual_seed(0)
+    _, logs0 = CSSSObjective(net, alpha=0.0)(batch)
+    assert "reg" not in logs0
+    batch["generator"] = torch.Generator().manual_seed(0)
+    _, logs_ns = CSSSObjective(net, use_similarity=False)(batch)
+    assert logs_ns["e1"] == 0.0
+    assert CSSSObjective(net, alpha=2.0, alpha_warmup=100).alpha_at(50) == pytest.approx(1.0)
