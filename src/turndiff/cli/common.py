@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 
-OUTPUT_FORMATS = ("h5", "npy", "nii", "dicom", "png")
+OUTPUT_FORMATS = ("h5", "npy", "nii", "nifti", "dicom", "png")
 
 
 def load_hu_input(spec: str, *, size: int | None, seed: int) -> tuple[np.ndarray, float | None, str, object]:
@@ -95,6 +94,5 @@ def write_images(out: str, hu: np.ndarray, *, fmt: str | None, spacing: float | 
                  source=a.pop("source", None), extra_attrs=a)
     else:
         sp = (spacing, spacing) if spacing else None
-        write_volume(out, hu, format=f, spacing=sp, template=template, anonymize=anonymize)
-    Path(out)  # noqa: B018 - the writer validated the path
+        write_volume(out, hu, format="nifti" if f == "nii" else f, spacing=sp, template=template, anonymize=anonymize)
     return f

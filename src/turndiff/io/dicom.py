@@ -118,8 +118,7 @@ def _fg_attr(ds: Any, frame: int, seq: str, keyword: str) -> Any:
         item = shared[0]
         if seq in item and len(item[seq].value) and keyword in item[seq].value[0]:
             return item[seq].value[0][keyword].value
-    elem = ds.get(keyword)
-    return elem
+    return ds.get(keyword)
 
 
 def _floats(value: Any, n: int) -> np.ndarray | None:
