@@ -148,7 +148,8 @@ def simulate_scan(
         raise InputError(f"images must be [N, H, W], got shape {hu.shape}")
     if not np.isfinite(hu).all():
         raise InputError("images hold NaN or inf")
-    A = CTProjector(geometry)
+    # Three rays per bin: the detector's finite width (see CTProjector.det_subsamples).
+    A = CTProjector(geometry, det_subsamples=3)
     clean = np.empty((hu.shape[0], *geometry.sinogram_shape), np.float32)
     noisy = np.empty_like(clean)
     streams = np.random.SeedSequence(seed).spawn(hu.shape[0])

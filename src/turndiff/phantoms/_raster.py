@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
-__all__ = ["Canvas", "Blob", "polyline_distance", "line_coverage", "gaussian_fields"]
+__all__ = ["Canvas", "Blob", "add_wobble", "random_wobble", "polyline_distance", "line_coverage", "gaussian_fields"]
 
 Box = tuple[slice, slice]
 
@@ -181,6 +181,14 @@ def random_wobble(rng: np.random.Generator, amp: float, kmax: int = 6, kmin: int
     out = np.zeros(kmax, np.complex64)
     for k in range(kmin, kmax + 1):
         out[k - 1] = amp / (k - kmin + 1) * rng.normal() * np.exp(1j * rng.uniform(0, 2 * np.pi))
+    return out
+
+
+def add_wobble(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum of two wobble coefficient vectors of any lengths."""
+    out = np.zeros(max(len(a), len(b)), np.complex64)
+    out[: len(a)] += a
+    out[: len(b)] += b
     return out
 
 

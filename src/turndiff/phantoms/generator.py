@@ -1,0 +1,186 @@
+"""Public entry points: seeded CT-like phantoms and body masks."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, overload
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from ._anatomy import Tissue, render
+from ._raster import Canvas
+
+__all__ = ["DEFAULT_FOV_MM", "HU_RANGE", "make_phantom", "make_phantoms", "body_mask"]
+
+#: Default field of view (mm): ``pixel_spacing = DEFAULT_FOV_MM / size``.
+DEFAULT_FOV_MM: float = 384.0
+#: Values are clipped to the 12-bit CT range.
+HU_RANGE: tuple[float, float] = (-1024.0, 3071.0)
+
+Region = Literal["abdomen", "thorax"]
+
+
+def _check_args(size: int, pixel_spacing: float | None, region: str | None) -> float:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
+        raise InputError(f"phantom size must be an integer >= 8, got {size!r}")
+    if region is not None and region not in ("abdomen", "thorax"):
+        raise InputError(f"region must be 'abdomen', 'thorax' or None, got {region!r}")
+    if pixel_spacing is None:
+        return DEFAULT_FOV_MM / int(size)
+    if isinstance(pixel_spacing, bool) or not (isinstance(pixel_spacing, (int, float)) and math.isfinite(pixel_spacing) and pixel_spacing > 0):
+        raise InputError(f"pixel_spacing must be a positive number of mm, got {pixel_spacing!r}")
+    return float(pixel_spacing)
+
+
+def _generate(
+    size: int,
+    spacing: float,
+    seq: np.random.SeedSequence,
+    region: str | None,
+    contrast: bool | None,
+    table: bool | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seq)
+    # Draw every per-slice choice first so that fixing one keeps the others.
+    r_region, r_contrast, r_table = rng.random(3)
+    region = region or ("abdomen" if r_region < 0.6 else "thorax")
+    contrast = bool(r_contrast < 0.5) if contrast is None else bool(contrast)
+    table = bool(r_table < 0.8) if table is None else bool(table)
+    canvas = Canvas(size, spacing)
+    render(canvas, rng, region=region, contrast=contrast, table=table)
+    hu = np.clip(canvas.hu, *HU_RANGE).astype(np.float32, copy=False)
+    return hu, canvas.label
+
+
+@overload
+def make_phantom(size: int, *, seed: int, pixel_spacing: float | None = ..., region: Region | None = ...,
+                 contrast: bool | None = ..., table: bool | None = ...,
+                 return_labels: Literal[False] = ...) -> np.ndarray: ...
+@overload
+def make_phantom(size: int, *, seed: int, pixel_spacing: float | None = ..., region: Region | None = ...,
+                 contrast: bool | None = ..., table: bool | None = ...,
+                 return_labels: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+def make_phantom(
+    size: int,
+    *,
+    seed: int,
+    pixel_spacing: float | None = None,
+    region: Region | None = None,
+    contrast: bool | None = None,
+    table: bool | None = None,
+    return_labels: bool = False,
+):
+    """One procedural axial CT slice of the upper abdomen or lower thorax, in HU.
+
+    The anatomy is drawn in millimetres (patient size, organs, vessels, bone, lesions)
+    and rendered with partial-volume edges and band-limited tissue texture, so the same
+    seed gives the same patient at any ``size``.
+
+    Parameters
+    ----------
+    size : int
+        Image side in pixels (>= 8).
+    seed : int
+        Seed of everything random; same seed, same slice.
+    pixel_spacing : float, optional
+        Pixel size in mm; default ``384 / size`` (a 384 mm field of view).
+    region : {'abdomen', 'thorax'}, optional
+        Anatomical level; drawn at random (60% abdomen) when None.
+    contrast : bool, optional
+        Portal-venous contrast enhancement; drawn at random (50%) when None.
+    table : bool, optional
+        Draw the patient table; drawn at random (80%) when None.
+    return_labels : bool
+        Also return the tissue label map (values of :class:`Tissue`).
+
+    Returns
+    -------
+    hu : ndarray, float32 [size, size]
+        HU, clipped to [-1024, 3071]; row 0 is anterior, column 0 the patient's right.
+    labels : ndarray, uint8 [size, size]
+        Only with ``return_labels``: the tissue covering most of each pixel.
+
+    Examples
+    --------
+    >>> hu = make_phantom(64, seed=0)
+    >>> hu.shape, hu.dtype
+    ((64, 64), dtype('float32'))
+    """
+    spacing = _check_args(size, pixel_spacing, region)
+    hu, labels = _generate(int(size), spacing, np.random.SeedSequence(seed), region, contrast, table)
+    return (hu, labels) if return_labels else hu
+
+
+def make_phantoms(
+    n: int,
+    size: int,
+    *,
+    seed: int,
+    pixel_spacing: float | None = None,
+    region: Region | None = None,
+    contrast: bool | None = None,
+    table: bool | None = None,
+    return_labels: bool = False,
+):
+    """A stack of ``n`` independent phantoms, float32 ``[n, size, size]`` HU.
+
+    Slice ``i`` is seeded by ``SeedSequence(seed).spawn(...)[i]`` (spawn key ``(i,)``),
+    so it does not depend on ``n``: ``make_phantoms(8, ...)[:4]`` equals
+    ``make_phantoms(4, ...)``. Other arguments as in :func:`make_phantom`; with
+    ``return_labels`` a uint8 ``[n, size, size]`` label stack is returned too.
+
+    Examples
+    --------
+    >>> make_phantoms(2, 32, seed=1).shape
+    (2, 32, 32)
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"number of phantoms must be a positive integer, got {n!r}")
+    spacing = _check_args(size, pixel_spacing, region)
+    hu = np.empty((int(n), int(size), int(size)), np.float32)
+    labels = np.empty(hu.shape, np.uint8)
+    for i in range(int(n)):
+        seq = np.random.SeedSequence(seed, spawn_key=(i,))
+        hu[i], labels[i] = _generate(int(size), spacing, seq, region, contrast, table)
+    return (hu, labels) if return_labels else hu
+
+
+def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
+    """Mask of the patient body: the largest connected region above ``threshold`` HU,
+    with its holes (lungs, bowel gas) filled. Table and foam stay outside.
+
+    Parameters
+    ----------
+    hu : ndarray [..., H, W]
+        Image(s) in HU.
+    threshold : float
+        HU above which a pixel may belong to the body.
+
+    Returns
+    -------
+    ndarray, bool [..., H, W]
+
+    Examples
+    --------
+    >>> hu = make_phantom(64, seed=0)
+    >>> m = body_mask(hu)
+    >>> bool(m[32, 32]), bool(m[0, 0])
+    (True, False)
+    """
+    hu = np.asarray(hu)
+    if hu.ndim < 2:
+        raise InputError(f"body_mask needs an image [..., H, W], got shape {hu.shape}")
+    flat = hu.reshape((-1,) + hu.shape[-2:])
+    out = np.zeros(flat.shape, bool)
+    for k, img in enumerate(flat):
+        fg = img > threshold
+        lab, count = ndimage.label(fg)
+        if count == 0:
+            continue
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        out[k] = ndimage.binary_fill_holes(lab == int(np.argmax(sizes)))
+    return out.reshape(hu.shape)
+

@@ -1,0 +1,544 @@
+"""The stage-2 model: autoencoder + conditional latent diffusion U-Net + DDIM sampler.
+
+``LatentDiffusion`` bundles MONAI's ``AutoencoderKL`` (encoder E, decoder D) and
+``DiffusionModelUNet``; the noise schedule comes from MONAI's ``DDIMScheduler``. The
+U-Net sees the noisy latent of the teacher image concatenated with the condition (the
+low-dose image during training, the blended image of the tunable strategy at
+inference), and predicts epsilon, v or the clean latent.
+
+Sampling is DDIM over an explicit list of timesteps. MONAI's ``DDIMScheduler.step``
+derives the previous timestep as ``t - T // K``, which cannot express a chain that starts
+part-way (partial diffusion) and drifts from its own ``linspace`` timesteps, so the
+update below (Song et al. 2021, eq. 12) takes both timesteps explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from turndiff.checkpoint import (
+    CheckpointError,
+    load_component_config,
+    load_state,
+    read_json,
+    save_component,
+    write_json,
+)
+from turndiff.errors import InputError
+from turndiff.stage2.config import Stage2Config, hu_to_unit, unit_to_hu
+
+__all__ = [
+    "LatentDiffusion",
+    "SampleSpread",
+    "build_autoencoder",
+    "build_unet",
+    "autoencoder_kwargs",
+    "unet_kwargs",
+    "sample_spread",
+    "sampling_timesteps",
+]
+
+MODEL_JSON = "stage2.json"
+
+
+def autoencoder_kwargs(config: Stage2Config) -> dict[str, Any]:
+    """Constructor arguments of MONAI's ``AutoencoderKL`` for ``config``."""
+    return {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "num_res_blocks": config.ae_res_blocks,
+        "channels": list(config.ae_channels),
+        "attention_levels": [False] * len(config.ae_channels),
+        "latent_channels": config.latent_channels,
+        "norm_num_groups": config.norm_groups,
+        "with_encoder_nonlocal_attn": config.ae_attention,
+        "with_decoder_nonlocal_attn": config.ae_attention,
+    }
+
+
+def unet_kwargs(config: Stage2Config) -> dict[str, Any]:
+    """Constructor arguments of MONAI's ``DiffusionModelUNet`` for ``config``."""
+    return {
+        "spatial_dims": 2,
+        "in_channels": config.latent_channels + config.condition_channels,
+        "out_channels": config.latent_channels,
+        "num_res_blocks": config.unet_res_blocks,
+        "channels": list(config.unet_channels),
+        "attention_levels": list(config.unet_attention),
+        "norm_num_groups": config.norm_groups,
+        "num_head_channels": config.unet_head_channels,
+    }
+
+
+def build_autoencoder(config: Stage2Config) -> torch.nn.Module:
+    """A fresh MONAI ``AutoencoderKL`` (2D, one channel)."""
+    from monai.networks.nets import AutoencoderKL
+
+    return AutoencoderKL(**autoencoder_kwargs(config))
+
+
+def build_unet(config: Stage2Config) -> torch.nn.Module:
+    """A fresh MONAI ``DiffusionModelUNet`` for the latent."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    return DiffusionModelUNet(**unet_kwargs(config))
+
+
+def _alphas_cumprod(config: Stage2Config) -> torch.Tensor:
+    from monai.networks.schedulers import DDIMScheduler
+
+    scheduler = DDIMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        schedule=config.schedule,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        prediction_type=config.prediction_type,
+        clip_sample=False,
+    )
+    return scheduler.alphas_cumprod.detach().to(torch.float64).clone()
+
+
+def sampling_timesteps(
+    config: Stage2Config, steps: int, *, strength: float | None = None, start_step: int | None = None
+) -> torch.Tensor:
+    """Decreasing DDIM timesteps from the start step down to 0.
+
+    Parameters
+    ----------
+    config : Stage2Config
+        Gives the chain length T and the largest trained strength.
+    steps : int
+        Number of denoising steps (network evaluations), >= 1.
+    strength : float, optional
+        Start at ``round(strength * (T - 1))``; 1 starts from pure noise.
+    start_step : int, optional
+        Start at this timestep instead (0 <= start_step < T). Not with ``strength``.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 ``[steps]``, strictly decreasing, first = start step, last = 0.
+    """
+    T = config.num_train_timesteps
+    if strength is not None and start_step is not None:
+        raise InputError("give strength or start_step, not both")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
+    if start_step is None:
+        strength = config.sample_strength if strength is None else float(strength)
+        if not 0 < strength <= 1:
+            raise InputError(f"strength must be in (0, 1], got {strength}")
+        start_step = int(round(strength * (T - 1)))
+    elif not 0 <= int(start_step) < T:
+        raise InputError(f"start_step must be in [0, {T - 1}], got {start_step}")
+    start_step = int(start_step)
+    max_start = int(math.ceil(config.max_train_strength * T)) - 1
+    if start_step > max_start:
+        raise InputError(
+            f"start step {start_step} is beyond the trained range (max_train_strength="
+            f"{config.max_train_strength} -> {max_start})"
+        )
+    if steps > start_step + 1:
+        raise InputError(f"{steps} steps do not fit between timestep {start_step} and 0 (at most {start_step + 1})")
+    return torch.linspace(start_step, 0, steps, dtype=torch.float64).round().long()
+
+
+def _as_stack(images: Any, name: str) -> tuple[torch.Tensor, bool]:
+    if isinstance(images, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(images))
+    elif torch.is_tensor(images):
+        t = images.detach()
+    else:
+        raise InputError(f"{name} must be a numpy array or torch tensor, got {type(images).__name__}")
+    squeeze = t.ndim == 2
+    if squeeze:
+        t = t[None]
+    if t.ndim != 3 or min(t.shape) < 1:
+        raise InputError(f"{name} must be [N, H, W] (or [H, W]) HU, got shape {tuple(t.shape)}")
+    t = t.to(torch.float32).cpu()
+    if not torch.isfinite(t).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    return t, squeeze
+
+
+@dataclass
+class SampleSpread:
+    """How much the output varies across sampling seeds (:func:`sample_spread`).
+
+    Attributes
+    ----------
+    mean : np.ndarray
+        float32 [N, H, W] HU, mean over seeds.
+    std : np.ndarray
+        float32 [N, H, W] HU, per-pixel standard deviation over seeds (ddof=1).
+    seeds : tuple of int
+        The seeds used.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    seeds: tuple[int, ...]
+
+    def summary(self) -> dict[str, float]:
+        """Mean, median and 99th percentile of the per-pixel standard deviation (HU)."""
+        return {
+            "std_mean_hu": float(self.std.mean()),
+            "std_median_hu": float(np.median(self.std)),
+            "std_p99_hu": float(np.percentile(self.std, 99)),
+        }
+
+
+class LatentDiffusion(torch.nn.Module):
+    """Autoencoder + conditional latent diffusion U-Net; samples x~0 from a condition image.
+
+    Parameters
+    ----------
+    config : Stage2Config
+        Architecture, schedule and sampling defaults.
+    autoencoder : torch.nn.Module, optional
+        A MONAI ``AutoencoderKL`` built from ``config`` (new if omitted).
+    unet : torch.nn.Module, optional
+        A MONAI ``DiffusionModelUNet`` built from ``config`` (new if omitted).
+    latent_scale : float
+        Multiplies the encoder mean so that training latents have unit variance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from turndiff.stage2 import LatentDiffusion, Stage2Config
+    >>> cfg = Stage2Config.preset("fast").replace(
+    ...     ae_channels=(8, 8, 8), unet_channels=(8, 8), unet_attention=(False, False),
+    ...     unet_head_channels=8, ldm_crop=32)
+    >>> model = LatentDiffusion(cfg)
+    >>> out = model.sample(np.zeros((2, 32, 32), np.float32), steps=3, seed=0)
+    >>> out.shape, out.dtype
+    ((2, 32, 32), dtype('float32'))
+    """
+
+    def __init__(
+        self,
+        config: Stage2Config,
+        autoencoder: torch.nn.Module | None = None,
+        unet: torch.nn.Module | None = None,
+        *,
+        latent_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(config, Stage2Config):
+            raise InputError("config must be a Stage2Config")
+        if not (latent_scale > 0 and math.isfinite(latent_scale)):
+            raise InputError(f"latent_scale must be a positive number, got {latent_scale}")
+        self.config = config
+        self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(config)
+        self.unet = unet if unet is not None else build_unet(config)
+        self.latent_scale = float(latent_scale)
+        self.register_buffer("alphas_cumprod", _alphas_cumprod(config).float(), persistent=False)
+        self.training_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ building blocks
+
+    @property
+    def device(self) -> torch.device:
+        return self.alphas_cumprod.device
+
+    def to_unit(self, hu: torch.Tensor) -> torch.Tensor:
+        return hu_to_unit(hu, self.config.hu_offset, self.config.hu_scale)
+
+    def to_hu(self, unit: torch.Tensor) -> torch.Tensor:
+        return unit_to_hu(unit, self.config.hu_offset, self.config.hu_scale)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Scaled latent mean of ``image`` ([B, 1, H, W] normalised units)."""
+        z_mu, _ = self.autoencoder.encode(image)
+        return z_mu * self.latent_scale
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Image ([B, 1, H, W] normalised units) of a scaled latent."""
+        return self.autoencoder.decode(latent / self.latent_scale)
+
+    def condition_features(self, condition: torch.Tensor) -> torch.Tensor:
+        """U-Net conditioning channels at latent resolution for ``condition`` [B, 1, H, W]."""
+        if self.config.conditioning == "unshuffle":
+            return F.pixel_unshuffle(condition, self.config.downsample)
+        with torch.no_grad():
+            return self.encode(condition)
+
+    def denoise(self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """U-Net output (epsilon, v or latent, per ``prediction_type``)."""
+        return self.unet(torch.cat([noisy_latent, features], dim=1), timesteps=timesteps)
+
+    def _ab(self, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
+        return self.alphas_cumprod[timesteps].reshape(-1, *([1] * (ndim - 1)))
+
+    def add_noise(self, latent: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Forward diffusion ``sqrt(ab) z + sqrt(1 - ab) noise``."""
+        ab = self._ab(timesteps, latent.ndim).to(latent.dtype)
+        return ab.sqrt() * latent + (1 - ab).sqrt() * noise
+
+    def target(self, latent: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Regression target of the U-Net for ``prediction_type``."""
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "sample":
+            return latent
+        ab = self._ab(timesteps, latent.ndim).to(latent.dtype)
+        return ab.sqrt() * noise - (1 - ab).sqrt() * latent
+
+    def split_prediction(
+        self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, output: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z0_hat, eps_hat)`` from the U-Net output at ``timesteps``."""
+        ab = self._ab(timesteps, noisy_latent.ndim).to(noisy_latent.dtype)
+        a, b = ab.sqrt(), (1 - ab).sqrt()
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            z0 = (noisy_latent - b * output) / a
+            return z0, output
+        if kind == "sample":
+            return output, (noisy_latent - a * output) / b.clamp_min(1e-8)
+        return a * noisy_latent - b * output, a * output + b * noisy_latent
+
+    # ------------------------------------------------------------------------- sampling
+
+    def _pad(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        m = self.config.size_multiple
+        h, w = images.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            images = F.pad(images, (0, pw, 0, ph), mode="replicate")
+        return images, (h, w)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        condition_hu: np.ndarray | torch.Tensor,
+        *,
+        steps: int | None = None,
+        strength: float | None = None,
+        start_step: int | None = None,
+        init_hu: np.ndarray | torch.Tensor | None = None,
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+        eta: float | None = None,
+        batch_size: int = 8,
+        amp: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Sample x~0 conditioned on ``condition_hu`` with DDIM (partial diffusion).
+
+        Parameters
+        ----------
+        condition_hu : array or tensor
+            float [N, H, W] (or [H, W]) HU: ``x_ld`` during training, the blended image of
+            the tunable strategy at inference. Any size; padded to
+            ``config.size_multiple`` internally.
+        steps : int, optional
+            DDIM steps (network evaluations); default ``config.sample_steps``.
+        strength : float, optional
+            Start at timestep ``round(strength * (T - 1))`` from the noised latent of the
+            initial image (1: from pure noise). Default ``config.sample_strength``.
+        start_step : int, optional
+            Start timestep given directly (instead of ``strength``).
+        init_hu : array or tensor, optional
+            Image whose latent is noised to start from (default: the condition).
+        seed : int or None
+            Seed of the noise when no ``generator`` is given.
+        generator : torch.Generator, optional
+            CPU generator; one seed per slice is drawn from it, so a slice's result does
+            not depend on ``batch_size``.
+        eta : float, optional
+            DDIM eta; default ``config.eta`` (0: deterministic given the initial noise).
+        batch_size : int
+            Slices per forward pass.
+        amp : bool
+            bf16 autocast on CUDA (ignored on CPU).
+        progress : bool
+            tqdm bar over batches.
+
+        Returns
+        -------
+        np.ndarray
+            float32 [N, H, W] (or [H, W]) HU.
+        """
+        cfg = self.config
+        cond, squeeze = _as_stack(condition_hu, "condition_hu")
+        init = cond if init_hu is None else _as_stack(init_hu, "init_hu")[0]
+        if init.shape != cond.shape:
+            raise InputError(f"init_hu has shape {tuple(init.shape)}, condition_hu {tuple(cond.shape)}")
+        steps = cfg.sample_steps if steps is None else steps
+        eta = cfg.eta if eta is None else float(eta)
+        if eta < 0:
+            raise InputError(f"eta must be >= 0, got {eta}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        timesteps = sampling_timesteps(cfg, steps, strength=strength, start_step=start_step)
+        if generator is None:
+            if seed is None:
+                raise InputError("give a seed or a generator")
+            generator = torch.Generator().manual_seed(int(seed))
+        n = cond.shape[0]
+        slice_seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
+
+        was_training = self.training
+        self.eval()
+        device = self.device
+        use_amp = amp and device.type == "cuda"
+        # At the last timestep the signal left is negligible: start from pure noise.
+        from_noise = int(timesteps[0]) == cfg.num_train_timesteps - 1
+        out = torch.empty_like(cond)
+        from tqdm.auto import tqdm
+
+        try:
+            for lo in tqdm(range(0, n, batch_size), desc="sampling", disable=not progress):
+                hi = min(lo + batch_size, n)
+                c_img, (h, w) = self._pad(self.to_unit(cond[lo:hi, None]).to(device))
+                i_img, _ = self._pad(self.to_unit(init[lo:hi, None]).to(device))
+                gens = [torch.Generator().manual_seed(s) for s in slice_seeds[lo:hi]]
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    feats = self.condition_features(c_img)
+                    lat_shape = (self.config.latent_channels, c_img.shape[-2] // cfg.downsample,
+                                 c_img.shape[-1] // cfg.downsample)
+                    noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
+                    t0 = timesteps[:1].to(device).expand(hi - lo)
+                    if from_noise:
+                        z = noise
+                    else:
+                        z = self.add_noise(self.encode(i_img).float(), noise, t0)
+                    for k, t in enumerate(timesteps.tolist()):
+                        t_batch = torch.full((hi - lo,), t, device=device, dtype=torch.long)
+                        output = self.denoise(z, t_batch, feats).float()
+                        z0, eps = self.split_prediction(z, t_batch, output)
+                        t_prev = int(timesteps[k + 1]) if k + 1 < len(timesteps) else -1
+                        z = self._ddim_update(z0, eps, t, t_prev, eta, gens)
+                    image = self.decode(z).float()
+                out[lo:hi] = self.to_hu(image[:, 0, :h, :w]).cpu()
+        finally:
+            self.train(was_training)
+        result = out.numpy()
+        return result[0] if squeeze else result
+
+    def _ddim_update(self, z0: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, eta: float,
+                     gens: Sequence[torch.Generator]) -> torch.Tensor:
+        if t_prev < 0:
+            return z0
+        ab_t, ab_prev = self.alphas_cumprod[t], self.alphas_cumprod[t_prev]
+        sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+        z = ab_prev.sqrt() * z0 + torch.sqrt((1 - ab_prev - sigma**2).clamp_min(0)) * eps
+        if eta > 0:
+            noise = torch.stack([torch.randn(z.shape[1:], generator=g) for g in gens]).to(z.device)
+            z = z + sigma * noise
+        return z
+
+    @torch.no_grad()
+    def reconstruct(self, images_hu: np.ndarray | torch.Tensor, *, batch_size: int = 8) -> np.ndarray:
+        """Autoencoder round trip D(E(x)) in HU (float32 [N, H, W]), to measure its error."""
+        images, squeeze = _as_stack(images_hu, "images_hu")
+        was_training = self.training
+        self.eval()
+        out = torch.empty_like(images)
+        try:
+            for lo in range(0, images.shape[0], batch_size):
+                x, (h, w) = self._pad(self.to_unit(images[lo:lo + batch_size, None]).to(self.device))
+                out[lo:lo + batch_size] = self.to_hu(self.decode(self.encode(x))[:, 0, :h, :w]).float().cpu()
+        finally:
+            self.train(was_training)
+        result = out.numpy()
+        return result[0] if squeeze else result
+
+    # ------------------------------------------------------------------- persistence
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``stage2.json`` plus ``autoencoder/`` and ``unet/`` component folders.
+
+        Each component folder holds ``config.json`` (constructor arguments) and
+        ``model.safetensors`` (float32 weights); no pickles.
+        """
+        directory = Path(directory)
+        save_component(directory, self.autoencoder, autoencoder_kwargs(self.config), "autoencoder")
+        save_component(directory, self.unet, unet_kwargs(self.config), "unet")
+        write_json(directory / MODEL_JSON, {
+            "class": "LatentDiffusion",
+            "components": ["autoencoder", "unet"],
+            "config": self.config.to_dict(),
+            "latent_scale": self.latent_scale,
+            "scheduler": {
+                "class": "monai.networks.schedulers.DDIMScheduler",
+                "num_train_timesteps": self.config.num_train_timesteps,
+                "schedule": self.config.schedule,
+                "beta_start": self.config.beta_start,
+                "beta_end": self.config.beta_end,
+                "prediction_type": self.config.prediction_type,
+            },
+            "training": self.training_info,
+        })
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> LatentDiffusion:
+        """Load a model written by :meth:`save` (float32, eval mode, on ``device``)."""
+        from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+
+        directory = Path(directory)
+        if not (directory / MODEL_JSON).is_file():
+            raise CheckpointError(f"{directory} is not a stage-2 model folder (no {MODEL_JSON})")
+        meta = read_json(directory / MODEL_JSON)
+        try:
+            config = Stage2Config.from_dict(meta["config"])
+            scale = float(meta["latent_scale"])
+        except (KeyError, TypeError, InputError) as exc:
+            raise CheckpointError(f"{directory / MODEL_JSON} is malformed: {exc}") from None
+        ae_kwargs = load_component_config(directory, "autoencoder", expected_class="AutoencoderKL")
+        un_kwargs = load_component_config(directory, "unet", expected_class="DiffusionModelUNet")
+        if ae_kwargs != autoencoder_kwargs(config) or un_kwargs != unet_kwargs(config):
+            raise CheckpointError(f"{directory}: component configs disagree with {MODEL_JSON}")
+        autoencoder = load_state(AutoencoderKL(**ae_kwargs), directory / "autoencoder")
+        unet = load_state(DiffusionModelUNet(**un_kwargs), directory / "unet")
+        model = cls(config, autoencoder, unet, latent_scale=scale)
+        model.training_info = dict(meta.get("training", {}))
+        return model.to(device).eval()
+
+
+def sample_spread(
+    model: LatentDiffusion,
+    condition_hu: np.ndarray | torch.Tensor,
+    *,
+    seeds: Sequence[int] = (0, 1, 2, 3),
+    **sample_kwargs: Any,
+) -> SampleSpread:
+    """Sample once per seed and report the per-pixel spread in HU (honest stochasticity).
+
+    Parameters
+    ----------
+    model : LatentDiffusion
+        Trained model.
+    condition_hu : array or tensor
+        float [N, H, W] HU condition.
+    seeds : sequence of int
+        At least two distinct seeds (default four).
+    **sample_kwargs
+        Passed to :meth:`LatentDiffusion.sample` (``steps``, ``strength``, ...).
+
+    Returns
+    -------
+    SampleSpread
+        Mean and per-pixel standard deviation over seeds, float32 HU.
+    """
+    seeds = tuple(int(s) for s in seeds)
+    if len(set(seeds)) < 2:
+        raise InputError("sample_spread needs at least two distinct seeds")
+    if "seed" in sample_kwargs or "generator" in sample_kwargs:
+        raise InputError("pass the seeds through `seeds`, not seed/generator")
+    stack = np.stack([model.sample(condition_hu, seed=s, **sample_kwargs) for s in seeds])
+    return SampleSpread(mean=stack.mean(0).astype(np.float32), std=stack.std(0, ddof=1).astype(np.float32),
+                        seeds=seeds)

@@ -1,0 +1,90 @@
+"""Stage-2 training objectives for :func:`turndiff.training.train` (``forward(batch) -> loss``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from turndiff.stage2.model import LatentDiffusion
+from turndiff.training import set_requires_grad
+
+__all__ = ["AutoencoderObjective", "DiffusionObjective", "gradient_l1"]
+
+
+def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the horizontal and vertical finite differences."""
+    dh = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+    dw = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+    return 0.5 * (dh.abs().mean() + dw.abs().mean())
+
+
+class AutoencoderObjective(torch.nn.Module):
+    """L1 + gradient-L1 reconstruction + KL of MONAI's ``AutoencoderKL``.
+
+    Batch: float tensor ``[B, 1, h, w]`` in normalised units. The KL term (summed over
+    latent elements, averaged over the batch) only keeps the latent well scaled; its
+    weight is tiny as in latent diffusion. No adversarial or perceptual term: those
+    would need pretrained networks downloaded at run time.
+    """
+
+    def __init__(self, autoencoder: torch.nn.Module, *, kl_weight: float = 1e-6, grad_weight: float = 0.5) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.kl_weight = float(kl_weight)
+        self.grad_weight = float(grad_weight)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        recon, z_mu, z_sigma = self.autoencoder(images)
+        recon = recon.float()
+        l1 = (recon - images).abs().mean()
+        kl = 0.5 * (z_mu.float().square() + z_sigma.float().square()
+                    - torch.log(z_sigma.float().square() + 1e-12) - 1).sum(dim=(1, 2, 3)).mean()
+        loss = l1 + self.kl_weight * kl
+        logs = {"l1": l1.detach(), "kl": kl.detach()}
+        if self.grad_weight > 0:
+            grad = gradient_l1(recon, images)
+            loss = loss + self.grad_weight * grad
+            logs["grad"] = grad.detach()
+        return loss, logs
+
+
+class DiffusionObjective(torch.nn.Module):
+    """Conditional latent diffusion loss plus knowledge distillation ``L_image``.
+
+    Batch: dict with ``x_ld`` and ``x0`` ``[B, 1, h, w]`` (normalised units), ``t`` int64
+    ``[B]``, ``noise`` ``[B, C, h/d, w/d]`` and ``cond_scale`` ``[B]``. The condition is
+    ``x0 + cond_scale * (x_ld - x0)`` (``x_ld`` itself at scale 1). The loss is
+
+        mean((unet(z_t, cond, t) - target)^2) + image_loss_weight * mean|D(z0_hat) - x0|
+
+    where ``z_t`` noises the latent of the teacher ``x0`` and ``z0_hat`` is the clean
+    latent implied by the U-Net output. The autoencoder is frozen; gradients of
+    ``L_image`` flow through the decoder into the U-Net only.
+    """
+
+    def __init__(self, model: LatentDiffusion, *, image_loss_weight: float | None = None) -> None:
+        super().__init__()
+        self.model = model
+        set_requires_grad(model.autoencoder, False)
+        self.image_loss_weight = float(
+            model.config.image_loss_weight if image_loss_weight is None else image_loss_weight
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model = self.model
+        x_ld, x0, t, noise = batch["x_ld"], batch["x0"], batch["t"], batch["noise"]
+        scale = batch["cond_scale"].reshape(-1, 1, 1, 1).to(x0.dtype)
+        with torch.no_grad():
+            z0 = model.encode(x0).float()
+        condition = x0 + scale * (x_ld - x0)
+        features = model.condition_features(condition)
+        z_t = model.add_noise(z0, noise, t)
+        output = model.denoise(z_t, t, features).float()
+        l_diff = F.mse_loss(output, model.target(z0, noise, t))
+        loss, logs = l_diff, {"diffusion": l_diff.detach()}
+        if self.image_loss_weight > 0:
+            z0_hat, _ = model.split_prediction(z_t, t, output)
+            l_image = (model.decode(z0_hat).float() - x0).abs().mean()
+            loss = loss + self.image_loss_weight * l_image
+            logs["image"] = l_image.detach()
+        return loss, logs

@@ -1,0 +1,321 @@
+"""Stage-2 training: autoencoder, then conditional latent diffusion with distillation.
+
+Both run through the shared loop :func:`turndiff.training.train` on random crops (every
+network is convolutional, so crops train it for whole slices). Inputs are HU stacks:
+``x_ld`` (FBP of the noisy sinogram) and ``x0`` (the frozen stage-1 teacher, computed
+once by the caller); stage 2 never sees a clean image.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from turndiff.errors import InputError
+from turndiff.stage2.config import Stage2Config, hu_to_unit
+from turndiff.stage2.model import LatentDiffusion, _as_stack, build_autoencoder, build_unet
+from turndiff.stage2.objectives import AutoencoderObjective, DiffusionObjective
+from turndiff.training import TrainConfig, TrainResult, resolve_device, train
+
+__all__ = [
+    "train_autoencoder",
+    "train_latent_diffusion",
+    "train_stage2",
+    "estimate_latent_scale",
+    "autoencoder_error_hu",
+]
+
+
+def _pair(x_ld: Any, x0: Any, config: Stage2Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated unit-scaled float32 CPU stacks [N, H, W]."""
+    a, _ = _as_stack(x_ld, "x_ld")
+    b, _ = _as_stack(x0, "x0")
+    if a.shape != b.shape:
+        raise InputError(f"x_ld has shape {tuple(a.shape)} but x0 has {tuple(b.shape)}")
+    if min(a.shape[-2:]) < config.size_multiple:
+        raise InputError(f"stage 2 needs images of at least {config.size_multiple} pixels a side, got {tuple(a.shape)}")
+    return (hu_to_unit(a, config.hu_offset, config.hu_scale).contiguous(),
+            hu_to_unit(b, config.hu_offset, config.hu_scale).contiguous())
+
+
+def _effective_crop(crop: int, shape: torch.Size, multiple: int) -> int:
+    side = min(shape[-2:])
+    return min(crop, side - side % multiple)
+
+
+def _crops(stacks: list[torch.Tensor], batch: int, crop: int, flip: bool,
+           generator: torch.Generator) -> list[torch.Tensor]:
+    n, h, w = stacks[0].shape
+    idx = torch.randint(0, n, (batch,), generator=generator)
+    ys = torch.randint(0, h - crop + 1, (batch,), generator=generator)
+    xs = torch.randint(0, w - crop + 1, (batch,), generator=generator)
+    flips = torch.rand(batch, generator=generator) < 0.5
+    out = []
+    for s in stacks:
+        parts = []
+        for i in range(batch):
+            c = s[idx[i], ys[i]:ys[i] + crop, xs[i]:xs[i] + crop]
+            parts.append(c.flip(-1) if flip and flips[i] else c)
+        out.append(torch.stack(parts)[:, None])
+    return out
+
+
+def _train_config(config: Stage2Config, *, iters: int, lr: float, seed: int, device: torch.device,
+                  checkpoint_every: int | None) -> TrainConfig:
+    return TrainConfig(
+        iters=iters,
+        lr=lr,
+        warmup=min(config.warmup, max(iters // 10, 0)),
+        grad_clip=config.grad_clip,
+        ema_decay=config.ema_decay,
+        checkpoint_every=checkpoint_every if checkpoint_every is not None else max(iters // 10, 1),
+        seed=seed,
+        device=str(device),
+        log_every=max(1, min(25, iters // 20)),
+    )
+
+
+def _seeded(seed: int, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def train_autoencoder(
+    x_ld: np.ndarray | torch.Tensor,
+    x0: np.ndarray | torch.Tensor,
+    config: Stage2Config,
+    *,
+    run_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+) -> tuple[torch.nn.Module, TrainResult]:
+    """Train MONAI's ``AutoencoderKL`` on the teacher and on blends with the low-dose image.
+
+    Parameters
+    ----------
+    x_ld, x0 : array or tensor
+        float [N, H, W] HU: low-dose FBP and stage-1 teacher, same shape.
+    config : Stage2Config
+        Architecture (``ae_*``, ``downsample``, ``latent_channels``) and training settings.
+    run_dir : path, optional
+        Checkpoint folder (resumes from it).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    seed : int
+        Seeds the initialisation and the batches.
+    progress : bool
+        Show a progress bar.
+    checkpoint_every : int, optional
+        Checkpoint period in steps (default: every tenth of the run).
+
+    Returns
+    -------
+    autoencoder : torch.nn.Module
+        The trained (EMA) ``AutoencoderKL`` in eval mode, on ``device``.
+    result : TrainResult
+        Losses and timing.
+    """
+    ld, teacher = _pair(x_ld, x0, config)
+    dev = resolve_device(device)
+    crop = _effective_crop(config.ae_crop, ld.shape, config.downsample)
+    autoencoder = _seeded(seed, lambda: build_autoencoder(config))
+    objective = AutoencoderObjective(autoencoder, kl_weight=config.kl_weight, grad_weight=config.ae_grad_weight)
+
+    def batch_fn(step: int, g: torch.Generator) -> torch.Tensor:
+        a, b = _crops([ld, teacher], config.ae_batch, crop, config.flip, g)
+        use_teacher = (torch.rand(config.ae_batch, generator=g) < config.ae_teacher_fraction).reshape(-1, 1, 1, 1)
+        lam = torch.rand(config.ae_batch, generator=g).reshape(-1, 1, 1, 1)
+        return torch.where(use_teacher, b, lam * a + (1 - lam) * b)
+
+    tcfg = _train_config(config, iters=config.ae_iters, lr=config.ae_lr, seed=seed, device=dev,
+                         checkpoint_every=checkpoint_every)
+    result = train(objective, batch_fn, tcfg, run_dir=run_dir, progress=progress, desc="stage 2: autoencoder")
+    return autoencoder.eval(), result
+
+
+@torch.no_grad()
+def estimate_latent_scale(autoencoder: torch.nn.Module, x0: np.ndarray | torch.Tensor, config: Stage2Config,
+                          *, max_slices: int = 16, batch_size: int = 4) -> float:
+    """``1 / std`` of the encoder means of the teacher images (so latents have unit variance)."""
+    images, _ = _as_stack(x0, "x0")
+    step = max(1, math.ceil(images.shape[0] / max_slices))
+    images = hu_to_unit(images[::step], config.hu_offset, config.hu_scale)
+    m = config.size_multiple
+    h, w = images.shape[-2:]
+    images = images[:, : h - h % m, : w - w % m]
+    device = next(autoencoder.parameters()).device
+    latents = [autoencoder.encode(images[i:i + batch_size, None].to(device))[0].float().cpu()
+               for i in range(0, images.shape[0], batch_size)]
+    std = torch.cat(latents).std().item()
+    if not (std > 0 and math.isfinite(std)):
+        raise InputError("the autoencoder latents are constant or not finite; cannot scale them")
+    return 1.0 / std
+
+
+def train_latent_diffusion(
+    autoencoder: torch.nn.Module,
+    x_ld: np.ndarray | torch.Tensor,
+    x0: np.ndarray | torch.Tensor,
+    config: Stage2Config,
+    *,
+    latent_scale: float | None = None,
+    run_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+) -> tuple[LatentDiffusion, TrainResult]:
+    """Train the conditional latent diffusion U-Net with distillation toward ``x0``.
+
+    Parameters
+    ----------
+    autoencoder : torch.nn.Module
+        Trained ``AutoencoderKL`` (frozen here).
+    x_ld, x0 : array or tensor
+        float [N, H, W] HU: the condition (low-dose FBP) and the teacher (stage 1 output).
+    config : Stage2Config
+        Settings (``unet_*``, ``ldm_*``, ``prediction_type``, ``image_loss_weight``, ...).
+    latent_scale : float, optional
+        Latent scaling; estimated from ``x0`` when omitted.
+    run_dir, device, seed, progress, checkpoint_every
+        As in :func:`train_autoencoder`.
+
+    Returns
+    -------
+    model : LatentDiffusion
+        Trained (EMA) model in eval mode, on ``device``.
+    result : TrainResult
+        Losses and timing.
+    """
+    ld, teacher = _pair(x_ld, x0, config)
+    dev = resolve_device(device)
+    autoencoder = autoencoder.to(dev)
+    if latent_scale is None:
+        latent_scale = estimate_latent_scale(autoencoder, x0, config)
+    unet = _seeded(seed, lambda: build_unet(config))
+    model = LatentDiffusion(config, autoencoder, unet, latent_scale=latent_scale)
+    objective = DiffusionObjective(model)
+    crop = _effective_crop(config.ldm_crop, ld.shape, config.size_multiple)
+    t_max = int(math.ceil(config.max_train_strength * config.num_train_timesteps))
+    latent_side = crop // config.downsample
+    lo, hi = config.cond_noise_scale
+
+    def batch_fn(step: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        a, b = _crops([ld, teacher], config.ldm_batch, crop, config.flip, g)
+        return {
+            "x_ld": a,
+            "x0": b,
+            "t": torch.randint(0, t_max, (config.ldm_batch,), generator=g),
+            "noise": torch.randn(config.ldm_batch, config.latent_channels, latent_side, latent_side, generator=g),
+            "cond_scale": lo + (hi - lo) * torch.rand(config.ldm_batch, generator=g),
+        }
+
+    tcfg = _train_config(config, iters=config.ldm_iters, lr=config.ldm_lr, seed=seed, device=dev,
+                         checkpoint_every=checkpoint_every)
+    result = train(objective, batch_fn, tcfg, run_dir=run_dir, progress=progress, desc="stage 2: diffusion")
+    return model.eval(), result
+
+
+def autoencoder_error_hu(model: LatentDiffusion, images_hu: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """Autoencoder round-trip error in HU: RMSE, MAE, and RMSE inside the soft window.
+
+    The soft-window figure counts pixels whose input lies in [-160, 240] HU.
+    """
+    images, _ = _as_stack(images_hu, "images_hu")
+    recon = torch.from_numpy(model.reconstruct(images))
+    diff = recon - images
+    soft = (images >= -160) & (images <= 240)
+    return {
+        "rmse_hu": float(diff.square().mean().sqrt()),
+        "mae_hu": float(diff.abs().mean()),
+        "soft_rmse_hu": float(diff[soft].square().mean().sqrt()) if soft.any() else float("nan"),
+    }
+
+
+def _summary(result: TrainResult, key: str = "") -> dict[str, Any]:
+    tail = result.losses[-max(1, len(result.losses) // 20):]
+    return {"steps": result.steps, "seconds": round(result.seconds, 2),
+            "final_loss": float(np.mean(tail)) if tail else None}
+
+
+def train_stage2(
+    x_ld: np.ndarray | torch.Tensor,
+    x0: np.ndarray | torch.Tensor,
+    config: Stage2Config | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> LatentDiffusion:
+    """Train stage 2 end to end: autoencoder, then latent diffusion with distillation.
+
+    Parameters
+    ----------
+    x_ld : array or tensor
+        float [N, H, W] HU, FBP of the low-dose sinograms.
+    x0 : array or tensor
+        float [N, H, W] HU, the frozen stage-1 teacher ``FBP(f(y))`` (computed once).
+    config : Stage2Config, optional
+        Default ``Stage2Config.preset("fast")``.
+    run_dir : path, optional
+        Checkpoints go to ``run_dir/autoencoder`` and ``run_dir/diffusion``; a rerun
+        resumes (finished parts are loaded, not retrained).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    seed : int
+        Seeds initialisation and batches (the diffusion uses ``seed + 1``).
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    LatentDiffusion
+        Trained model; ``model.training_info`` holds timings, final losses and the
+        autoencoder's reconstruction error on ``x0`` in HU (saved with the model).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from turndiff.stage2 import Stage2Config, train_stage2
+    >>> rng = np.random.default_rng(0)
+    >>> x0 = np.zeros((2, 32, 32), np.float32); x0[:, 8:24, 8:24] = 60.0
+    >>> x_ld = x0 + rng.normal(0, 30, x0.shape).astype(np.float32)
+    >>> cfg = Stage2Config.preset("fast").replace(
+    ...     ae_channels=(8, 8, 8), unet_channels=(8, 8), unet_attention=(False, False),
+    ...     unet_head_channels=8, ae_iters=5, ldm_iters=5, ae_crop=32, ldm_crop=32, warmup=0)
+    >>> model = train_stage2(x_ld, x0, cfg, progress=False)
+    >>> model.sample(x_ld, steps=4, seed=1).shape
+    (2, 32, 32)
+    """
+    config = Stage2Config.preset("fast") if config is None else config
+    root = Path(run_dir) if run_dir is not None else None
+    ld_t, x0_t = _as_stack(x_ld, "x_ld")[0], _as_stack(x0, "x0")[0]
+    t0 = time.perf_counter()
+    autoencoder, ae_result = train_autoencoder(
+        ld_t, x0_t, config, run_dir=root / "autoencoder" if root else None, device=device, seed=seed,
+        progress=progress)
+    model, ldm_result = train_latent_diffusion(
+        autoencoder, ld_t, x0_t, config, run_dir=root / "diffusion" if root else None, device=device,
+        seed=seed + 1, progress=progress)
+    model.training_info = {
+        "autoencoder": _summary(ae_result),
+        "diffusion": _summary(ldm_result),
+        "autoencoder_error_on_x0": autoencoder_error_hu(model, x0_t),
+        "latent_scale": model.latent_scale,
+        "slices": int(ld_t.shape[0]),
+        "image_shape": [int(s) for s in ld_t.shape[-2:]],
+        "device": str(resolve_device(device)),
+        "seed": seed,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return model
