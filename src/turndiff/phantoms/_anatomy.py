@@ -172,7 +172,7 @@ class _Scene:
             d = np.maximum(d, -dm)
         return d
 
-    def tube(self, pts, radii, value, label, *, weight_full=None, pad: float = 0.0) -> None:
+    def tube(self, pts, radii, value, label, *, weight_full=None, pad: float = 0.0, strength: float = 1.0) -> None:
         """Paint a tapered tube along a polyline with exact thin-line partial volume."""
         pts = np.asarray(pts, np.float32)
         radii = np.broadcast_to(np.asarray(radii, np.float32), (len(pts),)).copy()
@@ -180,6 +180,8 @@ class _Scene:
         if box is None:
             return
         a = line_coverage(dist, r, self.h)
+        if strength != 1.0:
+            a = a * np.float32(strength)
         if weight_full is not None:
             a = a * weight_full[box]
         val = value(box) if callable(value) else value
@@ -221,12 +223,12 @@ class _Scene:
             x, y, ang, r, depth = stack.pop()
             length = seg_len * math.sqrt(r / r0) * rng.uniform(0.6, 1.4) + 3 * r
             pts, rs = [(x, y)], [r]
-            for k in range(3):
+            for k in range(4):
                 ang += rng.normal(0, curl)
-                x += length / 3 * math.cos(ang)
-                y += length / 3 * math.sin(ang)
+                x += length / 4 * math.cos(ang)
+                y += length / 4 * math.sin(ang)
                 pts.append((x, y))
-                rs.append(r * (1 - 0.06 * (k + 1)))
+                rs.append(r * (1 - 0.05 * (k + 1)))
             out.append((np.array(pts, np.float32), np.array(rs, np.float32)))
             r_end = rs[-1]
             if depth + 1 >= max_depth or r_end * 0.75 < min_r:
@@ -378,17 +380,17 @@ def _table(s: _Scene, body: _Body) -> None:
     top = y0 + curv * X * X
     foam = s.tex(s.c.full, rng.uniform(-960, -900), med=8)
     # mattress
-    s.c.paint(s.c.full, np.clip(0.5 - (top - Y) / s.h, 0, 1) * np.clip(0.5 - (Y - top - mat) / s.h, 0, 1)
-              * (body.d > 0), foam, None)
+    a = np.clip(0.5 - (top - Y) / s.h, 0, 1) * np.clip(0.5 - (Y - top - mat) / s.h, 0, 1)
+    s.c.paint(s.c.full, a.astype(np.float32), foam, None)
     shell = rng.uniform(1.5, 3.0)
     core = rng.uniform(18.0, 35.0)
     y1 = top + mat + rng.uniform(0.0, 3.0)
     val = rng.uniform(150, 450)
     for y_lo in (y1, y1 + shell + core):
-        a = np.clip(0.5 - (y_lo - Y) / s.h, 0, 1) * np.clip(0.5 - (Y - y_lo - shell) / s.h, 0, 1)
-        s.c.paint(s.c.full, a.astype(np.float32), val, T.TABLE)
+        a = line_coverage(np.abs(Y - (y_lo + 0.5 * shell)), np.float32(0.5 * shell), s.h)
+        s.c.paint(s.c.full, np.broadcast_to(a, s.c.hu.shape), val, T.TABLE)
     a = np.clip(0.5 - (y1 + shell - Y) / s.h, 0, 1) * np.clip(0.5 - (Y - y1 - shell - core) / s.h, 0, 1)
-    s.c.paint(s.c.full, a.astype(np.float32), foam, None)
+    s.c.paint(s.c.full, np.broadcast_to(a.astype(np.float32), s.c.hu.shape), foam, None)
 
 
 # ======================================================================== spine
@@ -462,11 +464,11 @@ class _Spine:
         if transverse:
             for side in (-1, 1):
                 ln = rng.uniform(20, 30) if self.lumbar else rng.uniform(14, 20)
-                drop = rng.uniform(0, 6) if self.lumbar else rng.uniform(6, 11)
+                drop = rng.uniform(-2, 10) if self.lumbar else rng.uniform(6, 12)
                 y0 = cy - 0.5 * cry
                 s.bone_tube([(vx + side * (crx + 2), y0), (vx + side * (crx + 2 + 0.6 * ln), y0 + 0.4 * drop),
                              (vx + side * (crx + 2 + ln), y0 + drop)],
-                            [rng.uniform(3.8, 4.8), rng.uniform(3.0, 3.8), rng.uniform(2.5, 3.2)], cort)
+                            [rng.uniform(3.0, 4.0), rng.uniform(2.2, 2.8), rng.uniform(1.8, 2.4)], cort)
         if ribs and not self.lumbar:
             for side in (-1, 1):  # rib heads beside the vertebral body
                 s.bone_tube([(vx + side * (w / 2 + 3), vy + 2), (vx + side * (w / 2 + 16), cy + 6)],
@@ -654,17 +656,18 @@ def _abdomen(s: _Scene, body: _Body) -> None:
     vessel_val = v["blood"] if s.contrast else v["liver"] - rng.uniform(12, 22)
     for _ in range(int(rng.integers(2, 4))):
         ang = np.pi + rng.uniform(-1.1, 0.6)
-        for seg in s.vessel_tree(ivc[0], ivc[1], ang, rng.uniform(3.0, 5.0), min_r=0.4,
-                                 seg_len=rng.uniform(20, 30), p_stop=0.3, max_depth=5):
-            s.tube(*seg, vessel_val, T.BLOOD, weight_full=liver_a)
+        for seg in s.vessel_tree(ivc[0], ivc[1], ang, rng.uniform(2.5, 4.5), min_r=0.4,
+                                 seg_len=rng.uniform(16, 26), p_stop=0.35, max_depth=5, curl=0.3):
+            s.tube(*seg, vessel_val, T.BLOOD, weight_full=liver_a, strength=rng.uniform(0.5, 1.0))
     hil = cav(-0.15, -0.05)
-    for _ in range(int(rng.integers(2, 4))):
-        for seg in s.vessel_tree(*hil, np.pi + rng.uniform(-1.2, 1.2), rng.uniform(3.0, 5.5), min_r=0.4,
-                                 seg_len=rng.uniform(18, 28), p_stop=0.35, max_depth=5):
-            s.tube(*seg, v["portal"] if s.contrast else vessel_val, T.BLOOD, weight_full=liver_a)
+    for _ in range(int(rng.integers(1, 4))):
+        for seg in s.vessel_tree(*hil, np.pi + rng.uniform(-1.2, 1.2), rng.uniform(2.5, 4.5), min_r=0.4,
+                                 seg_len=rng.uniform(14, 24), p_stop=0.4, max_depth=5, curl=0.3):
+            s.tube(*seg, v["portal"] if s.contrast else vessel_val, T.BLOOD, weight_full=liver_a,
+                   strength=rng.uniform(0.5, 1.0))
     for p in s.sample_inside(liver_d, 3.0, int(rng.integers(25, 60))):
-        s.dot(*p, rng.uniform(0.4, 2.5), vessel_val, T.BLOOD, weight_full=liver_a,
-              length=rng.exponential(2.5), angle=rng.uniform(0, np.pi))
+        s.dot(*p, rng.uniform(0.4, 2.5), vessel_val, T.BLOOD, weight_full=liver_a * np.float32(rng.uniform(0.5, 1.0)),
+              length=rng.exponential(1.5), angle=rng.uniform(0, np.pi))
 
     # gallbladder at the inferior liver surface
     if 0.3 < lev < 0.85 and rng.random() < 0.5:
@@ -730,7 +733,7 @@ def _abdomen(s: _Scene, body: _Body) -> None:
         def local(px, py):  # kidney frame -> image
             return kb.cx + ca_ * px - sa_ * py, kb.cy + sa_ * px + ca_ * py
         med = -side  # medial direction in the kidney frame's x
-        sin_c = (med * kb.ax[0] * rng.uniform(0.3, 0.5), rng.normal(0, 2))
+        sin_c = (med * kb.ax[0] * rng.uniform(0.45, 0.6), rng.normal(0, 2))
         for alpha_ in np.linspace(-1.2, 1.2, int(rng.integers(4, 7))) + rng.normal(0, 0.1):
             ux, uy = -med * math.cos(alpha_), math.sin(alpha_)
             px, py = local(sin_c[0] + ux * 0.6 * kb.ax[0], sin_c[1] + uy * 0.55 * kb.ay[0])
@@ -739,8 +742,7 @@ def _abdomen(s: _Scene, body: _Body) -> None:
                         angle=psi - np.pi / 2, wobble=random_wobble(rng, 0.05, 3)),
                    lambda b: s.tex(b, v["medulla"], small=3), T.KIDNEY)
         if k > 0.5:
-            sx_, sy_ = local(*sin_c)
-            sx_, sy_ = local(sin_c[0] + med * kb.ax[0] * 0.2, sin_c[1])
+            sx_, sy_ = local(sin_c[0] + med * kb.ax[0] * 0.15, sin_c[1])
             sinus = Blob(sx_, sy_, (kb.ax[0] * 0.42,) * 2, (kb.ay[0] * 0.38,) * 2, angle=kb.angle,
                          wobble=random_wobble(rng, 0.08, 4))
             s.blob(sinus, s.fat_value, T.FAT)
@@ -755,9 +757,10 @@ def _abdomen(s: _Scene, body: _Body) -> None:
     # diaphragmatic crura around the aorta
     if lev < 0.75:
         for side in (-1, 1):
-            s.tube([(spine.vx + side * (spine.w / 2 - 2), spine.vy + 2),
-                    (ao[0] + side * (aorta_r + 4), ao[1] + 2), (ao[0] + side * 4, ao[1] - aorta_r - 8)],
-                   [rng.uniform(3, 5), rng.uniform(2.5, 4.0), rng.uniform(1.5, 3.0)], s.muscle_value, T.MUSCLE)
+            s.tube([(spine.vx + side * (spine.w / 2 - 4), spine.vy - spine.ay[0] * 0.3),
+                    (ao[0] + side * (aorta_r + 3.5), ao[1] + aorta_r * 0.3),
+                    (ao[0] + side * (aorta_r * 0.6 + 2.5), ao[1] - aorta_r - 2)],
+                   [rng.uniform(2.5, 4), rng.uniform(2.2, 3.2), rng.uniform(1.2, 2.2)], s.muscle_value, T.MUSCLE)
     # great vessels
     ivc_b = Blob(*ivc, (rng.uniform(10, 15),) * 2, (rng.uniform(7, 11),) * 2, angle=rng.uniform(-0.5, 0.5))
     s.blob(ivc_b, lambda b: s.tex(b, v["blood"] * (0.9 if s.contrast else 1.0), med=2), T.BLOOD)

@@ -1,0 +1,92 @@
+"""`turndiff train-proj` and `turndiff denoise-proj` (stage 1 on its own)."""
+
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from . import cli
+from .common import geometry_of
+
+DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: str) -> None:
+    """Refuse a sinogram whose geometry differs from the model's (one-line error)."""
+    from ..errors import InputError
+    from ..physics import geometry_from_json
+
+    if not model_geometry_json:
+        return
+    g_model = geometry_from_json(model_geometry_json)
+    g_in = geometry_of(attrs, where)
+    if g_in != g_model:
+        diffs = [k for k in g_model.to_dict() if g_model.to_dict()[k] != g_in.to_dict().get(k)]
+        raise InputError(f"{where}: geometry does not match the model's (differs in {', '.join(diffs)})")
+
+
+@cli.command("train-proj")
+@click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=None, help="Training iterations (overrides the preset).")
+@click.option("--no-similarity", is_flag=True, help="Ablation: e1 = e2 = 0 (plain Neighbor2Neighbor).")
+@click.option("--alpha", type=click.FloatRange(min=0), default=None, help="Weight of the regulariser [preset: 1].")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_proj(input, out, preset, iters, no_similarity, alpha, device, seed) -> None:
+    """Train the CSSS projection denoiser on the noisy `sinogram` of IN.h5 alone."""
+    from pathlib import Path
+
+    from ..io import read_sinogram_h5
+    from ..stage1 import Stage1Config, train_projection_denoiser
+
+    sino, attrs = read_sinogram_h5(input)
+    g = geometry_of(attrs, input)
+    cfg = Stage1Config.preset(preset, iters=iters, alpha=alpha, seed=seed,
+                              use_similarity=False if no_similarity else None)
+    run_dir = Path(out).with_name(Path(out).name + ".run")
+    model = train_projection_denoiser(sino, photons=attrs.get("photons"), geometry_json=g.to_json(), config=cfg,
+                                      run_dir=run_dir, device=device)
+    model.save(out)
+    _cleanup(run_dir)
+    click.echo(f"wrote {out} (trained {model.info['train_seconds']:.0f} s on {sino.shape[0]} slice(s))", err=True)
+
+
+def _cleanup(run_dir) -> None:
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@cli.command("denoise-proj")
+@click.argument("model_dir", metavar="DIR", type=click.Path(file_okay=False))
+@click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .h5 file.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+def denoise_proj(model_dir, input, out, device) -> None:
+    """Denoise the `sinogram` of IN.h5 with a stage-1 model; writes `sinogram` and its FBP `image_hu`."""
+    from ..dose import mu_to_hu
+    from ..io import read_sinogram_h5, write_h5
+    from ..physics import CTProjector
+    from ..stage1 import ProjectionDenoiser
+
+    model = ProjectionDenoiser.load(_stage1_dir(model_dir))
+    sino, attrs = read_sinogram_h5(input)
+    check_geometry_matches(model.info.get("geometry"), attrs, input)
+    g = geometry_of(attrs, input)
+    y0 = model.denoise(sino, device=device, progress=True)
+    hu = mu_to_hu(CTProjector(g).fbp(y0), g.mu_water).astype(np.float32)
+    write_h5(out, {"sinogram": y0, "image_hu": hu}, geometry_json=g.to_json(), photons=attrs.get("photons"),
+             source=f"turndiff denoise-proj of {input}")
+    click.echo(f"wrote {out}", err=True)
+
+
+def _stage1_dir(model_dir: str):
+    """Accept a stage-1 folder or a full TurnDiff model folder (its stage-1 part)."""
+    from pathlib import Path
+
+    p = Path(model_dir)
+    if (p / "projection_denoiser" / "config.json").is_file():
+        return p / "projection_denoiser"
+    return p

@@ -1,0 +1,117 @@
+"""CLI: round trips and one-line errors, through the real entry point."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from turndiff.cli import main
+
+
+def run(*args, expect=0):
+    """Run `turndiff ARGS` in-process; return (exit code, stderr text)."""
+    import io
+    from contextlib import redirect_stderr
+
+    err = io.StringIO()
+    with redirect_stderr(err), pytest.raises(SystemExit) as e:
+        main(list(args))
+    code = e.value.code or 0
+    assert code == expect, (code, err.getvalue()[-2000:])
+    return err.getvalue()
+
+
+def test_version_and_help():
+    out = subprocess.run([sys.executable, "-m", "turndiff", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "turndiff" in out.stdout
+    for cmd in ("simulate", "fbp", "train-proj", "denoise-proj"):
+        out = subprocess.run([sys.executable, "-m", "turndiff", cmd, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_phantom_simulate_fbp_metrics_roundtrip(tmp_path):
+    scan = tmp_path / "scan.h5"
+    run("simulate", "phantom:2", "--out", str(scan), "--size", "64", "--dose-fraction", "0.5", "--keep-clean")
+    with h5py.File(scan) as f:
+        assert f["sinogram"].shape == (2, 88, 92) and f["reference_hu"].shape == (2, 64, 64)
+        assert "clean_sinogram" in f and f.attrs["photons"] == 5e4
+        ref = f["reference_hu"][()]
+    rec = tmp_path / "fbp.npy"
+    run("fbp", str(scan), "--out", str(rec))
+    hu = np.load(rec)
+    assert hu.shape == (2, 64, 64)
+    from turndiff.metrics import psnr
+
+    assert float(np.mean(psnr(hu, ref, window="full"))) > 25.0
+    for ext, fmt in ((".nii.gz", None), (".h5", None), ("dcm", "dicom"), ("png", "png")):
+        target = tmp_path / f"out{ext}"
+        run("fbp", str(scan), "--out", str(target), *(["--format", fmt] if fmt else []))
+        assert target.exists()
+    assert len(list((tmp_path / "outdcm").glob("*.dcm"))) == 2
+
+
+def test_simulate_from_npy_parallel_and_views(tmp_path):
+    x = np.zeros((48, 48), np.float32) - 1000
+    x[10:38, 10:38] = 40
+    np.save(tmp_path / "x.npy", x)
+    run("simulate", str(tmp_path / "x.npy"), "--out", str(tmp_path / "s.h5"), "--geometry", "parallel",
+        "--views", "40", "--photons", "1e4", "--seed", "3")
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["sinogram"].shape[:2] == (1, 40) and f.attrs["photons"] == 1e4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("fbp", "missing.h5", "--out", "x.npy"), "missing.h5"),
+        (("simulate", "phantom:1", "--out", "a.h5", "--photons", "5", "--dose-fraction", "1"), "not both"),
+        (("simulate", "phantom:x", "--out", "a.h5"), "phantom"),
+        (("simulate", "bad.npy", "--out", "a.h5"), "bad.npy"),
+        (("simulate", "nan.npy", "--out", "a.h5"), "NaN"),
+        (("simulate", "rank4.npy", "--out", "a.h5"), "rank4.npy"),
+        (("fbp", "mismatch.h5", "--out", "x.npy"), "geometry"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_no_output(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan, np.float32))
+    np.save(tmp_path / "rank4.npy", np.zeros((1, 2, 8, 8), np.float32))
+    from turndiff.io import write_h5
+    from turndiff.physics import default_fan_geometry
+
+    write_h5(tmp_path / "mismatch.h5", {"sinogram": np.zeros((1, 10, 10), np.float32)},
+             geometry_json=default_fan_geometry(64).to_json())
+    err = run(*args, expect=2)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("turndiff: error:") and message in lines[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "x.npy").exists()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_unknown_option_exits_nonzero(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "turndiff", "simulate", "phantom:1", "--out", str(tmp_path / "a.h5"),
+                          "--bogus"], capture_output=True, text=True)
+    assert out.returncode == 2 and "No such option" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_train_and_denoise_projections_without_reference_data(tmp_path):
+    """Training reads only `sinogram`: a file without reference_hu / clean_sinogram works."""
+    scan = tmp_path / "scan.h5"
+    run("simulate", "phantom:2", "--out", str(scan), "--size", "64")
+    noisy_only = tmp_path / "noisy_only.h5"
+    with h5py.File(scan) as f, h5py.File(noisy_only, "w") as g:
+        g["sinogram"] = f["sinogram"][()]
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+    run("train-proj", str(noisy_only), "--out", str(tmp_path / "proj"), "--iters", "2")
+    assert (tmp_path / "proj" / "model.safetensors").is_file() and (tmp_path / "proj" / "config.json").is_file()
+    assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
+    run("denoise-proj", str(tmp_path / "proj"), str(scan), "--out", str(tmp_path / "den.h5"))
+    with h5py.File(tmp_path / "den.h5") as f:
+        assert f["sinogram"].shape == (2, 88, 92) and f["image_hu"].shape == (2, 64, 64)
+        assert np.isfinite(f["image_hu"][()]).all()
