@@ -62,11 +62,12 @@ _FIELDS = {
 
 
 class _Scene:
-    def __init__(self, canvas: Canvas, rng: np.random.Generator, contrast: bool) -> None:
+    def __init__(self, canvas: Canvas, rng: np.random.Generator, texture_seq: np.random.SeedSequence,
+                 contrast: bool) -> None:
         self.c = canvas
         self.rng = rng
         self.h = canvas.h
-        fields = gaussian_fields(rng, canvas.n, canvas.h, list(_FIELDS.values()))
+        fields = gaussian_fields(texture_seq, canvas.n, canvas.h, list(_FIELDS.values()))
         self.f = dict(zip(_FIELDS, fields))
         # Thin line networks at the zero crossings of band-limited fields: fibrous septa
         # in fat, trabeculae in bone.
@@ -239,19 +240,32 @@ class _Scene:
                 stack.append((x, y, ang + sgn * rng.uniform(0.3, 0.75), r_end * rng.uniform(0.68, 0.85), depth + 1))
         return out
 
-    def sample_inside(self, d_full: np.ndarray, min_depth: float, k: int = 1):
-        """``k`` random points (mm) at least ``min_depth`` mm inside a full-size sdf."""
-        idx = np.flatnonzero(d_full.ravel() < -min_depth)
-        if idx.size == 0:
-            return []
-        pick = self.rng.choice(idx, size=min(k, idx.size), replace=False)
-        n = self.c.n
-        return [(float(self.c.x[i % n]), float(self.c.y[i // n])) for i in pick]
+    def sub_rng(self) -> np.random.Generator:
+        """A generator for work whose number of draws depends on the pixel grid: the
+        main stream always advances by one draw, so the anatomy stays the same at
+        every image size."""
+        return np.random.default_rng(int(self.rng.integers(1 << 62)))
 
-    def lesion(self, x, y, r, delta, *, organ_alpha=None, hetero: float = 0.0) -> None:
+    def sample_inside(self, d_full: np.ndarray, min_depth: float, k: int = 1):
+        """Up to ``k`` random points ``(x, y, rng)`` (mm) at least ``min_depth`` mm inside
+        a full-size sdf. Candidates are drawn in mm over the field of view, so the picks
+        do not depend on the pixel size."""
+        if k <= 0:
+            return []
+        key = int(self.rng.integers(1 << 62))
+        sub = np.random.default_rng(key)
+        half = 0.5 * self.c.n * self.h
+        pts = sub.uniform(-half, half, (max(512, 64 * k), 2))
+        ij = np.clip(np.rint(pts / self.h + (self.c.n - 1) / 2.0).astype(np.int64), 0, self.c.n - 1)
+        ok = np.flatnonzero(d_full[ij[:, 1], ij[:, 0]] < -min_depth)[:k]
+        # each candidate owns a generator for its own attributes, so a point dropped
+        # at one pixel size does not shift the attributes of the others
+        return [(float(pts[i, 0]), float(pts[i, 1]), np.random.default_rng([key, int(i)])) for i in ok]
+
+    def lesion(self, x, y, r, delta, *, organ_alpha=None, hetero: float = 0.0, rng=None) -> None:
         """A focal lesion: ``delta`` HU over the local tissue, soft margin, keeps the
         underlying texture (plus optional own heterogeneity)."""
-        rng = self.rng
+        rng = rng or self.rng
         b = Blob(x, y, (r * rng.uniform(0.8, 1.2),) * 2, (r,) * 2, rng.uniform(0, np.pi),
                  wobble=random_wobble(rng, 0.08, 5))
         box, d = b.sdf(self.c)
@@ -265,9 +279,9 @@ class _Scene:
             val = val + np.float32(hetero) * self.f["small"][box]
         self.c.paint(box, a, val, T.LESION)
 
-    def calcification(self, x, y, r, *, label=T.CALCIFICATION) -> None:
-        self.dot(x, y, r, self.rng.uniform(300, 900), label, length=self.rng.uniform(0, 2 * r),
-                 angle=self.rng.uniform(0, np.pi))
+    def calcification(self, x, y, r, *, label=T.CALCIFICATION, rng=None) -> None:
+        rng = rng or self.rng
+        self.dot(x, y, r, rng.uniform(300, 900), label, length=rng.uniform(0, 2 * r), angle=rng.uniform(0, np.pi))
 
 
 # ==================================================================== body wall
@@ -452,7 +466,7 @@ class _Spine:
         s.bone(vb, cort)
         # posterior arch (pedicles, laminae) around the canal, then the canal itself
         cy, (crx, cry) = self.canal_y, self.canal_r
-        r_arch = rng.uniform(3.5, 5.0)
+        r_arch = rng.uniform(2.8, 4.0)
         arch = [(vx - w * 0.33, vy + self.ay[1] * 0.5), (vx - crx - 2.5, cy - 1), (vx - crx * 0.8, cy + cry + 2),
                 (vx, cy + cry + r_arch + 1), (vx + crx * 0.8, cy + cry + 2), (vx + crx + 2.5, cy - 1),
                 (vx + w * 0.33, vy + self.ay[1] * 0.5)]
@@ -502,14 +516,13 @@ def _ribs(s: _Scene, body: _Body, thetas, *, depth_frac=(0.3, 0.8), extra=0.0, c
             s.bone(b, rng.uniform(1.0, 1.7))
 
 
-def _bowel_loop(s: _Scene, x, y, r, kind: str, angle: float, elong: float, oral: float | None,
-                haustra: bool = False) -> Blob:
+def _bowel_loop(s: _Scene, rng: np.random.Generator, x, y, r, kind: str, angle: float, elong: float,
+                oral: float | None, haustra: bool = False) -> Blob:
     """One bowel segment cut by the slice: enhancing wall around its contents.
 
     ``kind``: 'fluid', 'gas' (maybe with an air-fluid level), 'stool' (mottled with gas
     bubbles) or 'collapsed' (thick wall, slit-like lumen).
     """
-    rng = s.rng
     wob = random_wobble(rng, 0.07, 6)
     if haustra:
         wob = add_wobble(wob, random_wobble(rng, 0.05, 9, 7))
@@ -541,7 +554,7 @@ def _bowel_loop(s: _Scene, x, y, r, kind: str, angle: float, elong: float, oral:
 
 def _free_spot(s: _Scene, occupied: list[tuple[float, float, float]], d_cav: np.ndarray, r: float,
                xlim, ylim, tries: int = 30):
-    rng = s.rng
+    rng = s.sub_rng()
     for _ in range(tries):
         x, y = rng.uniform(*xlim), rng.uniform(*ylim)
         i, j = s.c.point_index(x, y)
@@ -613,10 +626,8 @@ def _abdomen(s: _Scene, body: _Body) -> None:
         occupied.append((stomach.cx, stomach.cy, min(stomach.ax + stomach.ay)))
 
     # --- mesenteric vessels and bowel in the free space
-    for _ in range(int(rng.integers(12, 30))):
-        p = _free_spot(s, [], body.d_cav, 3.0, (cx - cl, cx + cr), (cy - ca, cy + 0.6 * cp), tries=5)
-        if p:
-            s.dot(*p, rng.uniform(0.5, 2.2), v["blood"], T.BLOOD, length=rng.exponential(3.0), angle=rng.uniform(0, np.pi))
+    for x, y, g in s.sample_inside(body.d_cav, 3.0, int(rng.integers(12, 30))):
+        s.dot(x, y, g.uniform(0.5, 2.2), v["blood"], T.BLOOD, length=g.exponential(3.0), angle=g.uniform(0, np.pi))
     oral = rng.uniform(180, 400) if rng.random() < 0.2 else None
     colon = []
     if lev > 0.45:  # ascending colon in the right flank
@@ -626,16 +637,19 @@ def _abdomen(s: _Scene, body: _Body) -> None:
     if lev > 0.25 and rng.random() < 0.8:  # transverse colon anteriorly
         colon.append((cav(rng.uniform(-0.3, 0.4), -rng.uniform(0.6, 0.75)), rng.uniform(13, 20), rng.uniform(1.4, 2.5)))
     for (x, y), r, el in colon:
-        _bowel_loop(s, x, y, r, rng.choice(["stool", "gas"], p=[0.65, 0.35]), rng.uniform(-0.3, 0.3), el, None, haustra=True)
+        _bowel_loop(s, s.sub_rng(), x, y, r, rng.choice(["stool", "gas"], p=[0.65, 0.35]), rng.uniform(-0.3, 0.3), el,
+                    None, haustra=True)
         occupied.append((x, y, r * el))
     n_loops = int(4 + 16 * lev + rng.integers(0, 5))
     for _ in range(n_loops):
+        # draw everything first: whether a spot is free may depend on the pixel grid
         r = rng.uniform(6, 14)
+        kind = rng.choice(["fluid", "collapsed", "gas"], p=[0.5, 0.4, 0.1])
+        angle, elong, loop_rng = rng.uniform(0, np.pi), rng.uniform(1.0, 1.8), s.sub_rng()
         p = _free_spot(s, occupied, body.d_cav, r, (cx - cl, cx + cr), (cy - ca, cy + 0.75 * cp))
         if p is None:
             continue
-        kind = rng.choice(["fluid", "collapsed", "gas"], p=[0.5, 0.4, 0.1])
-        _bowel_loop(s, *p, r, kind, rng.uniform(0, np.pi), rng.uniform(1.0, 1.8), oral if kind == "fluid" else None)
+        _bowel_loop(s, loop_rng, *p, r, kind, angle, elong, oral if kind == "fluid" else None)
         occupied.append((p[0], p[1], r))
 
     # --- solid organs
@@ -665,9 +679,9 @@ def _abdomen(s: _Scene, body: _Body) -> None:
                                  seg_len=rng.uniform(14, 24), p_stop=0.4, max_depth=5, curl=0.3):
             s.tube(*seg, v["portal"] if s.contrast else vessel_val, T.BLOOD, weight_full=liver_a,
                    strength=rng.uniform(0.5, 1.0))
-    for p in s.sample_inside(liver_d, 3.0, int(rng.integers(25, 60))):
-        s.dot(*p, rng.uniform(0.4, 2.5), vessel_val, T.BLOOD, weight_full=liver_a * np.float32(rng.uniform(0.5, 1.0)),
-              length=rng.exponential(1.5), angle=rng.uniform(0, np.pi))
+    for x, y, g in s.sample_inside(liver_d, 3.0, int(rng.integers(25, 60))):
+        s.dot(x, y, g.uniform(0.4, 2.5), vessel_val, T.BLOOD, weight_full=liver_a * np.float32(g.uniform(0.5, 1.0)),
+              length=g.exponential(1.5), angle=g.uniform(0, np.pi))
 
     # gallbladder at the inferior liver surface
     if 0.3 < lev < 0.85 and rng.random() < 0.5:
@@ -788,25 +802,25 @@ def _abdomen(s: _Scene, body: _Body) -> None:
         _ribs(s, body, ths, cartilage_from=lambda th: math.sin(th) < -0.5)
 
     # lesions and calcifications
-    for p in s.sample_inside(liver_d, 10.0, int(rng.integers(2, 5))):
-        r = rng.uniform(1.5, 7.5)
-        s.lesion(*p, r, rng.choice([-1, -1, 1]) * rng.uniform(10, 30), organ_alpha=liver_a, hetero=rng.uniform(0, 6))
+    for x, y, g in s.sample_inside(liver_d, 10.0, int(rng.integers(2, 5))):
+        s.lesion(x, y, g.uniform(1.5, 7.5), g.choice([-1, -1, 1]) * g.uniform(10, 30), organ_alpha=liver_a,
+                 hetero=g.uniform(0, 6), rng=g)
     if spleen_d is not None and rng.random() < 0.6:
-        for p in s.sample_inside(spleen_d, 8.0, 1):
-            s.lesion(*p, rng.uniform(1.5, 6), -rng.uniform(10, 30), organ_alpha=s.c.alpha(spleen_d))
+        for x, y, g in s.sample_inside(spleen_d, 8.0, 1):
+            s.lesion(x, y, g.uniform(1.5, 6), -g.uniform(10, 30), organ_alpha=s.c.alpha(spleen_d), rng=g)
     for side, kb, k in kid:
         if rng.random() < 0.5:
             box, d = kb.sdf(s.c)
             kd = np.full_like(body.d, 1e3)
             kd[box] = d
-            for p in s.sample_inside(kd, 6.0, 1):
-                s.lesion(*p, rng.uniform(2.0, 7.0), rng.choice([-1, 1]) * rng.uniform(15, 30), organ_alpha=s.c.alpha(kd))
+            for x, y, g in s.sample_inside(kd, 6.0, 1):
+                s.lesion(x, y, g.uniform(2.0, 7.0), g.choice([-1, 1]) * g.uniform(15, 30), organ_alpha=s.c.alpha(kd), rng=g)
         if rng.random() < 0.15:
             s.calcification(kb.cx + rng.normal(0, 4), kb.cy + rng.normal(0, 6), rng.uniform(0.8, 2.0))
     if rng.random() < 0.4:  # a granuloma in liver or spleen
         pts = s.sample_inside(liver_d if (spleen_d is None or rng.random() < 0.6) else spleen_d, 4.0, 1)
-        for p in pts:
-            s.calcification(*p, rng.uniform(0.6, 1.8))
+        for x, y, g in pts:
+            s.calcification(x, y, g.uniform(0.6, 1.8), rng=g)
 
 
 # ====================================================================== thorax
@@ -860,8 +874,8 @@ def _thorax(s: _Scene, body: _Body) -> None:
         s.fill(full, d, s.tex(full, v["liver"], large=4, coarse=4, med=4, small=3, fine=3), T.LIVER)
         la = s.c.alpha(d)
         vval = v["blood"] if s.contrast else v["liver"] - rng.uniform(12, 22)
-        for p in s.sample_inside(d, 3.0, int(rng.integers(10, 30))):
-            s.dot(*p, rng.uniform(0.5, 3.0), vval, T.BLOOD, weight_full=la, length=rng.exponential(3), angle=rng.uniform(0, np.pi))
+        for x, y, g in s.sample_inside(d, 3.0, int(rng.integers(10, 30))):
+            s.dot(x, y, g.uniform(0.5, 3.0), vval, T.BLOOD, weight_full=la, length=g.exponential(3), angle=g.uniform(0, np.pi))
     if lev > 0.7 and rng.random() < 0.5:  # gastric fundus with its air bubble
         f = Blob(cx + cr * rng.uniform(0.35, 0.5), cy + cp * rng.uniform(-0.2, 0.2), (rng.uniform(20, 32),) * 2,
                  (rng.uniform(18, 28),) * 2, wobble=random_wobble(rng, 0.06, 5))
@@ -929,18 +943,18 @@ def _thorax(s: _Scene, body: _Body) -> None:
             for seg in s.vessel_tree(x0, y0, ang, rng.uniform(1.5, 3.2), min_r=0.3,
                                      seg_len=rng.uniform(10, 18), p_stop=0.45, max_depth=5, curl=0.3):
                 s.tube(*seg, vval, T.BLOOD, weight_full=lung_m)
-        for _ in range(int(rng.integers(1, 4))):  # bronchi: thin wall, dark lumen, beside an artery
-            bx_, by_ = hxl + side * rng.uniform(10, 40), hyl + rng.uniform(-25, 25)
-            br = rng.uniform(1.5, 3.5)
-            ang = rng.uniform(0, np.pi)
-            ln = rng.exponential(4)
-            s.dot(bx_, by_, br + rng.uniform(0.6, 1.2), v["muscle"] - 20, T.MUSCLE, weight_full=lung_m, length=ln, angle=ang)
-            s.dot(bx_, by_, br, v["gas"] + 50, T.GAS, length=ln, angle=ang)
-            s.dot(bx_ + br * 2.2, by_ + br * 0.5, br * rng.uniform(0.8, 1.1), vval, T.BLOOD, weight_full=lung_m, length=ln, angle=ang)
-    for p in s.sample_inside(lung_d, 2.0, int(rng.integers(100, 180))):
-        dm = min(abs(p[0] - spine.vx), 120.0)
-        r = rng.uniform(0.25, 0.7) + rng.exponential(0.6) * (1.3 - dm / 120.0)
-        s.dot(*p, r, vval, T.BLOOD, weight_full=lung_m, length=rng.exponential(1.2), angle=rng.uniform(0, np.pi))
+        near = [p for p in s.sample_inside(lung_d, 6.0, 60) if math.hypot(p[0] - hxl, p[1] - hyl) < 55]
+        for bx_, by_, g in near[: int(rng.integers(1, 4))]:  # bronchi: thin wall, dark lumen, beside an artery
+            br = g.uniform(1.2, 3.0)
+            ang = g.uniform(0, np.pi)
+            ln = g.exponential(4)
+            s.dot(bx_, by_, br + g.uniform(0.6, 1.2), v["muscle"] - 20, T.MUSCLE, weight_full=lung_m, length=ln, angle=ang)
+            s.dot(bx_, by_, br, v["gas"] + 50, T.GAS, weight_full=lung_m, length=ln, angle=ang)
+            s.dot(bx_ + br * 2.2, by_ + br * 0.5, br * g.uniform(0.8, 1.1), vval, T.BLOOD, weight_full=lung_m, length=ln, angle=ang)
+    for x, y, g in s.sample_inside(lung_d, 2.0, int(rng.integers(100, 180))):
+        dm = min(abs(x - spine.vx), 120.0)
+        r = g.uniform(0.25, 0.7) + g.exponential(0.6) * (1.3 - dm / 120.0)
+        s.dot(x, y, r, vval, T.BLOOD, weight_full=lung_m, length=g.exponential(1.2), angle=g.uniform(0, np.pi))
     # interlobar fissures: faint thin curved lines
     for side in (-1, 1):
         if rng.random() < 0.6:
@@ -953,13 +967,13 @@ def _thorax(s: _Scene, body: _Body) -> None:
                 pts.append((pts[-1][0] + 20 * math.cos(ang), pts[-1][1] + 20 * math.sin(ang)))
             s.tube(pts, rng.uniform(0.15, 0.3), v["muscle"], T.LUNG, weight_full=lung_m)
     # lung nodules
-    for p in s.sample_inside(lung_d, 6.0, int(rng.integers(1, 4))):
-        r = rng.uniform(1.5, 5.0)
-        b = Blob(*p, (r,) * 2, (r,) * 2, wobble=random_wobble(rng, 0.12, 6))
+    for x, y, g in s.sample_inside(lung_d, 6.0, int(rng.integers(1, 4))):
+        r = g.uniform(1.5, 5.0)
+        b = Blob(x, y, (r,) * 2, (r,) * 2, wobble=random_wobble(g, 0.12, 6))
         box, d = b.sdf(s.c)
         if box is not None:
             d = d + np.float32(0.4) * s.f["small"][box]
-            s.fill(box, d, s.tex(box, rng.uniform(-20, 40), small=8), T.LESION, edge=rng.uniform(0.5, 1.5))
+            s.fill(box, d, s.tex(box, g.uniform(-20, 40), small=8), T.LESION, edge=g.uniform(0.5, 1.5))
 
     spine.paint_muscles(s, lev)
     spine.paint_bone(s, transverse=rng.random() < 0.7, ribs=rng.random() < 0.3)
@@ -972,13 +986,18 @@ def _thorax(s: _Scene, body: _Body) -> None:
     _ribs(s, body, ths, depth_frac=(1.0, 1.0), extra=t_ic * 0.5, cartilage_from=lambda th: math.sin(th) < -0.75)
 
     if liver_d is not None:
-        for p in s.sample_inside(liver_d, 8.0, int(rng.integers(1, 3))):
-            s.lesion(*p, rng.uniform(1.5, 6), rng.choice([-1, 1]) * rng.uniform(10, 30), organ_alpha=s.c.alpha(liver_d))
+        for x, y, g in s.sample_inside(liver_d, 8.0, int(rng.integers(1, 3))):
+            s.lesion(x, y, g.uniform(1.5, 6), g.choice([-1, 1]) * g.uniform(10, 30), organ_alpha=s.c.alpha(liver_d), rng=g)
 
 
-def render(canvas: Canvas, rng: np.random.Generator, *, region: str, contrast: bool, table: bool) -> None:
-    """Paint one axial slice of ``region`` ('abdomen' or 'thorax') onto ``canvas``."""
-    s = _Scene(canvas, rng, contrast)
+def render(canvas: Canvas, rng: np.random.Generator, texture_seq: np.random.SeedSequence, *,
+           region: str, contrast: bool, table: bool) -> None:
+    """Paint one axial slice of ``region`` ('abdomen' or 'thorax') onto ``canvas``.
+
+    ``rng`` draws the anatomy (its draws never depend on the pixel grid) and
+    ``texture_seq`` seeds the texture fields.
+    """
+    s = _Scene(canvas, rng, texture_seq, contrast)
     body = _Body(s, region)
     if table:
         _table(s, body)

@@ -244,29 +244,65 @@ def line_coverage(dist: np.ndarray, r: np.ndarray, h: float) -> np.ndarray:
     return np.clip(cov / h, 0.0, 1.0).astype(np.float32, copy=False)
 
 
+def _lattice_sum(sigma: float, fov: float) -> float:
+    """sum over integer k of exp(-4 pi^2 sigma^2 k^2 / fov^2), squared (2D lattice)."""
+    kmax = int(fov / max(sigma, 1e-3)) + 2
+    k = np.arange(-kmax, kmax + 1, dtype=np.float64)
+    s1 = float(np.exp(-4.0 * np.pi**2 * sigma**2 * k**2 / fov**2).sum())
+    return s1 * s1
+
+
+def _white_spectrum(seq: np.random.SeedSequence, index: int, n: int) -> np.ndarray:
+    """Unit complex Gaussian coefficients in ``rfft2`` layout for an ``n``-grid.
+
+    Coefficients are drawn ring by ring in integer frequency (``max(|ky|, kx)`` in
+    ``(2^(L-1), 2^L]``) from generators keyed by ``(index, L)``, so a frequency gets the
+    same coefficient on every grid: a field is one continuous random function, sampled
+    more or less finely.
+    """
+    ky = np.rint(np.fft.fftfreq(n) * n).astype(np.int64)
+    kx = np.arange(n // 2 + 1, dtype=np.int64)
+    m = np.maximum(np.abs(ky)[:, None], kx[None, :])
+    out = np.empty((n, n // 2 + 1), np.complex64)
+    top = int(m.max())
+    L = 5
+    while True:
+        hi = 1 << L
+        lo = -1 if L == 5 else hi >> 1
+        sel = (m > lo) & (m <= hi)
+        if sel.any():
+            rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + (index, L)))
+            block = rng.standard_normal((2, 2 * hi + 1, hi + 1), dtype=np.float32)
+            iy, ix = np.nonzero(sel)
+            by = ky[iy] + hi
+            bx = kx[ix]
+            out[iy, ix] = (block[0, by, bx] + 1j * block[1, by, bx]) * np.float32(np.sqrt(0.5))
+        if hi >= top:
+            return out
+        L += 1
+
+
 def gaussian_fields(
-    rng: np.random.Generator, n: int, spacing: float, sigmas_mm: list[float]
+    seq: np.random.SeedSequence, n: int, spacing: float, sigmas_mm: list[float]
 ) -> np.ndarray:
     """Independent stationary Gaussian random fields, ``[len(sigmas), n, n]`` float32.
 
-    Each is white noise smoothed by a Gaussian of ``sigma`` mm, seen through pixels of
-    ``spacing`` mm: scaled so the continuous field has unit variance, hence its pixel
-    values have variance ``sigma^2 / (sigma^2 + spacing^2 / 12)``. Textures finer than
-    a pixel thus fade at coarse sampling instead of turning into pixel noise.
+    Field ``i`` is white noise smoothed by a Gaussian of ``sigmas_mm[i]`` mm, periodic
+    over the field of view ``n * spacing``, scaled to unit variance as a continuous
+    function and then averaged over each pixel (``sinc`` transfer). Textures finer than
+    a pixel thus fade at coarse sampling instead of turning into pixel noise, and for a
+    fixed field of view the same seed gives the same texture at every ``n``.
     """
+    fov = n * spacing
     k = len(sigmas_mm)
-    white = rng.standard_normal((k, n, n), dtype=np.float32)
-    spec = scipy.fft.rfft2(white, workers=-1)
-    fy = np.fft.fftfreq(n).astype(np.float32)[:, None]
-    fx = np.fft.rfftfreq(n).astype(np.float32)[None, :]
-    f2 = fy * fy + fx * fx
-    fy_full = np.fft.fftfreq(n).astype(np.float32)
-    f2_full = fy_full[:, None] ** 2 + fy_full[None, :] ** 2
-    s2_box = 1.0 / 12.0  # pixel box as a Gaussian, in px^2
+    fy = (np.fft.fftfreq(n) * n).astype(np.float32)[:, None]
+    fx = (np.fft.rfftfreq(n) * n).astype(np.float32)[None, :]
+    k2 = fy * fy + fx * fx  # integer frequency index squared
+    box = np.sinc(fy / n) * np.sinc(fx / n)
+    # irfft2 counts interior columns twice (Hermitian pairs)
+    spec = np.empty((k, n, n // 2 + 1), np.complex64)
     for i, sigma in enumerate(sigmas_mm):
-        s_px2 = (sigma / spacing) ** 2 + s2_box
-        tf = np.exp(-2.0 * np.pi**2 * s_px2 * f2).astype(np.float32)
-        norm = math.sqrt(float(np.mean(np.exp(-4.0 * np.pi**2 * s_px2 * f2_full))))
-        pixel_var = sigma**2 / (sigma**2 + spacing**2 / 12.0)
-        spec[i] *= tf * np.float32(math.sqrt(pixel_var) / norm)
+        tf = np.exp(-2.0 * np.pi**2 * sigma**2 * k2 / fov**2) * box
+        scale = float(n * n) / math.sqrt(_lattice_sum(sigma, fov))
+        spec[i] = _white_spectrum(seq, i, n) * (tf * np.float32(scale)).astype(np.float32)
     return scipy.fft.irfft2(spec, s=(n, n), workers=-1).astype(np.float32, copy=False)

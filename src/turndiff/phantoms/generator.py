@@ -42,14 +42,15 @@ def _generate(
     contrast: bool | None,
     table: bool | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seq)
+    anatomy_seq, texture_seq = seq.spawn(2)
+    rng = np.random.default_rng(anatomy_seq)
     # Draw every per-slice choice first so that fixing one keeps the others.
     r_region, r_contrast, r_table = rng.random(3)
     region = region or ("abdomen" if r_region < 0.6 else "thorax")
     contrast = bool(r_contrast < 0.5) if contrast is None else bool(contrast)
     table = bool(r_table < 0.8) if table is None else bool(table)
     canvas = Canvas(size, spacing)
-    render(canvas, rng, region=region, contrast=contrast, table=table)
+    render(canvas, rng, texture_seq, region=region, contrast=contrast, table=table)
     hu = np.clip(canvas.hu, *HU_RANGE).astype(np.float32, copy=False)
     return hu, canvas.label
 

@@ -1,0 +1,122 @@
+"""`turndiff train-ldm`, `turndiff fit` and `turndiff reconstruct`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import cli
+from .common import OUTPUT_FORMATS, geometry_of, write_images
+from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
+
+
+@cli.command("train-ldm")
+@click.argument("proj_dir", metavar="PROJ_DIR", type=click.Path(file_okay=False))
+@click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
+    """Train stage 2 (latent diffusion) from a trained stage-1 model and the noisy `sinogram` of IN.h5.
+
+    OUT becomes a full TurnDiff model folder (stage 1 copied in), usable by `reconstruct`.
+    """
+    from ..io import read_sinogram_h5
+    from ..pipeline import STAGE1_DIR, TurnDiffPipeline, _fbp_hu
+    from ..physics import CTProjector
+    from ..stage1 import ProjectionDenoiser, estimate_photons
+    from ..stage1.model import resolve_device
+    from ..stage2 import Stage2Config, train_stage2
+
+    stage1 = ProjectionDenoiser.load(_stage1_dir(proj_dir))
+    sino, attrs = read_sinogram_h5(input)
+    check_geometry_matches(stage1.info.get("geometry"), attrs, input)
+    g = geometry_of(attrs, input)
+    dev = resolve_device(device)
+    A = CTProjector(g)
+    x_ld = _fbp_hu(A, sino, g.mu_water)
+    x0 = _fbp_hu(A, stage1.denoise(sino, device=dev, progress=True), g.mu_water)
+    run_dir = Path(out).with_name(Path(out).name + ".run")
+    stage2 = train_stage2(x_ld, x0, Stage2Config.preset(preset), run_dir=run_dir, device=dev, seed=seed)
+    info = {
+        "format": "turndiff-model", "components": {"stage1": STAGE1_DIR, "stage2": "latent_diffusion"},
+        "geometry": g.to_json(), "photons_train": stage1.photons,
+        "photons_train_estimated": float(estimate_photons(sino)), "dose_fraction_train": stage1.photons / 1e5,
+        "preset": preset, "seed": seed, "train_slices": int(sino.shape[0]),
+    }
+    TurnDiffPipeline(stage1, stage2, info, device="cpu").save(out)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    click.echo(f"wrote {out}", err=True)
+
+
+@cli.command("fit")
+@click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def fit_cmd(input, out, preset, device, seed) -> None:
+    """Train both stages on the noisy `sinogram` of IN.h5 alone (resumes after an interruption)."""
+    from ..io import read_sinogram_h5
+    from ..pipeline import fit
+
+    sino, attrs = read_sinogram_h5(input)
+    g = geometry_of(attrs, input)
+    run_dir = Path(out).with_name(Path(out).name + ".run")
+    pipe = fit(sino, geometry=g, photons=attrs.get("photons"), preset=preset, device=device, seed=seed,
+               run_dir=run_dir)
+    pipe.save(out)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    secs = pipe.info["train_seconds"]
+    click.echo(f"wrote {out} (stage 1 {secs['stage1']:.0f} s, stage 2 {secs.get('stage2', 0):.0f} s)", err=True)
+
+
+@cli.command("reconstruct")
+@click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(file_okay=False))
+@click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, help="Output: .h5, .npy, .nii(.gz), or a folder with --format dicom|png.")
+@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None, help="Override the output format.")
+@click.option("--strategy", type=click.Choice(["auto", "up", "down", "none"]), default="auto", show_default=True,
+              help="Tunable dose strategy.")
+@click.option("--lam", type=click.FloatRange(0, 1), default=None,
+              help="Blend weight of the strategy (up/down), or of the diffusion output with --fusion global.")
+@click.option("--fusion", type=click.Choice(["pixel", "global"]), default="pixel", show_default=True)
+@click.option("--fusion-lam", type=click.FloatRange(0, 1), default=None,
+              help="Weight of the diffusion output with --fusion global [default: --lam, else 0.5].")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps [model default].")
+@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Partial-diffusion start, fraction of the chain [model default].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--save-intermediates", is_flag=True, help="Also store x_ld, x_prior, x_diffusion, fusion_weight (.h5).")
+@click.option("--template", type=click.Path(exists=True), default=None,
+              help="Source DICOM series whose patient/study tags a DICOM output copies.")
+@click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers.")
+def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, steps, strength, seed, device,
+                save_intermediates, template, anonymize) -> None:
+    """Reconstruct the `sinogram` of IN.h5 with a TurnDiff model."""
+    from ..io import read_sinogram_h5, read_volume
+    from ..pipeline import TurnDiffPipeline
+
+    pipe = TurnDiffPipeline.from_pretrained(model_dir, device=device)
+    sino, attrs = read_sinogram_h5(input)
+    g = geometry_of(attrs, input)
+    pipe.check_sinogram(sino, g, where=input)
+    if fusion == "global" and fusion_lam is None:
+        fusion_lam = lam  # SURFACE.md: `--fusion global --lam L`
+    res = pipe(sino, strategy=strategy, lam=lam if strategy in ("up", "down") else None, fusion=fusion,
+               fusion_lam=fusion_lam, steps=steps, strength=strength, seed=seed)
+    c = res.strategy
+    click.echo(f"strategy {c.strategy} (lam {c.lam:.3f}, weight of x_ld {c.weight_ld:.3f}"
+               + (f", input noise / training noise {c.noise_ratio:.2f}" if c.noise_ratio else "") + ")", err=True)
+    extra = {k: v for k, v in res.intermediates().items()} if save_intermediates else None
+    keep = {k: attrs[k] for k in ("geometry", "photons") if k in attrs}
+    keep["source"] = f"turndiff reconstruct ({c.strategy}, fusion {fusion}) of {input}"
+    tmpl = read_volume(template).dicom_template if template else None
+    write_images(out, res.image_hu.astype(np.float32), fmt=fmt, spacing=g.pixel_spacing, extra=extra, attrs=keep,
+                 template=tmpl, anonymize=anonymize)
+    click.echo(f"wrote {out}", err=True)

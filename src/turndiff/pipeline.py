@@ -1,0 +1,258 @@
+"""TurnDiff end to end: ``fit`` trains both stages on noisy sinograms; ``TurnDiffPipeline``
+loads a model folder and reconstructs arrays or files.
+
+A model folder::
+
+    MODEL_DIR/
+      turndiff.json            components, geometry, training dose, presets, version
+      projection_denoiser/     stage 1: config.json + model.safetensors
+      latent_diffusion/        stage 2: stage2.json + autoencoder/ + unet/ (safetensors)
+
+Inference (fig. 2, bottom):
+
+1. ``x_ld = FBP(y)``, ``x0 = FBP(f(y))``;
+2. the tunable strategy blends them into the condition ``x^`` (``auto`` by default);
+3. the latent diffusion samples ``x~0`` from ``x^``;
+4. the pixel-level self-correcting fusion combines ``x~0`` with ``x0``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from . import __version__
+from .dose import mu_to_hu
+from .errors import InputError
+from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
+from .physics import CTProjector, Geometry, geometry_from_json
+from .stage1 import ProjectionDenoiser, Stage1Config, estimate_photons, train_projection_denoiser
+from .stage1.model import resolve_device
+
+__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "fit", "MODEL_JSON"]
+
+MODEL_JSON = "turndiff.json"
+STAGE1_DIR = "projection_denoiser"
+STAGE2_DIR = "latent_diffusion"
+
+
+@dataclass
+class TurnDiffOutput:
+    """What a reconstruction returns: the image and every intermediate, HU ``[N, H, W]``."""
+
+    image_hu: np.ndarray
+    x_ld: np.ndarray
+    x0: np.ndarray
+    x_prior: np.ndarray
+    x_diffusion: np.ndarray | None
+    fusion_weight: np.ndarray | None
+    strategy: StrategyChoice
+    photons_estimated: float | None = None
+    seconds: dict = field(default_factory=dict)
+
+    def intermediates(self) -> dict[str, np.ndarray]:
+        out = {"x_ld": self.x_ld, "x0": self.x0, "x_prior": self.x_prior}
+        if self.x_diffusion is not None:
+            out["x_diffusion"] = self.x_diffusion
+        if self.fusion_weight is not None:
+            out["fusion_weight"] = self.fusion_weight
+        return out
+
+
+def _fbp_hu(A: CTProjector, sino: np.ndarray, mu_water: float) -> np.ndarray:
+    return mu_to_hu(A.fbp(np.asarray(sino, np.float32)), mu_water).astype(np.float32)
+
+
+class TurnDiffPipeline:
+    """The trained TurnDiff model: stage 1, stage 2 and the geometry they were trained on.
+
+    Examples
+    --------
+    >>> pipe = TurnDiffPipeline.from_pretrained("model")          # doctest: +SKIP
+    >>> out = pipe(sinogram, strategy="auto", fusion="pixel")     # doctest: +SKIP
+    >>> out.image_hu.shape                                        # doctest: +SKIP
+    (4, 256, 256)
+    """
+
+    def __init__(self, stage1: ProjectionDenoiser, stage2, info: dict, *, device: str | torch.device = "auto") -> None:
+        self.stage1 = stage1
+        self.stage2 = stage2
+        self.info = info
+        self.geometry: Geometry = geometry_from_json(info["geometry"])
+        self.device = resolve_device(device)
+        self.projector = CTProjector(self.geometry)
+
+    # ----------------------------------------------------------------- persistence
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, *, device: str | torch.device = "auto") -> "TurnDiffPipeline":
+        """Load a model folder written by :func:`fit` / :meth:`save`."""
+        from .stage2 import LatentDiffusion
+
+        d = Path(model_dir)
+        meta = d / MODEL_JSON
+        if not meta.is_file():
+            raise InputError(f"{d}: not a TurnDiff model folder (no {MODEL_JSON})")
+        try:
+            info = json.loads(meta.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{meta}: not valid JSON ({e.msg})") from None
+        dev = resolve_device(device)
+        stage1 = ProjectionDenoiser.load(d / STAGE1_DIR)
+        stage2 = LatentDiffusion.load(d / STAGE2_DIR, device=dev) if (d / STAGE2_DIR).is_dir() else None
+        return cls(stage1, stage2, info, device=dev)
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write the model folder (atomically: a crash leaves no half-written folder)."""
+        from .io import atomic_output
+
+        d = Path(model_dir)
+        with atomic_output(d, directory=True) as tmp:
+            self.stage1.save(tmp / STAGE1_DIR)
+            if self.stage2 is not None:
+                self.stage2.save(tmp / STAGE2_DIR)
+            (tmp / MODEL_JSON).write_text(json.dumps(self.info, indent=2, sort_keys=True))
+        return d
+
+    # ----------------------------------------------------------------- inference
+    def check_sinogram(self, sinogram: np.ndarray, geometry: Geometry | None = None, where: str = "input") -> np.ndarray:
+        """Validate shape / values (and geometry when given) against the model."""
+        y = np.asarray(sinogram, np.float32)
+        if y.ndim == 2:
+            y = y[None]
+        if y.ndim != 3:
+            raise InputError(f"{where}: sinogram must be [N, V, D], got shape {y.shape}")
+        if tuple(y.shape[1:]) != self.geometry.sinogram_shape:
+            raise InputError(f"{where}: sinogram is {list(y.shape[1:])} (V, D) but the model was trained on "
+                             f"{list(self.geometry.sinogram_shape)}")
+        if geometry is not None and geometry != self.geometry:
+            a, b = self.geometry.to_dict(), geometry.to_dict()
+            diffs = [k for k in a if a[k] != b.get(k)]
+            raise InputError(f"{where}: geometry does not match the model's (differs in {', '.join(diffs)})")
+        if not np.isfinite(y).all():
+            raise InputError(f"{where}: sinogram holds NaN or inf")
+        return y
+
+    def __call__(
+        self,
+        sinogram: np.ndarray,
+        *,
+        strategy: Literal["auto", "up", "down", "none"] = "auto",
+        lam: float | None = None,
+        fusion: Literal["pixel", "global"] = "pixel",
+        fusion_lam: float | None = None,
+        steps: int | None = None,
+        strength: float | None = None,
+        seed: int = 0,
+        fusion_config: FusionConfig | None = None,
+        progress: bool = True,
+    ) -> TurnDiffOutput:
+        """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
+
+        Parameters
+        ----------
+        strategy, lam
+            Tunable dose strategy (``auto`` estimates the input's dose from its noise).
+        fusion, fusion_lam
+            ``pixel`` (default, self-correcting) or ``global`` with weight ``fusion_lam``
+            (default 0.5) of the diffusion output.
+        steps, strength
+            DDIM steps and the partial-diffusion start (fraction of the chain);
+            defaults from the model's stage-2 config.
+        seed
+            Seed of the diffusion sampler.
+        """
+        if fusion not in ("pixel", "global"):
+            raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
+        y = self.check_sinogram(sinogram)
+        t = {}
+        t0 = time.perf_counter()
+        x_ld = _fbp_hu(self.projector, y, self.geometry.mu_water)
+        t["fbp"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        y0 = self.stage1.denoise(y, device=self.device, progress=progress)
+        x0 = _fbp_hu(self.projector, y0, self.geometry.mu_water)
+        t["stage1"] = time.perf_counter() - t0
+        i0_in = estimate_photons(y) if strategy == "auto" else None
+        choice = choose_strategy(strategy, lam, photons_input=i0_in,
+                                 photons_train=self.info.get("photons_train_estimated"))
+        x_prior = blend(x_ld, x0, choice)
+        if self.stage2 is None:  # a stage-1-only model folder
+            return TurnDiffOutput(x0, x_ld, x0, x_prior, None, None, choice, i0_in, t)
+        t0 = time.perf_counter()
+        x_d = self.stage2.sample(x_prior, steps=steps, strength=strength, seed=seed, progress=progress,
+                                 amp=self.device.type == "cuda")
+        t["stage2"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if fusion == "pixel":
+            image, weight = pixel_fusion(x_d, x0, x_ld, fusion_config)
+        else:
+            lam_f = 0.5 if fusion_lam is None else float(fusion_lam)
+            image, weight = global_fusion(x_d, x0, lam_f), None
+        t["fusion"] = time.perf_counter() - t0
+        return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t)
+
+
+def fit(
+    sinogram: np.ndarray,
+    *,
+    geometry: Geometry,
+    photons: float | None = None,
+    preset: str = "fast",
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    stage1_overrides: dict | None = None,
+    stage2_config=None,
+    train_stage2: bool = True,
+    progress: bool = True,
+) -> TurnDiffPipeline:
+    """Train TurnDiff on noisy sinograms ``[N, V, D]`` alone (no clean data).
+
+    Stage 1 (CSSS) is trained first; it is then frozen and its teacher images
+    ``x0 = FBP(f(y))`` are computed once; stage 2 learns from ``x_ld = FBP(y)`` and ``x0``.
+    ``run_dir`` holds checkpoints so an interrupted fit resumes.
+    """
+    from .stage2 import Stage2Config, train_stage2 as _train_stage2
+
+    y = np.asarray(sinogram, np.float32)
+    if y.ndim == 2:
+        y = y[None]
+    if y.ndim != 3 or tuple(y.shape[1:]) != geometry.sinogram_shape:
+        raise InputError(f"sinogram of shape {y.shape} does not match the geometry {geometry.sinogram_shape}")
+    dev = resolve_device(device)
+    run = Path(run_dir) if run_dir else None
+    t0 = time.perf_counter()
+    cfg1 = Stage1Config.preset(preset, seed=seed, **(stage1_overrides or {}))
+    stage1 = train_projection_denoiser(y, photons=photons, geometry_json=geometry.to_json(), config=cfg1,
+                                       run_dir=run / "stage1" if run else None, device=dev, progress=progress)
+    t1 = time.perf_counter() - t0
+    A = CTProjector(geometry)
+    x_ld = _fbp_hu(A, y, geometry.mu_water)
+    x0 = _fbp_hu(A, stage1.denoise(y, device=dev, progress=progress), geometry.mu_water)
+    info = {
+        "format": "turndiff-model",
+        "version": __version__,
+        "components": {"stage1": STAGE1_DIR, "stage2": STAGE2_DIR if train_stage2 else None},
+        "geometry": geometry.to_json(),
+        "photons_train": float(stage1.photons),
+        "photons_train_estimated": float(estimate_photons(y)),
+        "dose_fraction_train": float(stage1.photons) / 1e5,
+        "preset": preset,
+        "seed": seed,
+        "train_slices": int(y.shape[0]),
+        "train_seconds": {"stage1": t1},
+    }
+    stage2 = None
+    if train_stage2:
+        t0 = time.perf_counter()
+        cfg2 = stage2_config or Stage2Config.preset(preset)
+        stage2 = _train_stage2(x_ld, x0, cfg2, run_dir=run / "stage2" if run else None, device=dev, seed=seed,
+                               progress=progress)
+        info["train_seconds"]["stage2"] = time.perf_counter() - t0
+    return TurnDiffPipeline(stage1, stage2, info, device=dev)
