@@ -64,10 +64,11 @@ def main() -> None:
             continue
         for d in doses:
             m = r[str(d)]
-            print(f"| {name} | {d:.0%} | {m['soft']['psnr_mean']:.2f} +- {m['soft']['psnr_std']:.2f} | "
-                  f"{m['soft']['ssim_mean']:.4f} +- {m['soft']['ssim_std']:.4f} | "
-                  f"{m['full']['psnr_mean']:.2f} +- {m['full']['psnr_std']:.2f} | "
-                  f"{m['full']['ssim_mean']:.4f} +- {m['full']['ssim_std']:.4f} |")
+            s, f = m["soft"], m["full"]
+            print(f"| {name} | {d:.0%} | {s['psnr']['mean']:.2f} +- {s['psnr']['std']:.2f} | "
+                  f"{s['ssim']['mean']:.4f} +- {s['ssim']['std']:.4f} | "
+                  f"{f['psnr']['mean']:.2f} +- {f['psnr']['std']:.2f} | "
+                  f"{f['ssim']['mean']:.4f} +- {f['ssim']['std']:.4f} |")
 
 
 if __name__ == "__main__":

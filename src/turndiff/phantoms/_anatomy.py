@@ -36,7 +36,7 @@ class Tissue(IntEnum):
     GAS = 12  #: bowel, stomach, oesophageal and bronchial gas
     BOWEL = 13  #: stomach and bowel wall and non-gas contents
     PANCREAS = 14
-    FLUID = 15  #: bile, cerebrospinal fluid, renal pelvis
+    FLUID = 15  #: bile, renal pelvis, spinal canal (CSF and cord)
     CARTILAGE = 16  #: costal cartilage
     LESION = 17  #: focal lesions and lung nodules
     CALCIFICATION = 18  #: vascular plaques, granulomas, stones
@@ -204,7 +204,7 @@ class _Scene:
 
     def trab_value(self, box):
         # Trabecular bone: a bright lattice on a fatty marrow background.
-        return self.tex(box, self.v["trabecular"] - 40, ridge_trab=160, small=25, coarse=25, fine=20)
+        return self.tex(box, self.v["trabecular"] - 15, ridge_trab=160, small=25, coarse=25, fine=20)
 
     def bone_tube(self, pts, radii, cortex: float) -> None:
         radii = np.asarray(radii, np.float32)
@@ -396,7 +396,7 @@ def _table(s: _Scene, body: _Body) -> None:
     # mattress
     a = np.clip(0.5 - (top - Y) / s.h, 0, 1) * np.clip(0.5 - (Y - top - mat) / s.h, 0, 1)
     s.c.paint(s.c.full, a.astype(np.float32), foam, None)
-    shell = rng.uniform(1.5, 3.0)
+    shell = rng.uniform(2.5, 5.0)
     core = rng.uniform(18.0, 35.0)
     y1 = top + mat + rng.uniform(0.0, 3.0)
     val = rng.uniform(150, 450)
@@ -420,7 +420,10 @@ class _Spine:
         self.w = rng.uniform(40, 48) if lumbar else rng.uniform(30, 38)
         self.ay = (rng.uniform(14, 17), rng.uniform(12, 15)) if lumbar else (rng.uniform(12, 15), rng.uniform(10, 13))
         self.lumbar = lumbar
-        self.canal_r = (rng.uniform(10, 12), rng.uniform(7.5, 9.5)) if lumbar else (rng.uniform(7.5, 9), rng.uniform(7, 8.5))
+        if lumbar:
+            self.canal_r = (rng.uniform(10, 12), rng.uniform(7.5, 9.5))
+        else:
+            self.canal_r = (rng.uniform(7.5, 9), rng.uniform(7, 8.5))
         self.canal_y = self.vy + self.ay[1] + self.canal_r[1] + rng.uniform(1.0, 3.0)
 
     def paint_muscles(self, s: _Scene, lev: float) -> list[Blob]:
@@ -473,7 +476,8 @@ class _Spine:
         s.bone_tube(arch, [r_arch] * len(arch), cort)
         spin_y = cy + cry + r_arch
         spin_len = min(rng.uniform(22, 32), self.y_back - 3 - spin_y)
-        s.bone_tube([(vx, spin_y), (vx + rng.uniform(-2, 2), spin_y + spin_len * 0.6), (vx + rng.uniform(-3, 3), spin_y + spin_len)],
+        s.bone_tube([(vx, spin_y), (vx + rng.uniform(-2, 2), spin_y + spin_len * 0.6),
+                     (vx + rng.uniform(-3, 3), spin_y + spin_len)],
                     [r_arch, r_arch * 0.8, r_arch * 0.75], cort)
         if transverse:
             for side in (-1, 1):
@@ -501,7 +505,8 @@ def _ribs(s: _Scene, body: _Body, thetas, *, depth_frac=(0.3, 0.8), extra=0.0, c
     """Oblique rib cross-sections lying in the chest wall at image angles ``thetas``."""
     rng = s.rng
     for th in thetas:
-        ins = body.t_skin + body.thickness_at("fat", th) + body.thickness_at("mus", th) * rng.uniform(*depth_frac) + extra
+        ins = (body.t_skin + body.thickness_at("fat", th)
+               + body.thickness_at("mus", th) * rng.uniform(*depth_frac) + extra)
         x, y = body.blob.boundary_point(th, ins)
         half_len = rng.uniform(5, 13)
         thick = rng.uniform(3.0, 4.6)
@@ -590,7 +595,7 @@ def _abdomen(s: _Scene, body: _Body) -> None:
             k = min(1.0, (lev - start) / 0.35) ** 0.5
             kx = spine.vx + side * rng.uniform(56, 70)
             ky = spine.vy + rng.uniform(-4, 10)
-            b = Blob(kx, ky, (rng.uniform(19, 25) * k + 4,) * 2, (rng.uniform(25, 31) * k + 4,) * 2,
+            b = Blob(kx, ky, (rng.uniform(19, 25) * k + 4,) * 2, (rng.uniform(25, 31) * k + 6,) * 2,
                      angle=-side * rng.uniform(0.3, 0.65), p=2.1, wobble=random_wobble(rng, 0.03, 4))
             kid.append((side, b, k))
             occupied.append((kx, ky, max(b.ay) + 6))
@@ -659,8 +664,8 @@ def _abdomen(s: _Scene, body: _Body) -> None:
     d += np.float32(1.5) * s.f["coarse"]  # gently irregular outline
     d = np.maximum(d, body.d_cav + np.float32(rng.uniform(0.5, 2.5)))
     d = np.maximum(d, -spine_zone.sdf(s.c, full)[1])
-    for _, kb, _ in kid:
-        d = np.maximum(d, -(kb.sdf(s.c, full)[1] - 6.0))
+    for _, kb, kk in kid:
+        d = np.maximum(d, -(kb.sdf(s.c, full)[1] - (2.0 + 4.0 * kk)))
     if stomach is not None:
         d = np.maximum(d, -(stomach.sdf(s.c, full)[1] - 3.0))
     liver_d = d
@@ -726,7 +731,8 @@ def _abdomen(s: _Scene, body: _Body) -> None:
     if 0.3 < lev < 0.9:
         py = spine.vy - spine.ay[0] - rng.uniform(28, 40)
         pts = [(spine.vx - rng.uniform(20, 32), py + rng.uniform(0, 10)), (spine.vx + 5, py - rng.uniform(4, 10)),
-               (spine.vx + rng.uniform(40, 55), py + rng.uniform(0, 12)), (spine.vx + rng.uniform(65, 85), spine.vy - rng.uniform(0, 15))]
+               (spine.vx + rng.uniform(40, 55), py + rng.uniform(0, 12)),
+               (spine.vx + rng.uniform(65, 85), spine.vy - rng.uniform(0, 15))]
         radii = [rng.uniform(9, 13), rng.uniform(7, 10), rng.uniform(6, 9), rng.uniform(5, 8)]
         box, dist, r = polyline_distance(s.c, np.array(pts, np.float32), np.array(radii, np.float32), pad=3)
         if box is not None:
@@ -748,12 +754,16 @@ def _abdomen(s: _Scene, body: _Body) -> None:
             return kb.cx + ca_ * px - sa_ * py, kb.cy + sa_ * px + ca_ * py
         med = -side  # medial direction in the kidney frame's x
         sin_c = (med * kb.ax[0] * rng.uniform(0.45, 0.6), rng.normal(0, 2))
-        for alpha_ in np.linspace(-1.2, 1.2, int(rng.integers(4, 7))) + rng.normal(0, 0.1):
+        n_pyr = int(rng.integers(4, 7))
+        for alpha_ in np.linspace(-1.3, 1.3, n_pyr) + rng.normal(0, 0.1, n_pyr):
+            if k < 0.4:
+                break
             ux, uy = -med * math.cos(alpha_), math.sin(alpha_)
-            px, py = local(sin_c[0] + ux * 0.6 * kb.ax[0], sin_c[1] + uy * 0.55 * kb.ay[0])
+            px, py = local(sin_c[0] + ux * 0.75 * kb.ax[0], sin_c[1] + uy * 0.6 * kb.ay[0])
             psi = math.atan2(py - local(*sin_c)[1], px - local(*sin_c)[0])
-            s.blob(Blob(px, py, (rng.uniform(3, 5) * k + 1,) * 2, (rng.uniform(6, 9) * k + 1, rng.uniform(4, 6) * k + 1),
-                        angle=psi - np.pi / 2, wobble=random_wobble(rng, 0.05, 3)),
+            half_len, half_w = kb.ax[0] * rng.uniform(0.22, 0.3), kb.ax[0] * rng.uniform(0.12, 0.17)
+            s.blob(Blob(px, py, (half_w,) * 2, (half_len * 1.1, half_len * 0.9), angle=psi - np.pi / 2,
+                        wobble=random_wobble(rng, 0.05, 3)),
                    lambda b: s.tex(b, v["medulla"], small=3), T.KIDNEY)
         if k > 0.5:
             sx_, sy_ = local(sin_c[0] + med * kb.ax[0] * 0.15, sin_c[1])
@@ -790,8 +800,7 @@ def _abdomen(s: _Scene, body: _Body) -> None:
         s.dot(*sma, rng.uniform(2.5, 3.8), v["blood"], T.BLOOD)
         s.dot(sma[0] - rng.uniform(10, 15), sma[1] + rng.uniform(-3, 3), rng.uniform(4, 6), v["portal"], T.BLOOD)
 
-    paraspinal = spine.paint_muscles(s, lev)
-    del paraspinal
+    spine.paint_muscles(s, lev)
     spine.paint_bone(s, transverse=rng.random() < 0.6, ribs=False)
 
     # ribs and costal cartilage in the wall at the upper levels
@@ -814,7 +823,8 @@ def _abdomen(s: _Scene, body: _Body) -> None:
             kd = np.full_like(body.d, 1e3)
             kd[box] = d
             for x, y, g in s.sample_inside(kd, 6.0, 1):
-                s.lesion(x, y, g.uniform(2.0, 7.0), g.choice([-1, 1]) * g.uniform(15, 30), organ_alpha=s.c.alpha(kd), rng=g)
+                s.lesion(x, y, g.uniform(2.0, 7.0), g.choice([-1, 1]) * g.uniform(15, 30),
+                         organ_alpha=s.c.alpha(kd), rng=g)
         if rng.random() < 0.15:
             s.calcification(kb.cx + rng.normal(0, 4), kb.cy + rng.normal(0, 6), rng.uniform(0.8, 2.0))
     if rng.random() < 0.4:  # a granuloma in liver or spleen
@@ -860,7 +870,8 @@ def _thorax(s: _Scene, body: _Body) -> None:
                    (heart.ay[0] + rng.uniform(2, 5),) * 2, angle=heart.angle, wobble=random_wobble(rng, 0.08, 4))
     s.blob(fat_pad, s.fat_value, T.FAT, parent=d_cav, margin=rng.uniform(0.5, 2))
     # anterior mediastinal fat behind the sternum
-    s.blob(Blob(cx + rng.uniform(-5, 5), cy - ca + 12, (rng.uniform(14, 24),) * 2, (12.0, 12.0), wobble=random_wobble(rng, 0.1, 4)),
+    s.blob(Blob(cx + rng.uniform(-5, 5), cy - ca + 12, (rng.uniform(14, 24),) * 2, (12.0, 12.0),
+                wobble=random_wobble(rng, 0.1, 4)),
            s.fat_value, T.FAT, parent=d_cav)
 
     liver_d = None
@@ -875,7 +886,8 @@ def _thorax(s: _Scene, body: _Body) -> None:
         la = s.c.alpha(d)
         vval = v["blood"] if s.contrast else v["liver"] - rng.uniform(12, 22)
         for x, y, g in s.sample_inside(d, 3.0, int(rng.integers(10, 30))):
-            s.dot(x, y, g.uniform(0.5, 3.0), vval, T.BLOOD, weight_full=la, length=g.exponential(3), angle=g.uniform(0, np.pi))
+            s.dot(x, y, g.uniform(0.5, 3.0), vval, T.BLOOD, weight_full=la, length=g.exponential(3),
+                  angle=g.uniform(0, np.pi))
     if lev > 0.7 and rng.random() < 0.5:  # gastric fundus with its air bubble
         f = Blob(cx + cr * rng.uniform(0.35, 0.5), cy + cp * rng.uniform(-0.2, 0.2), (rng.uniform(20, 32),) * 2,
                  (rng.uniform(18, 28),) * 2, wobble=random_wobble(rng, 0.06, 5))
@@ -896,7 +908,8 @@ def _thorax(s: _Scene, body: _Body) -> None:
         return heart.cx + ca_ * px - sa_ * py, heart.cy + sa_ * px + ca_ * py
     A, B = heart.ax[0], heart.ay[0]
     blood = lambda b: s.tex(b, v["blood"], med=2, small=2)  # noqa: E731
-    lv = Blob(*hl(0.2 * A, 0.18 * B), (0.45 * A,) * 2, (0.42 * B,) * 2, angle=heart.angle, wobble=random_wobble(rng, 0.05, 4))
+    lv = Blob(*hl(0.2 * A, 0.18 * B), (0.45 * A,) * 2, (0.42 * B,) * 2, angle=heart.angle,
+              wobble=random_wobble(rng, 0.05, 4))
     rv = Blob(*hl(-0.05 * A, -0.5 * B), (0.55 * A,) * 2, (0.28 * B,) * 2, angle=heart.angle - 0.15,
               wobble=random_wobble(rng, 0.06, 4))
     s.blob(lv, blood, T.BLOOD)
@@ -919,12 +932,14 @@ def _thorax(s: _Scene, body: _Body) -> None:
     if rng.random() < 0.4:
         for _ in range(int(rng.integers(1, 3))):
             t = rng.uniform(0, 2 * np.pi)
-            s.calcification(ao[0] + (aorta_r - 0.5) * math.cos(t), ao[1] + (aorta_r - 0.5) * math.sin(t), rng.uniform(0.6, 1.5))
+            s.calcification(ao[0] + (aorta_r - 0.5) * math.cos(t), ao[1] + (aorta_r - 0.5) * math.sin(t),
+                            rng.uniform(0.6, 1.5))
     er = rng.uniform(6, 9)
     s.blob(Blob(*eso, (er,) * 2, (er * 0.8,) * 2, wobble=random_wobble(rng, 0.08, 4)), s.muscle_value, T.MUSCLE)
     if rng.random() < 0.5:
         s.dot(eso[0] + rng.normal(0, 1), eso[1], rng.uniform(1.0, 2.5), v["gas"], T.GAS)
-    s.dot(spine.vx - rng.uniform(8, 14), spine.vy - spine.ay[0] + rng.uniform(-2, 4), rng.uniform(2.5, 4), v["blood"], T.BLOOD)
+    s.dot(spine.vx - rng.uniform(8, 14), spine.vy - spine.ay[0] + rng.uniform(-2, 4), rng.uniform(2.5, 4),
+          v["blood"], T.BLOOD)  # azygos vein
     if lev > 0.4:  # IVC entering the right atrium
         s.blob(Blob(cx - rng.uniform(20, 35), spine.vy - spine.ay[0] - rng.uniform(25, 40), (rng.uniform(10, 14),) * 2,
                     (rng.uniform(9, 12),) * 2), v["blood"], T.BLOOD)
@@ -948,9 +963,11 @@ def _thorax(s: _Scene, body: _Body) -> None:
             br = g.uniform(1.2, 3.0)
             ang = g.uniform(0, np.pi)
             ln = g.exponential(4)
-            s.dot(bx_, by_, br + g.uniform(0.6, 1.2), v["muscle"] - 20, T.MUSCLE, weight_full=lung_m, length=ln, angle=ang)
+            s.dot(bx_, by_, br + g.uniform(0.6, 1.2), v["muscle"] - 20, T.MUSCLE, weight_full=lung_m,
+                  length=ln, angle=ang)
             s.dot(bx_, by_, br, v["gas"] + 50, T.GAS, weight_full=lung_m, length=ln, angle=ang)
-            s.dot(bx_ + br * 2.2, by_ + br * 0.5, br * g.uniform(0.8, 1.1), vval, T.BLOOD, weight_full=lung_m, length=ln, angle=ang)
+            s.dot(bx_ + br * 2.2, by_ + br * 0.5, br * g.uniform(0.8, 1.1), vval, T.BLOOD, weight_full=lung_m,
+                  length=ln, angle=ang)
     for x, y, g in s.sample_inside(lung_d, 2.0, int(rng.integers(100, 180))):
         dm = min(abs(x - spine.vx), 120.0)
         r = g.uniform(0.25, 0.7) + g.exponential(0.6) * (1.3 - dm / 120.0)
@@ -982,12 +999,14 @@ def _thorax(s: _Scene, body: _Body) -> None:
     ssz = 1.0 - 0.5 * lev
     s.bone(Blob(st_x + rng.normal(0, 2), st_y, (rng.uniform(12, 18) * ssz + 3,) * 2, (rng.uniform(4.5, 6.5),) * 2,
                 wobble=random_wobble(rng, 0.05, 3)), rng.uniform(1.0, 1.6))
-    ths = np.concatenate([rng.uniform(-1.25, 1.3, int(rng.integers(4, 7))), np.pi - rng.uniform(-1.25, 1.3, int(rng.integers(4, 7)))])
+    ths = np.concatenate([rng.uniform(-1.25, 1.3, int(rng.integers(4, 7))),
+                          np.pi - rng.uniform(-1.25, 1.3, int(rng.integers(4, 7)))])
     _ribs(s, body, ths, depth_frac=(1.0, 1.0), extra=t_ic * 0.5, cartilage_from=lambda th: math.sin(th) < -0.75)
 
     if liver_d is not None:
         for x, y, g in s.sample_inside(liver_d, 8.0, int(rng.integers(1, 3))):
-            s.lesion(x, y, g.uniform(1.5, 6), g.choice([-1, 1]) * g.uniform(10, 30), organ_alpha=s.c.alpha(liver_d), rng=g)
+            s.lesion(x, y, g.uniform(1.5, 6), g.choice([-1, 1]) * g.uniform(10, 30),
+                     organ_alpha=s.c.alpha(liver_d), rng=g)
 
 
 def render(canvas: Canvas, rng: np.random.Generator, texture_seq: np.random.SeedSequence, *,

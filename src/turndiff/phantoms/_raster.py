@@ -271,7 +271,8 @@ def _white_spectrum(seq: np.random.SeedSequence, index: int, n: int) -> np.ndarr
         lo = -1 if L == 5 else hi >> 1
         sel = (m > lo) & (m <= hi)
         if sel.any():
-            rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + (index, L)))
+            ring_seq = np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + (index, L))
+            rng = np.random.default_rng(ring_seq)
             block = rng.standard_normal((2, 2 * hi + 1, hi + 1), dtype=np.float32)
             iy, ix = np.nonzero(sel)
             by = ky[iy] + hi

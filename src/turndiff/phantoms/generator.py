@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ._anatomy import Tissue, render
+from ._anatomy import render
 from ._raster import Canvas
 
 __all__ = ["DEFAULT_FOV_MM", "HU_RANGE", "make_phantom", "make_phantoms", "body_mask"]
@@ -29,7 +29,8 @@ def _check_args(size: int, pixel_spacing: float | None, region: str | None) -> f
         raise InputError(f"region must be 'abdomen', 'thorax' or None, got {region!r}")
     if pixel_spacing is None:
         return DEFAULT_FOV_MM / int(size)
-    if isinstance(pixel_spacing, bool) or not (isinstance(pixel_spacing, (int, float)) and math.isfinite(pixel_spacing) and pixel_spacing > 0):
+    ok = isinstance(pixel_spacing, (int, float)) and not isinstance(pixel_spacing, bool)
+    if not (ok and math.isfinite(pixel_spacing) and pixel_spacing > 0):
         raise InputError(f"pixel_spacing must be a positive number of mm, got {pixel_spacing!r}")
     return float(pixel_spacing)
 

@@ -1,0 +1,314 @@
+"""Tests of stage 2: configuration, latent diffusion model, sampler, training, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from turndiff.checkpoint import CheckpointError
+from turndiff.errors import InputError
+from turndiff.stage2 import (
+    DiffusionObjective,
+    LatentDiffusion,
+    Stage2Config,
+    hu_to_unit,
+    sample_spread,
+    sampling_timesteps,
+    train_autoencoder,
+    train_stage2,
+    unit_to_hu,
+)
+
+TINY = Stage2Config.preset("fast").replace(
+    ae_channels=(8, 8, 8),
+    latent_channels=2,
+    unet_channels=(8, 16),
+    unet_attention=(False, False),
+    unet_head_channels=8,
+    norm_groups=4,
+    num_train_timesteps=100,
+    ae_iters=4,
+    ldm_iters=4,
+    ae_batch=2,
+    ldm_batch=2,
+    ae_crop=16,
+    ldm_crop=16,
+    warmup=0,
+    sample_steps=4,
+    sample_strength=0.5,
+)
+
+
+def tiny_model(seed: int = 0, **changes) -> LatentDiffusion:
+    torch.manual_seed(seed)
+    return LatentDiffusion(TINY.replace(**changes) if changes else TINY).eval()
+
+
+def toy_data(n: int = 3, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    x0 = np.full((n, size, size), -1000.0, np.float32)
+    for i in range(n):
+        body = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * (0.35 + 0.03 * i)) ** 2
+        x0[i][body] = 40.0
+        x0[i][(yy - size / 2) ** 2 + (xx - size / 3) ** 2 < (size / 8) ** 2] = 300.0
+    x_ld = x0 + rng.normal(0, 40, x0.shape).astype(np.float32)
+    return x_ld, x0
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def test_presets_are_valid_and_json_round_trip() -> None:
+    for name in ("fast", "paper"):
+        cfg = Stage2Config.preset(name)
+        again = Stage2Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert again == cfg
+        assert cfg.sample_steps <= 20 and cfg.downsample in (4, 8)
+    fast = Stage2Config.preset("fast")
+    assert fast.ldm_crop % fast.size_multiple == 0 and 256 % fast.size_multiple == 0
+    with pytest.raises(InputError):
+        Stage2Config.preset("slow")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"downsample": 3},
+        {"ae_channels": (8, 8)},  # needs 3 levels for downsample 4
+        {"prediction_type": "x0"},
+        {"conditioning": "concat"},
+        {"norm_groups": 3},
+        {"unet_attention": (False,)},
+        {"max_train_strength": 0.4, "sample_strength": 0.5},
+        {"ldm_crop": 20},
+        {"cond_noise_scale": (1.5, 1.0)},
+    ],
+)
+def test_config_rejects_inconsistent_values(changes: dict) -> None:
+    with pytest.raises(InputError):
+        TINY.replace(**changes)
+    with pytest.raises(InputError):
+        Stage2Config.from_dict({**TINY.to_dict(), "nonsense": 1})
+
+
+def test_hu_map_is_fixed_and_invertible() -> None:
+    hu = np.array([-1000.0, 0.0, 40.0, 1000.0])
+    unit = hu_to_unit(hu)
+    assert unit[1] == 0.0 and unit[0] == -1.0
+    assert np.allclose(unit_to_hu(unit), hu)
+
+
+# ---------------------------------------------------------------------------- schedule
+
+
+def test_sampling_timesteps() -> None:
+    ts = sampling_timesteps(TINY, 5, strength=0.5)
+    assert ts[0] == round(0.5 * 99) and ts[-1] == 0 and len(ts) == 5
+    assert bool((ts[1:] < ts[:-1]).all())
+    assert sampling_timesteps(TINY, 3, start_step=30).tolist()[0] == 30
+    assert sampling_timesteps(TINY, 1, strength=1.0).tolist() == [99]
+    for kwargs in ({"strength": 0.0}, {"strength": 1.5}, {"start_step": 100}, {"start_step": -1},
+                   {"strength": 0.5, "start_step": 10}):
+        with pytest.raises(InputError):
+            sampling_timesteps(TINY, 3, **kwargs)
+    with pytest.raises(InputError):
+        sampling_timesteps(TINY, 12, start_step=10)  # more steps than timesteps
+    with pytest.raises(InputError):
+        sampling_timesteps(TINY, 0, strength=0.5)
+    with pytest.raises(InputError):
+        sampling_timesteps(TINY.replace(max_train_strength=0.5), 3, strength=0.8)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_prediction_parametrisations_invert(kind: str) -> None:
+    model = tiny_model(prediction_type=kind)
+    g = torch.Generator().manual_seed(0)
+    z0, noise = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    t = torch.tensor([1, 40, 90])
+    z_t = model.add_noise(z0, noise, t)
+    z0_hat, eps_hat = model.split_prediction(z_t, t, model.target(z0, noise, t))
+    assert torch.allclose(z0_hat, z0, atol=1e-4) and torch.allclose(eps_hat, noise, atol=1e-3)
+
+
+def test_ddim_with_an_oracle_recovers_the_latent() -> None:
+    """If the U-Net predicted the exact target, DDIM must land on the clean latent."""
+    model = tiny_model()
+    x = torch.from_numpy(toy_data(1)[1])
+    z_true = model.encode(model.to_unit(x)[:, None])
+
+    def oracle(z_t, t, features):
+        ab = model.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        eps = (z_t - ab.sqrt() * z_true) / (1 - ab).sqrt()
+        return model.target(z_true, eps, t)
+
+    model.denoise = oracle
+    out = model.sample(x, steps=4, strength=0.7, seed=3)
+    expected = model.to_hu(model.decode(z_true))[:, 0].detach().numpy()
+    assert np.allclose(out, expected, atol=1e-2)
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def test_sample_shapes_padding_and_dtype() -> None:
+    model = tiny_model()
+    cond = np.random.default_rng(0).normal(0, 50, (3, 20, 28)).astype(np.float32)
+    out = model.sample(cond, steps=2, seed=0)
+    assert out.shape == (3, 20, 28) and out.dtype == np.float32 and np.isfinite(out).all()
+    single = model.sample(torch.from_numpy(cond[0]), steps=2, seed=0)
+    assert single.shape == (20, 28)
+
+
+def test_sampling_is_seeded_and_batch_independent() -> None:
+    model = tiny_model()
+    cond = toy_data(3)[0]
+    a = model.sample(cond, steps=3, seed=7, batch_size=3)
+    b = model.sample(cond, steps=3, seed=7, batch_size=1)
+    c = model.sample(cond, steps=3, generator=torch.Generator().manual_seed(7))
+    d = model.sample(cond, steps=3, seed=8)
+    assert np.allclose(a, b, atol=1e-2)  # HU; only float summation order differs
+    assert np.array_equal(a, c)
+    assert np.abs(a - d).max() > 1e-3
+    # eta > 0 adds noise at every step, also seeded.
+    e1 = model.sample(cond, steps=3, seed=7, eta=1.0)
+    e2 = model.sample(cond, steps=3, seed=7, eta=1.0)
+    assert np.array_equal(e1, e2) and not np.allclose(e1, a)
+
+
+def test_partial_diffusion_start_step_is_respected() -> None:
+    model = tiny_model()
+    seen: list[int] = []
+    original = model.denoise
+
+    def spy(z_t, t, features):
+        seen.append(int(t[0]))
+        return original(z_t, t, features)
+
+    model.denoise = spy
+    cond, other = toy_data(2)
+    model.sample(cond, steps=4, start_step=37, seed=0)
+    assert seen == sampling_timesteps(TINY, 4, start_step=37).tolist() and seen[0] == 37
+    seen.clear()
+    model.sample(cond, steps=3, strength=0.2, seed=0)
+    assert seen[0] == round(0.2 * 99) and len(seen) == 3
+    # Partial diffusion starts from the noised latent of init_hu (default: the condition) ...
+    part_a = model.sample(cond, steps=3, strength=0.3, seed=0)
+    part_b = model.sample(cond, steps=3, strength=0.3, seed=0, init_hu=other)
+    assert not np.allclose(part_a, part_b)
+    # ... while strength 1 starts from pure noise, so init_hu plays no role.
+    full_a = model.sample(cond, steps=3, strength=1.0, seed=0)
+    full_b = model.sample(cond, steps=3, strength=1.0, seed=0, init_hu=other)
+    assert np.array_equal(full_a, full_b)
+
+
+def test_bad_sampling_arguments_raise_early() -> None:
+    model = tiny_model()
+    good = toy_data(1)[0]
+    bad_inputs = [np.zeros((1, 1, 32, 32), np.float32), np.full((1, 32, 32), np.nan, np.float32), [[0.0]]]
+    for bad in bad_inputs:
+        with pytest.raises(InputError):
+            model.sample(bad)
+    for kwargs in ({"steps": 0}, {"eta": -1.0}, {"batch_size": 0}, {"seed": None},
+                   {"init_hu": np.zeros((2, 32, 32), np.float32)}, {"strength": 2.0}):
+        with pytest.raises(InputError):
+            model.sample(good, **kwargs)
+
+
+def test_sample_spread_reports_per_pixel_std() -> None:
+    model = tiny_model()
+    cond = toy_data(2)[0]
+    spread = sample_spread(model, cond, seeds=(0, 1, 2, 3), steps=2)
+    assert spread.std.shape == cond.shape and spread.mean.shape == cond.shape
+    assert spread.std.mean() > 0 and set(spread.summary()) == {"std_mean_hu", "std_median_hu", "std_p99_hu"}
+    stack = np.stack([model.sample(cond, steps=2, seed=s) for s in (0, 1, 2, 3)])
+    assert np.allclose(spread.std, stack.std(0, ddof=1), atol=1e-3)
+    with pytest.raises(InputError):
+        sample_spread(model, cond, seeds=(1, 1))
+
+
+# ------------------------------------------------------------------------- persistence
+
+
+def test_save_load_gives_identical_samples(tmp_path) -> None:
+    model = tiny_model(conditioning="latent")
+    model.latent_scale = 0.7
+    model.training_info = {"note": "x"}
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["autoencoder", "stage2.json", "unet"]
+    loaded = LatentDiffusion.load(tmp_path / "m")
+    assert loaded.config == model.config and loaded.latent_scale == 0.7 and loaded.training_info == {"note": "x"}
+    cond = toy_data(2)[0]
+    assert np.array_equal(model.sample(cond, steps=3, seed=1), loaded.sample(cond, steps=3, seed=1))
+
+
+def test_load_errors_are_explicit(tmp_path) -> None:
+    with pytest.raises(CheckpointError):
+        LatentDiffusion.load(tmp_path)
+    tiny_model().save(tmp_path)
+    meta = json.loads((tmp_path / "stage2.json").read_text())
+    meta["config"]["unet_channels"] = [8, 24]
+    (tmp_path / "stage2.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="disagree"):
+        LatentDiffusion.load(tmp_path)
+    (tmp_path / "unet" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        LatentDiffusion.load(tmp_path)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def test_diffusion_objective_trains_unet_only() -> None:
+    model = tiny_model()
+    objective = DiffusionObjective(model)
+    x_ld, x0 = (model.to_unit(torch.from_numpy(a))[:, None] for a in toy_data(2, 16))
+    batch = {"x_ld": x_ld, "x0": x0, "t": torch.tensor([3, 80]), "noise": torch.randn(2, 2, 4, 4),
+             "cond_scale": torch.ones(2)}
+    loss, logs = objective(batch)
+    loss.backward()
+    assert set(logs) == {"diffusion", "image"}
+    assert all(p.grad is None for p in model.autoencoder.parameters())
+    assert all(p.grad is not None for p in model.unet.parameters() if p.requires_grad)
+    no_image = DiffusionObjective(tiny_model(), image_loss_weight=0.0)
+    assert set(no_image(batch)[1]) == {"diffusion"}
+
+
+def test_autoencoder_training_reduces_reconstruction_error() -> None:
+    x_ld, x0 = toy_data(3, 32)
+    cfg = TINY.replace(ae_iters=150, ae_lr=3e-3, ae_batch=4, ema_decay=None)
+    before = tiny_model().reconstruct(x0)
+    autoencoder, result = train_autoencoder(x_ld, x0, cfg, progress=False, seed=0)
+    after = LatentDiffusion(cfg, autoencoder).reconstruct(x0)
+    err_before, err_after = np.abs(before - x0).mean(), np.abs(after - x0).mean()
+    assert err_after < 0.5 * err_before, (err_before, err_after)
+    assert result.steps == 150 and len(result.logs["kl"]) == 150
+
+
+def test_train_stage2_end_to_end_and_resume(tmp_path) -> None:
+    x_ld, x0 = toy_data(3, 32)
+    model = train_stage2(x_ld, x0, TINY, run_dir=tmp_path / "run", progress=False, seed=2)
+    info = model.training_info
+    assert info["autoencoder"]["steps"] == TINY.ae_iters and info["diffusion"]["steps"] == TINY.ldm_iters
+    assert {"rmse_hu", "mae_hu", "soft_rmse_hu"} <= set(info["autoencoder_error_on_x0"])
+    assert model.latent_scale > 0 and not model.training
+    out = model.sample(x_ld, seed=0)
+    assert out.shape == x_ld.shape and np.isfinite(out).all()
+    # A rerun finds the finished checkpoints and reproduces the same model.
+    again = train_stage2(x_ld, x0, TINY, run_dir=tmp_path / "run", progress=False, seed=2)
+    assert np.array_equal(again.sample(x_ld, seed=0), out)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert all(p.suffix in {".json", ".safetensors"} for p in files)
+
+
+def test_training_inputs_are_validated() -> None:
+    x_ld, x0 = toy_data(2, 32)
+    with pytest.raises(InputError):
+        train_stage2(x_ld, x0[:1], TINY, progress=False)
+    with pytest.raises(InputError):
+        train_stage2(x_ld[:, :4, :4], x0[:, :4, :4], TINY, progress=False)
+    with pytest.raises(InputError):
+        train_stage2(x_ld * np.nan, x0, TINY, progress=False)
