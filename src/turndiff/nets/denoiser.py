@@ -72,6 +72,10 @@ class ResidualDenoiser(nn.Module):
             norm=("instance", {"affine": True}),
             act=("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
         )
+        # Start as the identity: a zero last layer means f(x) = x before training, so
+        # early steps refine the input instead of first undoing a random residual.
+        torch.nn.init.zeros_(self.unet.final_conv.weight)
+        torch.nn.init.zeros_(self.unet.final_conv.bias)
 
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config

@@ -13,10 +13,12 @@ import torch
 
 from turndiff.errors import InputError
 
-__all__ = ["Stage2Config", "hu_to_unit", "unit_to_hu", "PREDICTION_TYPES", "CONDITIONINGS"]
+__all__ = ["Stage2Config", "hu_to_unit", "unit_to_hu", "PREDICTION_TYPES", "CONDITIONINGS", "SOFT_TISSUE_HU"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 CONDITIONINGS = ("unshuffle", "latent")
+# HU range emphasised by ``soft_tissue_weight`` (the soft metric window, with a margin).
+SOFT_TISSUE_HU = (-200.0, 300.0)
 
 
 def hu_to_unit(hu: torch.Tensor | np.ndarray, offset: float = 0.0, scale: float = 1000.0):
@@ -63,6 +65,11 @@ class Stage2Config:
         Weight of the KL term of the autoencoder loss (L1 + kl_weight * KL).
     ae_grad_weight : float
         Weight of an L1 loss on image gradients (keeps edges sharp; needs no download).
+    soft_tissue_weight : float
+        Loss weight of pixels whose target lies in the soft-tissue range
+        ``SOFT_TISSUE_HU`` (other pixels weigh 1), in the autoencoder loss and in
+        ``L_image``: the reconstruction matters most there, and those contrasts are
+        small in normalised units.
     ae_teacher_fraction : float
         Fraction of autoencoder training crops taken from the teacher ``x0``; the rest are
         random blends ``lam * x_ld + (1 - lam) * x0``, ``lam ~ U(0, 1)``, the kind of
@@ -126,6 +133,7 @@ class Stage2Config:
     ae_attention: bool = False
     kl_weight: float = 1e-6
     ae_grad_weight: float = 0.5
+    soft_tissue_weight: float = 1.0
     ae_teacher_fraction: float = 0.5
     unet_channels: tuple[int, ...] = (64, 128, 128)
     unet_res_blocks: int = 2
@@ -196,6 +204,7 @@ class Stage2Config:
             (self.num_train_timesteps >= 2, "num_train_timesteps must be >= 2"),
             (0 < self.beta_start < self.beta_end < 1, "need 0 < beta_start < beta_end < 1"),
             (self.kl_weight >= 0 and self.ae_grad_weight >= 0, "loss weights must be >= 0"),
+            (self.soft_tissue_weight >= 1, "soft_tissue_weight must be >= 1"),
             (self.image_loss_weight >= 0, "image_loss_weight must be >= 0"),
             (0 <= self.ae_teacher_fraction <= 1, "ae_teacher_fraction must be in [0, 1]"),
             (0 < self.max_train_strength <= 1, "max_train_strength must be in (0, 1]"),

@@ -5,10 +5,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from turndiff.stage2.config import SOFT_TISSUE_HU, Stage2Config, hu_to_unit
 from turndiff.stage2.model import LatentDiffusion
 from turndiff.training import set_requires_grad
 
-__all__ = ["AutoencoderObjective", "DiffusionObjective", "gradient_l1"]
+__all__ = ["AutoencoderObjective", "DiffusionObjective", "gradient_l1", "soft_tissue_weights"]
+
+
+def soft_tissue_weights(target: torch.Tensor, config: Stage2Config) -> torch.Tensor | None:
+    """Per-pixel loss weights: ``soft_tissue_weight`` where ``target`` (normalised units)
+    lies in ``SOFT_TISSUE_HU``, 1 elsewhere; None when the weight is 1 (no emphasis)."""
+    if config.soft_tissue_weight == 1.0:
+        return None
+    lo, hi = (hu_to_unit(v, config.hu_offset, config.hu_scale) for v in SOFT_TISSUE_HU)
+    inside = (target >= lo) & (target <= hi)
+    return 1.0 + (config.soft_tissue_weight - 1.0) * inside.to(target.dtype)
+
+
+def _weighted_l1(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    diff = (a - b).abs()
+    return diff.mean() if weights is None else (diff * weights).sum() / weights.sum()
 
 
 def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -19,7 +35,7 @@ def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class AutoencoderObjective(torch.nn.Module):
-    """L1 + gradient-L1 reconstruction + KL of MONAI's ``AutoencoderKL``.
+    """(Soft-tissue weighted) L1 + gradient-L1 reconstruction + KL of MONAI's ``AutoencoderKL``.
 
     Batch: float tensor ``[B, 1, h, w]`` in normalised units. The KL term (summed over
     latent elements, averaged over the batch) only keeps the latent well scaled; its
@@ -27,16 +43,17 @@ class AutoencoderObjective(torch.nn.Module):
     would need pretrained networks downloaded at run time.
     """
 
-    def __init__(self, autoencoder: torch.nn.Module, *, kl_weight: float = 1e-6, grad_weight: float = 0.5) -> None:
+    def __init__(self, autoencoder: torch.nn.Module, config: Stage2Config) -> None:
         super().__init__()
         self.autoencoder = autoencoder
-        self.kl_weight = float(kl_weight)
-        self.grad_weight = float(grad_weight)
+        self.config = config
+        self.kl_weight = float(config.kl_weight)
+        self.grad_weight = float(config.ae_grad_weight)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         recon, z_mu, z_sigma = self.autoencoder(images)
         recon = recon.float()
-        l1 = (recon - images).abs().mean()
+        l1 = _weighted_l1(recon, images, soft_tissue_weights(images, self.config))
         kl = 0.5 * (z_mu.float().square() + z_sigma.float().square()
                     - torch.log(z_sigma.float().square() + 1e-12) - 1).sum(dim=(1, 2, 3)).mean()
         loss = l1 + self.kl_weight * kl
@@ -84,7 +101,7 @@ class DiffusionObjective(torch.nn.Module):
         loss, logs = l_diff, {"diffusion": l_diff.detach()}
         if self.image_loss_weight > 0:
             z0_hat, _ = model.split_prediction(z_t, t, output)
-            l_image = (model.decode(z0_hat).float() - x0).abs().mean()
+            l_image = _weighted_l1(model.decode(z0_hat).float(), x0, soft_tissue_weights(x0, model.config))
             loss = loss + self.image_loss_weight * l_image
             logs["image"] = l_image.detach()
         return loss, logs

@@ -128,7 +128,7 @@ def train_autoencoder(
     dev = resolve_device(device)
     crop = _effective_crop(config.ae_crop, ld.shape, config.downsample)
     autoencoder = _seeded(seed, lambda: build_autoencoder(config))
-    objective = AutoencoderObjective(autoencoder, kl_weight=config.kl_weight, grad_weight=config.ae_grad_weight)
+    objective = AutoencoderObjective(autoencoder, config)
 
     def batch_fn(step: int, g: torch.Generator) -> torch.Tensor:
         a, b = _crops([ld, teacher], config.ae_batch, crop, config.flip, g)
