@@ -198,6 +198,17 @@ class TurnDiffPipeline:
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t)
 
 
+def stage2_preset(preset: str):
+    """Stage-2 config of a preset; ``tiny`` is for tests (a few steps of tiny networks)."""
+    from .stage2 import Stage2Config
+
+    if preset == "tiny":
+        return Stage2Config.preset("fast").replace(
+            ae_channels=(4, 8, 8), unet_channels=(8, 8, 8), unet_head_channels=8, norm_groups=4, latent_channels=2,
+            ae_iters=3, ldm_iters=3, ae_batch=2, ldm_batch=2, ae_crop=32, ldm_crop=32, warmup=1, sample_steps=2)
+    return Stage2Config.preset(preset)
+
+
 def fit(
     sinogram: np.ndarray,
     *,
@@ -218,7 +229,7 @@ def fit(
     ``x0 = FBP(f(y))`` are computed once; stage 2 learns from ``x_ld = FBP(y)`` and ``x0``.
     ``run_dir`` holds checkpoints so an interrupted fit resumes.
     """
-    from .stage2 import Stage2Config, train_stage2 as _train_stage2
+    from .stage2 import train_stage2 as _train_stage2
 
     y = np.asarray(sinogram, np.float32)
     if y.ndim == 2:
@@ -251,7 +262,7 @@ def fit(
     stage2 = None
     if train_stage2:
         t0 = time.perf_counter()
-        cfg2 = stage2_config or Stage2Config.preset(preset)
+        cfg2 = stage2_config or stage2_preset(preset)
         stage2 = _train_stage2(x_ld, x0, cfg2, run_dir=run / "stage2" if run else None, device=dev, seed=seed,
                                progress=progress)
         info["train_seconds"]["stage2"] = time.perf_counter() - t0

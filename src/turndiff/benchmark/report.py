@@ -1,0 +1,132 @@
+"""Tables (Markdown), figures and a self-contained HTML report for the benchmark."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .figures import comparison_figure, dose_grid_figure, pick_roi, profile_figure
+
+__all__ = ["quality_table", "ablation_table", "cost_table", "write_report"]
+
+ABLATION_ROWS = ("x0 (only projection)", "no similarity", "alpha 0", "global fusion 0.5", "global fusion 1",
+                 "no tunable strategy", "TurnDiff")
+
+
+def _cell(m: dict, metric: str, digits: int) -> str:
+    return f"{m[metric]['mean']:.{digits}f} +- {m[metric]['std']:.{digits}f}"
+
+
+def quality_table(quality: dict, *, window: str, doses) -> str:
+    """Markdown: one row per method, PSNR / SSIM / RMSE per dose in one window."""
+    head = "| method | " + " | ".join(f"{d:.0%} PSNR | {d:.0%} SSIM | {d:.0%} RMSE" for d in doses) + " |"
+    sep = "|---|" + "---|---|---|" * len(doses)
+    rows = [head, sep]
+    for name, q in quality.items():
+        cells = []
+        for d in doses:
+            m = q[f"{d}"][window]
+            cells += [_cell(m, "psnr", 2), _cell(m, "ssim", 4), _cell(m, "rmse", 1)]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def ablation_table(quality: dict, *, doses) -> str:
+    rows = ["| variant | " + " | ".join(f"{d:.0%} PSNR soft | {d:.0%} SSIM soft" for d in doses) + " |",
+            "|---|" + "---|---|" * len(doses)]
+    for name in ABLATION_ROWS:
+        if name in quality:
+            q = quality[name]
+            rows.append(f"| {name} | " + " | ".join(
+                f"{_cell(q[f'{d}']['soft'], 'psnr', 2)} | {_cell(q[f'{d}']['soft'], 'ssim', 4)}" for d in doses) + " |")
+    return "\n".join(rows)
+
+
+def cost_table(cost: dict) -> str:
+    rows = ["| method | clean data | training (s) | inference (s / slice) | peak memory (MB) | notes |",
+            "|---|---|---|---|---|---|"]
+    for name, c in cost.items():
+        rows.append(f"| {name} | {'yes' if c['uses_clean_data'] else 'no'} | {c['train_seconds']:.0f} | "
+                    f"{c['infer_seconds_per_slice']:.2f} | {c['peak_memory_mb']:.0f} | {c['notes']} |")
+    return "\n".join(rows)
+
+
+def _md_to_html_table(md: str) -> str:
+    lines = [ln for ln in md.strip().splitlines() if not set(ln.replace("|", "").strip()) <= {"-"}]
+    out = ["<table>"]
+    for i, ln in enumerate(lines):
+        cells = [c.strip() for c in ln.strip().strip("|").split("|")]
+        tag = "th" if i == 0 else "td"
+        out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def write_report(out: Path, summary: dict, results: dict, data, *, log=print) -> None:
+    """Write ``results.json``, ``tables.md``, figures and ``report.html`` into ``out``."""
+    from ..io import atomic_output
+
+    doses = [float(d) for d in summary["data"]["doses"]]
+    quality = summary["quality"]
+    md = {
+        "soft": quality_table(quality, window="soft", doses=doses),
+        "full": quality_table(quality, window="full", doses=doses),
+        "ablation": ablation_table(quality, doses=doses),
+        "cost": cost_table(summary["cost"]),
+    }
+    figs = []
+    ref = data.test_reference_hu
+    k = int(np.argmax([np.mean(ref[i] > -500) for i in range(ref.shape[0])]))  # a slice with much anatomy
+    main = [n for n in ("FBP", "TV", "BM3D", "Neighbor2Neighbor", "Noise2Inverse", "x0 (only projection)",
+                        "TurnDiff", "RED-CNN (supervised)") if n in results]
+    if main:
+        roi = pick_roi(ref[k])
+        for win in ("abdomen", "lung"):
+            figs.append(comparison_figure({n: results[n].images[doses[0]][k] for n in main}, ref[k],
+                                          out / f"fig6_methods_{win}.png", window=win, roi=roi,
+                                          title=f"{doses[0]:.0%} dose, {win} window"))
+        figs.append(profile_figure({n: results[n].images[doses[0]][k] for n in main}, ref[k],
+                                   out / "fig6_profile.png", row=roi[0] + roi[2] // 2))
+    gen = [n for n in ("FBP", "x0 (only projection)", "no tunable strategy", "TurnDiff") if n in results]
+    if gen:
+        figs.append(dose_grid_figure({f"{d:.0%}": {n: results[n].images[d][k] for n in gen} for d in doses}, ref[k],
+                                     out / "fig9_dose_generalisation.png", window="abdomen",
+                                     title="Dose generalisation (trained at 25%)"))
+    abl = [n for n in ABLATION_ROWS if n in results]
+    if len(abl) > 1:
+        for win in ("abdomen", "lung"):
+            figs.append(comparison_figure({n: results[n].images[doses[0]][k] for n in abl}, ref[k],
+                                          out / f"fig11_12_ablations_{win}.png", window=win,
+                                          title=f"Ablations, {doses[0]:.0%} dose, {win} window"))
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=float))
+    tables_md = (f"# Benchmark ({summary['preset']}), {summary['date']}\n\nMachine: {summary['machine']}\n\n"
+                 f"## Quality, soft window [-160, 240] HU (inside the body)\n\n{md['soft']}\n\n"
+                 f"## Quality, full window [-1024, 3072] HU\n\n{md['full']}\n\n"
+                 f"## Ablations (soft window)\n\n{md['ablation']}\n\n## Cost\n\n{md['cost']}\n")
+    with atomic_output(out / "tables.md") as tmp:
+        tmp.write_text(tables_md)
+    imgs = "\n".join(
+        f'<figure><img src="data:image/png;base64,{base64.b64encode(Path(f).read_bytes()).decode()}">'
+        f"<figcaption>{html.escape(Path(f).name)}</figcaption></figure>" for f in figs)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>turndiff benchmark</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;font-size:12px;
+margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#eee}}
+td:first-child{{text-align:left}}img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
+<h1>turndiff benchmark ({html.escape(summary['preset'])})</h1>
+<p>{html.escape(summary['date'])}; {html.escape(summary['machine'])}; total {summary['total_seconds'] / 60:.1f} min.
+Trained at 25% dose on noisy sinograms only (RED-CNN excepted: supervised upper bound).
+Metrics inside the body, mean +- std over test slices.</p>
+<h2>Soft window [-160, 240] HU</h2>{_md_to_html_table(md['soft'])}
+<h2>Full window [-1024, 3072] HU</h2>{_md_to_html_table(md['full'])}
+<h2>Ablations</h2>{_md_to_html_table(md['ablation'])}
+<h2>Cost</h2>{_md_to_html_table(md['cost'])}
+<h2>Figures</h2>{imgs}
+</body></html>"""
+    with atomic_output(out / "report.html") as tmp:
+        tmp.write_text(page)
+    log(tables_md)
