@@ -35,12 +35,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--views", type=int, default=720)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     rows = {}
     for shape in ("arc", "flat"):
-        g = default_fan_geometry(args.size, det_shape=shape)
+        g = default_fan_geometry(args.size, det_shape=shape, views=args.views)
         img = ellipse_image(g)
         if args.device == "cpu":
             A = CTProjector(g, backend="numba")
@@ -60,7 +61,7 @@ def main() -> None:
             s = A.forward(x)
             rows[f"turndiff torch {args.device}, {shape} FP"] = _best(sync(lambda: A.forward(x)), args.repeats)
             rows[f"turndiff torch {args.device}, {shape} FBP"] = _best(sync(lambda: A.fbp(s)), args.repeats)
-    g = default_fan_geometry(args.size, det_shape="flat")
+    g = default_fan_geometry(args.size, det_shape="flat", views=args.views)
     try:
         import astra
 

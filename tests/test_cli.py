@@ -36,7 +36,7 @@ def test_phantom_simulate_fbp_metrics_roundtrip(tmp_path):
     scan = tmp_path / "scan.h5"
     run("simulate", "phantom:2", "--out", str(scan), "--size", "64", "--dose-fraction", "0.5", "--keep-clean")
     with h5py.File(scan) as f:
-        assert f["sinogram"].shape == (2, 88, 92) and f["reference_hu"].shape == (2, 64, 64)
+        assert f["sinogram"].shape == (2, 720, 92) and f["reference_hu"].shape == (2, 64, 64)
         assert "clean_sinogram" in f and f.attrs["photons"] == 5e4
         ref = f["reference_hu"][()]
     rec = tmp_path / "fbp.npy"
@@ -113,5 +113,5 @@ def test_train_and_denoise_projections_without_reference_data(tmp_path):
     assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
     run("denoise-proj", str(tmp_path / "proj"), str(scan), "--out", str(tmp_path / "den.h5"))
     with h5py.File(tmp_path / "den.h5") as f:
-        assert f["sinogram"].shape == (2, 88, 92) and f["image_hu"].shape == (2, 64, 64)
+        assert f["sinogram"].shape == (2, 720, 92) and f["image_hu"].shape == (2, 64, 64)
         assert np.isfinite(f["image_hu"][()]).all()

@@ -22,11 +22,11 @@ from turndiff.physics import (
 MU_W = 0.0192
 
 
-def _geometries(n):
+def _geometries(n, views=None):
     return {
-        "parallel": default_parallel_geometry(n),
-        "fan-flat": default_fan_geometry(n, det_shape="flat"),
-        "fan-arc": default_fan_geometry(n, det_shape="arc"),
+        "parallel": default_parallel_geometry(n, views=views),
+        "fan-flat": default_fan_geometry(n, det_shape="flat", views=views),
+        "fan-arc": default_fan_geometry(n, det_shape="arc", views=views),
     }
 
 
@@ -38,7 +38,7 @@ def _fov_mask(g, frac=0.95):
 
 def test_default_geometry_is_clinical_like():
     g = default_fan_geometry(512, 0.75)
-    assert (g.views, g.det_count) == (720, 736)
+    assert (g.views, g.det_count) == (1152, 736)
     assert g.fov_radius > 512 * 0.75 / 2  # covers at least the inscribed circle
     g256 = default_fan_geometry(256)
     assert g256.pixel_spacing == pytest.approx(1.5)
@@ -89,7 +89,7 @@ def test_centred_pixel_gives_flat_parallel_sinogram():
 @pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("sub", [1, 2])
 def test_adjoint(name, backend, sub, rng):
-    g = _geometries(48)[name]
+    g = _geometries(48, views=60)[name]
     A = CTProjector(g, backend=backend, det_subsamples=sub)
     x = rng.random((2, *g.image_shape), dtype=np.float32)
     y = rng.random((2, *g.sinogram_shape), dtype=np.float32)
@@ -144,7 +144,7 @@ def test_fbp_rmse_no_worse_than_skimage_iradon():
 
 @pytest.mark.parametrize("name", ["parallel", "fan-flat", "fan-arc"])
 def test_torch_backend_matches_numba(name):
-    g = _geometries(64)[name]
+    g = _geometries(64, views=90)[name]
     mu = ellipse_image(g)
     A_nb, A_t = CTProjector(g, backend="numba"), CTProjector(g, backend="torch")
     s_nb = A_nb.forward(mu)

@@ -21,7 +21,7 @@ Examples
 >>> img = np.zeros((64, 64), np.float32); img[28:36, 28:36] = 0.02
 >>> sino = A.forward(img)
 >>> sino.shape
-(92, 92)
+(720, 92)
 >>> rec = A.fbp(sino)
 >>> bool(abs(rec[32, 32] - 0.02) < 2e-3)
 True
