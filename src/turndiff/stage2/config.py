@@ -61,6 +61,10 @@ class Stage2Config:
         Residual blocks per autoencoder level.
     ae_attention : bool
         Non-local attention in the autoencoder's middle blocks (costly at 64x64 latents).
+    ae_patch_skip : bool
+        Add a linear patch path (pixel unshuffle + 1x1 convolution, initialised to the
+        PCA of the training patches) in parallel with MONAI's encoder and decoder; see
+        :mod:`turndiff.stage2.autoencoder`. False: plain ``AutoencoderKL``.
     kl_weight : float
         Weight of the KL term of the autoencoder loss (L1 + kl_weight * KL).
     ae_grad_weight : float
@@ -131,6 +135,7 @@ class Stage2Config:
     ae_channels: tuple[int, ...] = (32, 64, 64)
     ae_res_blocks: int = 1
     ae_attention: bool = False
+    ae_patch_skip: bool = True
     kl_weight: float = 1e-6
     ae_grad_weight: float = 0.5
     soft_tissue_weight: float = 1.0

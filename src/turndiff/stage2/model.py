@@ -34,36 +34,19 @@ from turndiff.checkpoint import (
     write_json,
 )
 from turndiff.errors import InputError
+from turndiff.stage2.autoencoder import autoencoder_component_config, build_autoencoder
 from turndiff.stage2.config import Stage2Config, hu_to_unit, unit_to_hu
 
 __all__ = [
     "LatentDiffusion",
     "SampleSpread",
-    "build_autoencoder",
     "build_unet",
-    "autoencoder_kwargs",
     "unet_kwargs",
     "sample_spread",
     "sampling_timesteps",
 ]
 
 MODEL_JSON = "stage2.json"
-
-
-def autoencoder_kwargs(config: Stage2Config) -> dict[str, Any]:
-    """Constructor arguments of MONAI's ``AutoencoderKL`` for ``config``."""
-    return {
-        "spatial_dims": 2,
-        "in_channels": 1,
-        "out_channels": 1,
-        "num_res_blocks": config.ae_res_blocks,
-        "channels": list(config.ae_channels),
-        "attention_levels": [False] * len(config.ae_channels),
-        "latent_channels": config.latent_channels,
-        "norm_num_groups": config.norm_groups,
-        "with_encoder_nonlocal_attn": config.ae_attention,
-        "with_decoder_nonlocal_attn": config.ae_attention,
-    }
 
 
 def unet_kwargs(config: Stage2Config) -> dict[str, Any]:
@@ -78,13 +61,6 @@ def unet_kwargs(config: Stage2Config) -> dict[str, Any]:
         "norm_num_groups": config.norm_groups,
         "num_head_channels": config.unet_head_channels,
     }
-
-
-def build_autoencoder(config: Stage2Config) -> torch.nn.Module:
-    """A fresh MONAI ``AutoencoderKL`` (2D, one channel)."""
-    from monai.networks.nets import AutoencoderKL
-
-    return AutoencoderKL(**autoencoder_kwargs(config))
 
 
 def build_unet(config: Stage2Config) -> torch.nn.Module:
@@ -206,11 +182,13 @@ class LatentDiffusion(torch.nn.Module):
     config : Stage2Config
         Architecture, schedule and sampling defaults.
     autoencoder : torch.nn.Module, optional
-        A MONAI ``AutoencoderKL`` built from ``config`` (new if omitted).
+        The autoencoder built from ``config`` (:func:`build_autoencoder`; new if omitted).
     unet : torch.nn.Module, optional
         A MONAI ``DiffusionModelUNet`` built from ``config`` (new if omitted).
-    latent_scale : float
-        Multiplies the encoder mean so that training latents have unit variance.
+    latent_shift, latent_scale : float or sequence of float
+        Per-channel affine map of the encoder mean, ``(mu - shift) * scale``, chosen so
+        that the teacher's latents have zero mean and unit variance per channel
+        (:func:`turndiff.stage2.estimate_latent_stats`). Scalars apply to all channels.
 
     Examples
     --------
@@ -231,18 +209,19 @@ class LatentDiffusion(torch.nn.Module):
         autoencoder: torch.nn.Module | None = None,
         unet: torch.nn.Module | None = None,
         *,
-        latent_scale: float = 1.0,
+        latent_shift: float | Sequence[float] = 0.0,
+        latent_scale: float | Sequence[float] = 1.0,
     ) -> None:
         super().__init__()
         if not isinstance(config, Stage2Config):
             raise InputError("config must be a Stage2Config")
-        if not (latent_scale > 0 and math.isfinite(latent_scale)):
-            raise InputError(f"latent_scale must be a positive number, got {latent_scale}")
         self.config = config
         self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(config)
         self.unet = unet if unet is not None else build_unet(config)
-        self.latent_scale = float(latent_scale)
         self.register_buffer("alphas_cumprod", _alphas_cumprod(config).float(), persistent=False)
+        self.register_buffer("_shift", torch.zeros(1, config.latent_channels, 1, 1), persistent=False)
+        self.register_buffer("_scale", torch.ones(1, config.latent_channels, 1, 1), persistent=False)
+        self.set_latent_stats(latent_shift, latent_scale)
         self.training_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ building blocks
@@ -250,6 +229,30 @@ class LatentDiffusion(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.alphas_cumprod.device
+
+    def set_latent_stats(self, shift: float | Sequence[float], scale: float | Sequence[float]) -> None:
+        """Set the per-channel latent normalisation ``(mu - shift) * scale``."""
+        c = self.config.latent_channels
+        values = []
+        for name, v in (("latent_shift", shift), ("latent_scale", scale)):
+            t = torch.as_tensor(v, dtype=torch.float32).flatten()
+            if t.numel() == 1:
+                t = t.expand(c)
+            if t.numel() != c or not torch.isfinite(t).all():
+                raise InputError(f"{name} needs {c} finite values, got {v!r}")
+            values.append(t.reshape(1, c, 1, 1))
+        if not (values[1] > 0).all():
+            raise InputError(f"latent_scale must be positive, got {scale!r}")
+        self._shift.copy_(values[0])
+        self._scale.copy_(values[1])
+
+    @property
+    def latent_shift(self) -> list[float]:
+        return self._shift.flatten().tolist()
+
+    @property
+    def latent_scale(self) -> list[float]:
+        return self._scale.flatten().tolist()
 
     def to_unit(self, hu: torch.Tensor) -> torch.Tensor:
         return hu_to_unit(hu, self.config.hu_offset, self.config.hu_scale)
@@ -260,11 +263,11 @@ class LatentDiffusion(torch.nn.Module):
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Scaled latent mean of ``image`` ([B, 1, H, W] normalised units)."""
         z_mu, _ = self.autoencoder.encode(image)
-        return z_mu * self.latent_scale
+        return (z_mu - self._shift.to(z_mu.dtype)) * self._scale.to(z_mu.dtype)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Image ([B, 1, H, W] normalised units) of a scaled latent."""
-        return self.autoencoder.decode(latent / self.latent_scale)
+        return self.autoencoder.decode(latent / self._scale.to(latent.dtype) + self._shift.to(latent.dtype))
 
     def condition_features(self, condition: torch.Tensor) -> torch.Tensor:
         """U-Net conditioning channels at latent resolution for ``condition`` [B, 1, H, W]."""
@@ -465,12 +468,13 @@ class LatentDiffusion(torch.nn.Module):
         ``model.safetensors`` (float32 weights); no pickles.
         """
         directory = Path(directory)
-        save_component(directory, self.autoencoder, autoencoder_kwargs(self.config), "autoencoder")
+        save_component(directory, self.autoencoder, autoencoder_component_config(self.config), "autoencoder")
         save_component(directory, self.unet, unet_kwargs(self.config), "unet")
         write_json(directory / MODEL_JSON, {
             "class": "LatentDiffusion",
             "components": ["autoencoder", "unet"],
             "config": self.config.to_dict(),
+            "latent_shift": self.latent_shift,
             "latent_scale": self.latent_scale,
             "scheduler": {
                 "class": "monai.networks.schedulers.DDIMScheduler",
@@ -487,24 +491,26 @@ class LatentDiffusion(torch.nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> LatentDiffusion:
         """Load a model written by :meth:`save` (float32, eval mode, on ``device``)."""
-        from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
-
         directory = Path(directory)
         if not (directory / MODEL_JSON).is_file():
             raise CheckpointError(f"{directory} is not a stage-2 model folder (no {MODEL_JSON})")
         meta = read_json(directory / MODEL_JSON)
         try:
             config = Stage2Config.from_dict(meta["config"])
-            scale = float(meta["latent_scale"])
+            shift, scale = meta["latent_shift"], meta["latent_scale"]
         except (KeyError, TypeError, InputError) as exc:
             raise CheckpointError(f"{directory / MODEL_JSON} is malformed: {exc}") from None
-        ae_kwargs = load_component_config(directory, "autoencoder", expected_class="AutoencoderKL")
-        un_kwargs = load_component_config(directory, "unet", expected_class="DiffusionModelUNet")
-        if ae_kwargs != autoencoder_kwargs(config) or un_kwargs != unet_kwargs(config):
+        autoencoder, unet = build_autoencoder(config), build_unet(config)
+        ae_cfg = load_component_config(directory, "autoencoder", expected_class=type(autoencoder).__name__)
+        un_cfg = load_component_config(directory, "unet", expected_class="DiffusionModelUNet")
+        if ae_cfg != autoencoder_component_config(config) or un_cfg != unet_kwargs(config):
             raise CheckpointError(f"{directory}: component configs disagree with {MODEL_JSON}")
-        autoencoder = load_state(AutoencoderKL(**ae_kwargs), directory / "autoencoder")
-        unet = load_state(DiffusionModelUNet(**un_kwargs), directory / "unet")
-        model = cls(config, autoencoder, unet, latent_scale=scale)
+        load_state(autoencoder, directory / "autoencoder")
+        load_state(unet, directory / "unet")
+        try:
+            model = cls(config, autoencoder, unet, latent_shift=shift, latent_scale=scale)
+        except InputError as exc:
+            raise CheckpointError(f"{directory / MODEL_JSON}: {exc}") from None
         model.training_info = dict(meta.get("training", {}))
         return model.to(device).eval()
 

@@ -19,7 +19,8 @@ import torch
 
 from turndiff.errors import InputError
 from turndiff.stage2.config import Stage2Config, hu_to_unit
-from turndiff.stage2.model import LatentDiffusion, _as_stack, build_autoencoder, build_unet
+from turndiff.stage2.autoencoder import PatchSkipAutoencoder, build_autoencoder, init_patch_pca
+from turndiff.stage2.model import LatentDiffusion, _as_stack, build_unet
 from turndiff.stage2.objectives import AutoencoderObjective, DiffusionObjective
 from turndiff.training import TrainConfig, TrainResult, resolve_device, train
 
@@ -27,7 +28,7 @@ __all__ = [
     "train_autoencoder",
     "train_latent_diffusion",
     "train_stage2",
-    "estimate_latent_scale",
+    "estimate_latent_stats",
     "autoencoder_error_hu",
 ]
 
@@ -128,6 +129,8 @@ def train_autoencoder(
     dev = resolve_device(device)
     crop = _effective_crop(config.ae_crop, ld.shape, config.downsample)
     autoencoder = _seeded(seed, lambda: build_autoencoder(config))
+    if isinstance(autoencoder, PatchSkipAutoencoder):
+        init_patch_pca(autoencoder, teacher[:, None], generator=torch.Generator().manual_seed(seed))
     objective = AutoencoderObjective(autoencoder, config)
 
     def batch_fn(step: int, g: torch.Generator) -> torch.Tensor:
@@ -143,9 +146,13 @@ def train_autoencoder(
 
 
 @torch.no_grad()
-def estimate_latent_scale(autoencoder: torch.nn.Module, x0: np.ndarray | torch.Tensor, config: Stage2Config,
-                          *, max_slices: int = 16, batch_size: int = 4) -> float:
-    """``1 / std`` of the encoder means of the teacher images (so latents have unit variance)."""
+def estimate_latent_stats(autoencoder: torch.nn.Module, x0: np.ndarray | torch.Tensor, config: Stage2Config,
+                          *, max_slices: int = 16, batch_size: int = 4) -> tuple[list[float], list[float]]:
+    """Per-channel ``(mean, 1 / std)`` of the encoder means of the teacher images.
+
+    With them, :class:`LatentDiffusion` gives the diffusion latents of zero mean and
+    unit variance in every channel, the scale the noise schedule assumes.
+    """
     images, _ = _as_stack(x0, "x0")
     step = max(1, math.ceil(images.shape[0] / max_slices))
     images = hu_to_unit(images[::step], config.hu_offset, config.hu_scale)
@@ -155,10 +162,11 @@ def estimate_latent_scale(autoencoder: torch.nn.Module, x0: np.ndarray | torch.T
     device = next(autoencoder.parameters()).device
     latents = [autoencoder.encode(images[i:i + batch_size, None].to(device))[0].float().cpu()
                for i in range(0, images.shape[0], batch_size)]
-    std = torch.cat(latents).std().item()
-    if not (std > 0 and math.isfinite(std)):
+    latents = torch.cat(latents).transpose(0, 1).flatten(1).double()
+    mean, std = latents.mean(1), latents.std(1)
+    if not (torch.isfinite(std).all() and (std > 0).all()):
         raise InputError("the autoencoder latents are constant or not finite; cannot scale them")
-    return 1.0 / std
+    return mean.tolist(), (1.0 / std).tolist()
 
 
 def train_latent_diffusion(
@@ -167,7 +175,7 @@ def train_latent_diffusion(
     x0: np.ndarray | torch.Tensor,
     config: Stage2Config,
     *,
-    latent_scale: float | None = None,
+    latent_stats: tuple[list[float], list[float]] | None = None,
     run_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -184,8 +192,9 @@ def train_latent_diffusion(
         float [N, H, W] HU: the condition (low-dose FBP) and the teacher (stage 1 output).
     config : Stage2Config
         Settings (``unet_*``, ``ldm_*``, ``prediction_type``, ``image_loss_weight``, ...).
-    latent_scale : float, optional
-        Latent scaling; estimated from ``x0`` when omitted.
+    latent_stats : (shift, scale), optional
+        Per-channel latent normalisation; estimated from ``x0`` when omitted
+        (:func:`estimate_latent_stats`).
     run_dir, device, seed, progress, checkpoint_every
         As in :func:`train_autoencoder`.
 
@@ -199,10 +208,9 @@ def train_latent_diffusion(
     ld, teacher = _pair(x_ld, x0, config)
     dev = resolve_device(device)
     autoencoder = autoencoder.to(dev)
-    if latent_scale is None:
-        latent_scale = estimate_latent_scale(autoencoder, x0, config)
+    shift, scale = estimate_latent_stats(autoencoder, x0, config) if latent_stats is None else latent_stats
     unet = _seeded(seed, lambda: build_unet(config))
-    model = LatentDiffusion(config, autoencoder, unet, latent_scale=latent_scale)
+    model = LatentDiffusion(config, autoencoder, unet, latent_shift=shift, latent_scale=scale)
     objective = DiffusionObjective(model)
     crop = _effective_crop(config.ldm_crop, ld.shape, config.size_multiple)
     t_max = int(math.ceil(config.max_train_strength * config.num_train_timesteps))
@@ -311,6 +319,7 @@ def train_stage2(
         "autoencoder": _summary(ae_result),
         "diffusion": _summary(ldm_result),
         "autoencoder_error_on_x0": autoencoder_error_hu(model, x0_t),
+        "latent_shift": model.latent_shift,
         "latent_scale": model.latent_scale,
         "slices": int(ld_t.shape[0]),
         "image_shape": [int(s) for s in ld_t.shape[-2:]],
