@@ -13,8 +13,11 @@ from turndiff.errors import InputError
 from turndiff.stage2 import (
     DiffusionObjective,
     LatentDiffusion,
+    PatchSkipAutoencoder,
     Stage2Config,
+    build_autoencoder,
     hu_to_unit,
+    init_patch_pca,
     sample_spread,
     sampling_timesteps,
     train_autoencoder,
@@ -234,13 +237,15 @@ def test_sample_spread_reports_per_pixel_std() -> None:
 
 
 def test_save_load_gives_identical_samples(tmp_path) -> None:
-    model = tiny_model(conditioning="latent")
-    model.latent_scale = 0.7
+    model = tiny_model(conditioning="latent", ae_patch_skip=False)
+    model.set_latent_stats([0.1, -0.2], 0.7)
     model.training_info = {"note": "x"}
     model.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["autoencoder", "stage2.json", "unet"]
     loaded = LatentDiffusion.load(tmp_path / "m")
-    assert loaded.config == model.config and loaded.latent_scale == 0.7 and loaded.training_info == {"note": "x"}
+    assert loaded.config == model.config and loaded.training_info == {"note": "x"}
+    assert loaded.latent_scale == pytest.approx([0.7, 0.7]) and loaded.latent_shift == pytest.approx([0.1, -0.2])
+    assert type(loaded.autoencoder).__name__ == "AutoencoderKL"
     cond = toy_data(2)[0]
     assert np.array_equal(model.sample(cond, steps=3, seed=1), loaded.sample(cond, steps=3, seed=1))
 
@@ -277,15 +282,34 @@ def test_diffusion_objective_trains_unet_only() -> None:
     assert set(no_image(batch)[1]) == {"diffusion"}
 
 
-def test_autoencoder_training_reduces_reconstruction_error() -> None:
+def test_patch_path_starts_as_the_pca_code() -> None:
+    x0 = torch.from_numpy(hu_to_unit(toy_data(3, 32)[1]))[:, None]
+    lossless = build_autoencoder(TINY.replace(latent_channels=16))
+    assert isinstance(lossless, PatchSkipAutoencoder)
+    init_patch_pca(lossless, x0)
+    with torch.no_grad():
+        assert torch.allclose(lossless.decode(lossless.encode(x0)[0]), x0, atol=1e-4)
+    # With k < d^2 components the error is the optimal rank-k error of the patches.
+    ae = build_autoencoder(TINY)
+    ratio = init_patch_pca(ae, x0)
+    patches = torch.nn.functional.pixel_unshuffle(x0, 4).permute(0, 2, 3, 1).reshape(-1, 16).double()
+    s = torch.linalg.svdvals(patches - patches.mean(0))
+    with torch.no_grad():
+        err = (ae.decode(ae.encode(x0)[0]) - x0).double().square().sum()
+    assert torch.isclose(err, s[2:].square().sum(), rtol=1e-3)
+    assert ratio.shape == (2,) and bool((ratio[:-1] >= ratio[1:]).all())
+
+
+def test_autoencoder_training_improves_on_its_start() -> None:
     x_ld, x0 = toy_data(3, 32)
-    cfg = TINY.replace(ae_iters=150, ae_lr=3e-3, ae_batch=4, ema_decay=None)
-    before = tiny_model().reconstruct(x0)
-    autoencoder, result = train_autoencoder(x_ld, x0, cfg, progress=False, seed=0)
-    after = LatentDiffusion(cfg, autoencoder).reconstruct(x0)
-    err_before, err_after = np.abs(before - x0).mean(), np.abs(after - x0).mean()
-    assert err_after < 0.5 * err_before, (err_before, err_after)
-    assert result.steps == 150 and len(result.logs["kl"]) == 150
+    for skip in (True, False):
+        cfg = TINY.replace(ae_iters=120, ae_lr=3e-3, ae_batch=4, ae_crop=32, ema_decay=None, ae_patch_skip=skip)
+        start, _ = train_autoencoder(x_ld, x0, cfg.replace(ae_iters=1, ae_lr=1e-9), progress=False, seed=0)
+        trained, result = train_autoencoder(x_ld, x0, cfg, progress=False, seed=0)
+        err_start = np.abs(LatentDiffusion(cfg, start).reconstruct(x0) - x0).mean()
+        err_after = np.abs(LatentDiffusion(cfg, trained).reconstruct(x0) - x0).mean()
+        assert err_after < 0.7 * err_start, (skip, err_start, err_after)
+        assert result.steps == 120 and len(result.logs["kl"]) == 120
 
 
 def test_train_stage2_end_to_end_and_resume(tmp_path) -> None:
@@ -294,7 +318,8 @@ def test_train_stage2_end_to_end_and_resume(tmp_path) -> None:
     info = model.training_info
     assert info["autoencoder"]["steps"] == TINY.ae_iters and info["diffusion"]["steps"] == TINY.ldm_iters
     assert {"rmse_hu", "mae_hu", "soft_rmse_hu"} <= set(info["autoencoder_error_on_x0"])
-    assert model.latent_scale > 0 and not model.training
+    assert all(s > 0 for s in model.latent_scale) and len(model.latent_shift) == TINY.latent_channels
+    assert not model.training
     out = model.sample(x_ld, seed=0)
     assert out.shape == x_ld.shape and np.isfinite(out).all()
     # A rerun finds the finished checkpoints and reproduces the same model.

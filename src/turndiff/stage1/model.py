@@ -208,6 +208,7 @@ def train_projection_denoiser(
     resume: bool = True,
     device: str | torch.device = "auto",
     progress: bool = True,
+    max_steps: int | None = None,
 ) -> ProjectionDenoiser:
     """Train the CSSS projection denoiser on noisy sinograms ``[N, V, D]`` alone.
 
@@ -223,6 +224,9 @@ def train_projection_denoiser(
         :class:`Stage1Config` (default: the ``fast`` preset).
     run_dir
         Folder for periodic checkpoints; an interrupted run resumes from it.
+    max_steps
+        Stop after this many steps in total (the schedule still spans ``config.iters``);
+        with ``run_dir``, a later call resumes where this one stopped.
     """
     from ..training import TrainConfig, train
 
@@ -256,7 +260,7 @@ def train_projection_denoiser(
     )
     t0 = time.time()
     result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
-                   progress=progress, desc="stage 1: CSSS")
+                   progress=progress, desc="stage 1: CSSS", max_steps=max_steps)
     info = {
         "photons": i0,
         "photons_estimated": photons is None,

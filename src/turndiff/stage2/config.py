@@ -273,6 +273,7 @@ class Stage2Config:
             return cls()
         if name == "fast":
             return cls(
+                latent_channels=8,
                 ae_channels=(16, 32, 32),
                 ae_res_blocks=1,
                 unet_channels=(32, 64, 64),
@@ -280,7 +281,7 @@ class Stage2Config:
                 unet_attention=(False, False, False),
                 unet_head_channels=16,
                 norm_groups=8,
-                ae_iters=1500,
+                ae_iters=1200,
                 ae_lr=1e-3,
                 ae_batch=8,
                 ae_crop=64,
@@ -290,7 +291,8 @@ class Stage2Config:
                 ldm_crop=64,
                 warmup=100,
                 ema_decay=0.995,
+                max_train_strength=0.5,
                 sample_steps=10,
-                sample_strength=0.6,
+                sample_strength=0.3,
             )
         raise InputError(f"unknown stage-2 preset {name!r} (use 'fast' or 'paper')")

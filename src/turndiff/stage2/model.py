@@ -187,7 +187,7 @@ class LatentDiffusion(torch.nn.Module):
         A MONAI ``DiffusionModelUNet`` built from ``config`` (new if omitted).
     latent_shift, latent_scale : float or sequence of float
         Per-channel affine map of the encoder mean, ``(mu - shift) * scale``, chosen so
-        that the teacher's latents have zero mean and unit variance per channel
+        that the teacher's latents are centred with unit overall variance
         (:func:`turndiff.stage2.estimate_latent_stats`). Scalars apply to all channels.
 
     Examples

@@ -148,10 +148,14 @@ def train_autoencoder(
 @torch.no_grad()
 def estimate_latent_stats(autoencoder: torch.nn.Module, x0: np.ndarray | torch.Tensor, config: Stage2Config,
                           *, max_slices: int = 16, batch_size: int = 4) -> tuple[list[float], list[float]]:
-    """Per-channel ``(mean, 1 / std)`` of the encoder means of the teacher images.
+    """Latent normalisation from the teacher images: per-channel means, one common scale.
 
-    With them, :class:`LatentDiffusion` gives the diffusion latents of zero mean and
-    unit variance in every channel, the scale the noise schedule assumes.
+    Returns ``(shift, scale)``: the mean of each latent channel, and ``1 / std`` of all
+    centred channels pooled (repeated per channel), so the latents have unit variance
+    overall, the scale the noise schedule assumes. The scale is shared on purpose:
+    equalising each channel would blow up the low-variance (fine detail) channels, in
+    which the noise of a low-dose condition image then dominates the diffusion noise
+    at the start of partial diffusion.
     """
     images, _ = _as_stack(x0, "x0")
     step = max(1, math.ceil(images.shape[0] / max_slices))
@@ -163,10 +167,11 @@ def estimate_latent_stats(autoencoder: torch.nn.Module, x0: np.ndarray | torch.T
     latents = [autoencoder.encode(images[i:i + batch_size, None].to(device))[0].float().cpu()
                for i in range(0, images.shape[0], batch_size)]
     latents = torch.cat(latents).transpose(0, 1).flatten(1).double()
-    mean, std = latents.mean(1), latents.std(1)
-    if not (torch.isfinite(std).all() and (std > 0).all()):
+    mean = latents.mean(1)
+    std = (latents - mean[:, None]).std().item()
+    if not (math.isfinite(std) and std > 0 and torch.isfinite(mean).all()):
         raise InputError("the autoencoder latents are constant or not finite; cannot scale them")
-    return mean.tolist(), (1.0 / std).tolist()
+    return mean.tolist(), [1.0 / std] * latents.shape[0]
 
 
 def train_latent_diffusion(

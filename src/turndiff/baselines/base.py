@@ -1,0 +1,301 @@
+"""What every baseline shares: the :class:`Baseline` interface, the fitted state it
+returns, the registry, presets and persistence (safetensors + JSON, no pickles).
+
+A baseline turns noisy post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``::
+
+    state = baseline.fit(train_sinograms, geometry, photons=I0, preset="fast", seed=0)
+    hu = baseline.reconstruct(state, test_sinograms, geometry, photons=I0_test)
+    hu = state.reconstruct(test_sinograms, geometry, photons=I0_test)   # the same
+
+``fit`` sees the noisy training sinograms and their dose only. The one exception is
+the supervised upper bound (``uses_clean_data = True``), whose ``fit`` takes
+``reference_hu``; every other baseline refuses that argument, so clean data cannot
+reach a self-supervised method by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..physics import CTProjector, Geometry
+
+__all__ = ["Baseline", "FittedBaseline", "BASELINES", "PRESETS", "register", "get_baseline", "check_sinograms"]
+
+#: Preset names every baseline accepts: ``fast`` (CPU, minutes), ``paper`` (GPU),
+#: ``tiny`` (tests and the tiny benchmark: a few steps on tiny images).
+PRESETS: tuple[str, ...] = ("tiny", "fast", "paper")
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+#: name -> baseline, filled by :func:`register`.
+BASELINES: dict[str, "Baseline"] = {}
+
+
+def register(baseline: "Baseline") -> "Baseline":
+    """Add ``baseline`` to :data:`BASELINES` under its ``name``."""
+    if baseline.name in BASELINES:
+        raise ValueError(f"a baseline named {baseline.name!r} is already registered")
+    BASELINES[baseline.name] = baseline
+    return baseline
+
+
+def get_baseline(name: str) -> "Baseline":
+    """The registered baseline ``name`` (:class:`InputError` naming the choices otherwise)."""
+    try:
+        return BASELINES[name]
+    except KeyError:
+        raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}") from None
+
+
+def check_sinograms(sinograms: Any, geometry: Geometry, what: str = "sinograms") -> np.ndarray:
+    """Validate post-log sinograms against ``geometry``; returns float32 ``[N, V, D]``."""
+    y = np.asarray(sinograms, dtype=np.float32)
+    if y.ndim == 2:
+        y = y[None]
+    if y.ndim != 3 or y.shape[0] < 1:
+        raise InputError(f"{what} must be [N, V, D], got shape {tuple(y.shape)}")
+    if tuple(y.shape[1:]) != tuple(geometry.sinogram_shape):
+        raise InputError(
+            f"{what} of shape {tuple(y.shape)} do not match the geometry "
+            f"([N, {geometry.views}, {geometry.det_count}])"
+        )
+    if not np.isfinite(y).all():
+        raise InputError(f"{what} hold NaN or inf")
+    return np.ascontiguousarray(y)
+
+
+def check_photons(photons: Any) -> float:
+    """``I0`` as a positive finite float."""
+    try:
+        i0 = float(photons)
+    except (TypeError, ValueError):
+        raise InputError(f"photons (I0) must be a number, got {photons!r}") from None
+    if not (math.isfinite(i0) and i0 > 0):
+        raise InputError(f"photons (I0) must be positive, got {photons!r}")
+    return i0
+
+
+def fbp_hu(sinograms: np.ndarray, geometry: Geometry, *, projector: CTProjector | None = None) -> np.ndarray:
+    """Filtered back-projection (ram-lak) of ``[N, V, D]`` sinograms, in HU ``[N, H, W]``.
+
+    The one image-domain entry point of every baseline (the same FBP as the benchmark's
+    FBP row and as TurnDiff's ``x_ld``).
+    """
+    A = projector or CTProjector(geometry)
+    mu = A.fbp(np.asarray(sinograms, np.float32))
+    return ((mu / np.float32(geometry.mu_water) - 1.0) * 1000.0).astype(np.float32)
+
+
+def resolve_preset(name: str, presets: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any] | None,
+                   method: str) -> dict[str, Any]:
+    """``presets[name]`` with ``overrides`` applied; unknown names and keys raise :class:`InputError`."""
+    if name not in presets:
+        raise InputError(f"unknown preset {name!r} for {method}; choose {', '.join(presets)}")
+    cfg = dict(presets[name])
+    for k, v in (overrides or {}).items():
+        if k not in cfg:
+            raise InputError(f"unknown option {k!r} for {method}; known: {', '.join(sorted(cfg))}")
+        cfg[k] = list(v) if isinstance(v, tuple) else v
+    return cfg
+
+
+@dataclass
+class FittedBaseline:
+    """A fitted baseline: its hyper-parameters and, for learned ones, the network.
+
+    Attributes
+    ----------
+    method : str
+        Registry name (``"TV"``, ``"Noise2Inverse"``, ...).
+    params : dict
+        JSON-able settings used at reconstruction time (preset values, chosen TV weight...).
+    network : torch.nn.Module or None
+        The trained network (EMA weights), in eval mode.
+    network_spec : dict or None
+        ``{"class": ..., "config": ...}``: enough to rebuild ``network``.
+    info : dict
+        JSON-able facts: training dose, geometry, training seconds, losses summary.
+    device : str
+        Device for :meth:`reconstruct` (not saved; ``load`` gives ``"cpu"``).
+    """
+
+    method: str
+    params: dict = field(default_factory=dict)
+    network: torch.nn.Module | None = None
+    network_spec: dict | None = None
+    info: dict = field(default_factory=dict)
+    device: str = "cpu"
+
+    def reconstruct(self, sinograms: np.ndarray, geometry: Geometry, *, photons: float,
+                    progress: bool = False) -> np.ndarray:
+        """HU images ``[N, H, W]`` from post-log sinograms ``[N, V, D]`` at ``I0 = photons``."""
+        return get_baseline(self.method).reconstruct(self, sinograms, geometry, photons=photons,
+                                                      progress=progress)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/config.json`` (and ``model.safetensors`` for learned methods)."""
+        from safetensors.torch import save_file
+
+        from .. import __version__
+        from ..io import atomic_output
+
+        d = Path(directory)
+        with atomic_output(d, directory=True) as tmp:
+            cfg = {"method": self.method, "params": self.params, "network": self.network_spec,
+                   "info": self.info, "turndiff_version": __version__}
+            (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True, allow_nan=False) + "\n")
+            if self.network is not None:
+                state = {k: v.detach().to("cpu", torch.float32).contiguous()
+                         for k, v in self.network.state_dict().items()}
+                save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str = "cpu") -> "FittedBaseline":
+        """Load a folder written by :meth:`save` (CPU float32 by default)."""
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        if not (d / CONFIG_NAME).is_file():
+            raise InputError(f"{d}: not a baseline folder (no {CONFIG_NAME})")
+        try:
+            cfg = json.loads((d / CONFIG_NAME).read_text())
+            method = str(cfg["method"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"{d / CONFIG_NAME}: not a baseline config ({e})") from None
+        get_baseline(method)
+        network, spec = None, cfg.get("network")
+        if spec is not None:
+            if not (d / WEIGHTS_NAME).is_file():
+                raise InputError(f"{d}: {method} needs {WEIGHTS_NAME}, which is missing")
+            from .nets import build_network
+
+            network = build_network(spec)
+            try:
+                network.load_state_dict(load_file(str(d / WEIGHTS_NAME), device="cpu"))
+            except RuntimeError as e:
+                raise InputError(f"{d}: the weights do not fit the {method} network "
+                                 f"({str(e).splitlines()[0]})") from None
+            network = network.to(device).eval()
+        return cls(method, dict(cfg.get("params", {})), network, spec, dict(cfg.get("info", {})), str(device))
+
+
+class Baseline(ABC):
+    """A comparison method: ``fit`` on noisy training sinograms, ``reconstruct`` test ones.
+
+    Subclasses set ``name``, ``uses_clean_data``, ``trained`` and ``reference`` (the
+    paper it follows) and implement :meth:`_fit` and :meth:`reconstruct`.
+    """
+
+    name: str = ""
+    uses_clean_data: bool = False
+    trained: bool = False
+    reference: str = ""
+
+    def fit(
+        self,
+        train_sinograms: np.ndarray,
+        geometry: Geometry,
+        *,
+        photons: float,
+        preset: str = "fast",
+        seed: int = 0,
+        device: str = "auto",
+        run_dir: str | Path | None = None,
+        reference_hu: np.ndarray | None = None,
+        progress: bool = True,
+        options: Mapping[str, Any] | None = None,
+    ) -> FittedBaseline:
+        """Fit on noisy training sinograms.
+
+        Parameters
+        ----------
+        train_sinograms : ndarray
+            Noisy post-log sinograms ``[N, V, D]``.
+        geometry : Geometry
+            Their scanner geometry.
+        photons : float
+            ``I0`` of the training data.
+        preset : str
+            ``"fast"`` (CPU, minutes), ``"paper"`` (GPU) or ``"tiny"`` (tests).
+        seed : int
+            Seeds every random choice (crops, masks, synthetic noise).
+        device : str
+            ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        run_dir : path, optional
+            Training checkpoints go here; an interrupted run resumes from them.
+        reference_hu : ndarray, optional
+            Clean images ``[N, H, W]`` paired with ``train_sinograms``. Only for a
+            method with ``uses_clean_data`` (the supervised upper bound); any other
+            method raises :class:`InputError` when given one.
+        progress : bool
+            Show progress bars.
+        options : dict, optional
+            Overrides of preset values (names as in ``docs/BASELINES.md``).
+
+        Returns
+        -------
+        FittedBaseline
+        """
+        if reference_hu is not None and not self.uses_clean_data:
+            raise InputError(f"{self.name} is self-supervised: it must not receive reference_hu")
+        if self.uses_clean_data and reference_hu is None:
+            raise InputError(f"{self.name} is supervised: fit needs reference_hu")
+        y = check_sinograms(train_sinograms, geometry, "training sinograms")
+        i0 = check_photons(photons)
+        kwargs: dict[str, Any] = {}
+        if self.uses_clean_data:
+            ref = np.asarray(reference_hu, np.float32)
+            ref = ref[None] if ref.ndim == 2 else ref
+            if ref.shape != (y.shape[0], *geometry.image_shape):
+                raise InputError(f"reference_hu of shape {ref.shape} does not pair with sinograms {y.shape}")
+            if not np.isfinite(ref).all():
+                raise InputError("reference_hu holds NaN or inf")
+            kwargs["reference_hu"] = ref
+        state = self._fit(y, geometry, photons=i0, preset=preset, seed=int(seed), device=device,
+                          run_dir=run_dir, progress=progress, options=options, **kwargs)
+        state.info.setdefault("train_photons", i0)
+        state.info.setdefault("geometry", json.loads(geometry.to_json()))
+        state.info.setdefault("preset", preset)
+        state.info.setdefault("train_slices", int(y.shape[0]))
+        state.info.setdefault("uses_clean_data", self.uses_clean_data)
+        return state
+
+    @abstractmethod
+    def _fit(self, sinograms: np.ndarray, geometry: Geometry, *, photons: float, preset: str, seed: int,
+             device: str, run_dir: str | Path | None, progress: bool, options: Mapping[str, Any] | None,
+             **kwargs: Any) -> FittedBaseline:
+        """Fit on validated inputs."""
+
+    @abstractmethod
+    def reconstruct(self, state: FittedBaseline, sinograms: np.ndarray, geometry: Geometry, *, photons: float,
+                    progress: bool = False) -> np.ndarray:
+        """HU images ``[N, H, W]`` of noisy sinograms ``[N, V, D]`` at ``I0 = photons``."""
+
+    def load(self, directory: str | Path, *, device: str = "cpu") -> FittedBaseline:
+        """Load a state saved by :meth:`FittedBaseline.save` (must be this method's)."""
+        state = FittedBaseline.load(directory, device=device)
+        if state.method != self.name:
+            raise InputError(f"{directory} holds a {state.method} model, not {self.name}")
+        return state
+
+    def _check_state(self, state: FittedBaseline) -> None:
+        if not isinstance(state, FittedBaseline) or state.method != self.name:
+            got = getattr(state, "method", type(state).__name__)
+            raise InputError(f"{self.name}.reconstruct needs a fitted {self.name} state, got {got}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, trained={self.trained}, " \
+               f"uses_clean_data={self.uses_clean_data})"
