@@ -150,7 +150,8 @@ def test_torch_backend_matches_numba(name):
     assert np.linalg.norm(s_t - s_nb) / np.linalg.norm(s_nb) < 0.01
     r_nb = A_nb.fbp(s_nb)
     r_t = A_t.fbp(torch.from_numpy(s_nb)).numpy()
-    np.testing.assert_allclose(r_t, r_nb, atol=1e-6 * 50)
+    # Same formula; the CPU path resamples arc data to a virtual flat detector first.
+    assert np.linalg.norm(r_t - r_nb) / np.linalg.norm(r_nb) < (0.02 if name == "fan-arc" else 1e-5)
 
 
 def test_batched_equals_per_slice(rng):
