@@ -86,3 +86,16 @@ def test_benchmark_end_to_end_tiny(tmp_path):
         assert (tmp_path / "bench" / f).is_file(), f
     html = (tmp_path / "bench" / "report.html").read_text()
     assert "data:image/png;base64," in html and "TurnDiff" in html
+
+
+def test_demo_command_tiny(tmp_path):
+    from turndiff.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(tmp_path / "demo"), "--size", "64", "--train-slices", "2", "--test-slices", "1",
+              "--preset", "tiny"])
+    assert e.value.code == 0
+    for f in ("metrics.md", "metrics.json", "comparison_25pct.png", "comparison_10pct.png", "dose_generalisation.png"):
+        assert (tmp_path / "demo" / f).is_file(), f
+    table = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert set(table) == {"25%", "10%", "50%"} and "TurnDiff" in table["10%"]

@@ -13,7 +13,8 @@ from .stage1_cmds import DEVICE
 @click.option("--size", type=click.IntRange(min=32), default=128, show_default=True, help="Phantom size (pixels).")
 @click.option("--train-slices", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--test-slices", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
+@click.option("--preset", type=click.Choice(["fast", "paper", "tiny"]), default="fast", show_default=True,
+              help="Training preset (tiny: seconds, for smoke tests).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(out, size, train_slices, test_slices, preset, device, seed) -> None:
