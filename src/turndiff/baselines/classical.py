@@ -210,13 +210,16 @@ def tv_reconstruct(
 
 
 def tv_weight_for_dose(lam_ref: float, photons_ref: float, photons: float) -> float:
-    """Transfer a TV weight to another dose: ``lam_ref * sqrt(photons_ref / photons)``.
+    """Transfer a TV weight to another dose: ``lam_ref * photons_ref / photons``.
 
-    With the weights of :func:`tv_reconstruct` the data term is the likelihood divided
-    by ``I0``; the best TV weight of a denoising problem grows like the noise standard
-    deviation (as for the ROF model), which scales as ``1 / sqrt(I0)``.
+    The data term of :func:`tv_reconstruct` is the negative log-likelihood divided by
+    ``I0`` (weights ``exp(-y)`` instead of the inverse variances ``I0 exp(-y)``), so a
+    fixed prior strength ``beta`` (the MAP view: ``beta * TV`` against the full
+    likelihood) is ``lam = beta / I0``. On development phantoms (not the benchmark's)
+    the weight with the lowest error grew by about 2.1x from 25% to 10% dose, between
+    this rule (2.5x) and a noise-standard-deviation rule (1.6x).
     """
-    return float(lam_ref) * math.sqrt(float(photons_ref) / float(photons))
+    return float(lam_ref) * float(photons_ref) / float(photons)
 
 
 def choose_tv_weight(
@@ -229,22 +232,32 @@ def choose_tv_weight(
     step_balance: float = 0.1,
     progress: bool = False,
 ) -> tuple[float, dict[str, list[float]]]:
-    """The TV weight by view-split cross-validation on noisy data alone.
+    """The TV weight by view-split cross-validation in the image domain, on noisy data.
 
-    Reconstructs from the even views with each candidate weight, predicts the odd
-    views and scores the weighted prediction error ``mean(w (A_odd x - y_odd)^2)``
-    against the measured odd views, whose noise is independent of the even views'.
-    The best half-data weight ``lam_half`` (refined by a parabola through the best grid
-    point and its neighbours in ``log lam``) is transferred to the full data as
-    ``sqrt(2) * lam_half``: half the views put half the weight on the data, and the
-    best weight grows with the noise standard deviation (``sqrt(2)`` larger on half
-    the views), the same rule as :func:`tv_weight_for_dose`.
+    The views are split into even and odd ones. Each candidate weight reconstructs the
+    slice from the even views; the score is the mean squared difference, inside the
+    body, between that image and the FBP of the odd views. The odd views' noise is
+    independent of the even views', so the score is the image-domain error of the TV
+    image plus a constant (the odd FBP's noise), as in Noise2Inverse; it is minimised
+    over the grid and refined by a parabola through the best point and its neighbours
+    in ``log lam``. (Scoring in the sinogram domain instead, by predicting the odd
+    views, mostly weighs low spatial frequencies and picks weights too weak to remove
+    image noise.)
+
+    The weight found for the half data is used for the full data unchanged: the data
+    term of :func:`tv_reconstruct` is the unnormalised log-likelihood (over ``I0``), so
+    at a fixed prior strength the weight does not depend on how many views there are
+    (the same MAP reading as :func:`tv_weight_for_dose`).
 
     Returns
     -------
     (lam, report)
-        The weight for the full data and ``{"lams": [...], "scores": [...]}``.
+        The weight and ``{"lams": [...], "scores": [...]}`` (scores in HU^2).
     """
+    from tqdm.auto import tqdm
+
+    from .data import body_mask
+
     y = check_sinograms(sinograms, geometry)
     if geometry.views % 2:
         raise InputError("view-split cross-validation needs an even number of views")
@@ -253,15 +266,14 @@ def choose_tv_weight(
         raise InputError("lams must hold positive TV weights")
     g_even, g_odd = subset_geometry(geometry, 2, 0), subset_geometry(geometry, 2, 1)
     y_even, y_odd = np.ascontiguousarray(y[:, 0::2]), np.ascontiguousarray(y[:, 1::2])
-    A_odd = CTProjector(g_odd)
-    w_odd = np.exp(-y_odd) if weighted else np.ones_like(y_odd)
+    target = fbp_hu(y_odd, g_odd)
+    mask = body_mask(fbp_hu(y, geometry))
+    if mask.sum() < 16:
+        mask = np.ones_like(mask)
     scores = []
-    from tqdm.auto import tqdm
-
     for lam in tqdm(lams, desc="TV: cross-validate the weight", disable=not progress):
         hu = tv_reconstruct(y_even, g_even, lam=lam, iters=iters, weighted=weighted, step_balance=step_balance)
-        mu = np.maximum(hu / np.float32(1000.0) + 1, 0) * np.float32(geometry.mu_water)
-        scores.append(float(np.mean(w_odd * (A_odd.forward(mu) - y_odd) ** 2)))
+        scores.append(float(np.mean((hu - target)[mask] ** 2)))
     i = int(np.argmin(scores))
     log_lam = math.log(lams[i])
     if 0 < i < len(lams) - 1:
@@ -269,7 +281,7 @@ def choose_tv_weight(
         c2, c1, _ = np.polyfit(xs, scores[i - 1 : i + 2], 2)
         if c2 > 0:
             log_lam = float(np.clip(-c1 / (2 * c2), xs[0], xs[-1]))
-    return math.sqrt(2.0) * math.exp(log_lam), {"lams": lams, "scores": scores}
+    return math.exp(log_lam), {"lams": lams, "scores": scores}
 
 
 # --------------------------------------------------------------------------------- BM3D
@@ -364,9 +376,9 @@ class TVBaseline(Baseline):
     #: ``cv_slices``: training slices it uses (the first ones).
     presets = {
         "tiny": {"iters": 5, "lams": [0.003, 0.03], "cv_slices": 1, "step_balance": 0.1, "weighted": True},
-        "fast": {"iters": 40, "lams": [0.004, 0.008, 0.016, 0.032, 0.064], "cv_slices": 1, "step_balance": 0.1,
+        "fast": {"iters": 40, "lams": [0.002, 0.004, 0.008, 0.016, 0.032], "cv_slices": 1, "step_balance": 0.1,
                  "weighted": True},
-        "paper": {"iters": 150, "lams": [0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128], "cv_slices": 2,
+        "paper": {"iters": 150, "lams": [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064], "cv_slices": 2,
                   "step_balance": 0.1, "weighted": True},
     }
 
