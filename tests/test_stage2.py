@@ -42,12 +42,17 @@ TINY = Stage2Config.preset("fast").replace(
     warmup=0,
     sample_steps=4,
     sample_strength=0.5,
+    max_train_strength=1.0,
 )
 
 
 def tiny_model(seed: int = 0, **changes) -> LatentDiffusion:
     torch.manual_seed(seed)
-    return LatentDiffusion(TINY.replace(**changes) if changes else TINY).eval()
+    model = LatentDiffusion(TINY.replace(**changes) if changes else TINY).eval()
+    with torch.no_grad():  # MONAI zero-initialises the U-Net output: make it depend on its input
+        for p in model.unet.out.parameters():
+            p.normal_(0.0, 0.1)
+    return model
 
 
 def toy_data(n: int = 3, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -126,32 +131,42 @@ def test_sampling_timesteps() -> None:
         sampling_timesteps(TINY.replace(max_train_strength=0.5), 3, strength=0.8)
 
 
-@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+KINDS = ["epsilon", "v_prediction", "sample", "residual"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_prediction_parametrisations_invert(kind: str) -> None:
     model = tiny_model(prediction_type=kind)
     g = torch.Generator().manual_seed(0)
-    z0, noise = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    z0, noise, zc = (torch.randn(3, 2, 4, 4, generator=g) for _ in range(3))
     t = torch.tensor([1, 40, 90])
     z_t = model.add_noise(z0, noise, t)
-    z0_hat, eps_hat = model.split_prediction(z_t, t, model.target(z0, noise, t))
+    z0_hat, eps_hat = model.split_prediction(z_t, t, model.target(z0, noise, t, zc), zc)
     assert torch.allclose(z0_hat, z0, atol=1e-4) and torch.allclose(eps_hat, noise, atol=1e-3)
+    if kind == "residual":
+        assert torch.equal(model.target(z0, noise, t, zc), z0 - zc)
+        with pytest.raises(ValueError):
+            model.target(z0, noise, t)
 
 
-def test_ddim_with_an_oracle_recovers_the_latent() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_ddim_with_an_oracle_recovers_the_latent(kind: str) -> None:
     """If the U-Net predicted the exact target, DDIM must land on the clean latent."""
-    model = tiny_model()
-    x = torch.from_numpy(toy_data(1)[1])
-    z_true = model.encode(model.to_unit(x)[:, None])
+    model = tiny_model(prediction_type=kind, max_train_strength=1.0)
+    clean, noisy = (torch.from_numpy(a) for a in toy_data(1)[::-1])
+    z_true = model.encode(model.to_unit(clean)[:, None])
+    z_cond = model.encode(model.to_unit(noisy)[:, None])
 
     def oracle(z_t, t, features):
         ab = model.alphas_cumprod[t].reshape(-1, 1, 1, 1)
         eps = (z_t - ab.sqrt() * z_true) / (1 - ab).sqrt()
-        return model.target(z_true, eps, t)
+        return model.target(z_true, eps, t, z_cond)
 
     model.denoise = oracle
-    out = model.sample(x, steps=4, strength=0.7, seed=3)
     expected = model.to_hu(model.decode(z_true))[:, 0].detach().numpy()
-    assert np.allclose(out, expected, atol=1e-2)
+    for strength in (0.7, 1.0):
+        out = model.sample(noisy, steps=4, strength=strength, seed=3)
+        assert np.allclose(out, expected, atol=1e-2)
 
 
 # ---------------------------------------------------------------------------- sampling

@@ -15,7 +15,7 @@ from turndiff.errors import InputError
 
 __all__ = ["Stage2Config", "hu_to_unit", "unit_to_hu", "PREDICTION_TYPES", "CONDITIONINGS", "SOFT_TISSUE_HU"]
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "residual")
 CONDITIONINGS = ("unshuffle", "latent")
 # HU range emphasised by ``soft_tissue_weight`` (the soft metric window, with a margin).
 SOFT_TISSUE_HU = (-200.0, 300.0)
@@ -93,8 +93,10 @@ class Stage2Config:
         How the condition image enters the U-Net, concatenated to the noisy latent:
         ``"unshuffle"``: the image itself, rearranged losslessly to latent resolution
         (pixel unshuffle, ``downsample ** 2`` channels); ``"latent"``: its encoder latent.
-    prediction_type : {"epsilon", "v_prediction", "sample"}
-        What the U-Net predicts.
+    prediction_type : {"epsilon", "v_prediction", "sample", "residual"}
+        What the U-Net predicts: the noise, the velocity, the clean latent, or the clean
+        latent minus the condition's latent (``"residual"``: a clean-latent prediction
+        that only has to learn the correction; zero output returns the condition).
     num_train_timesteps : int
         Length of the diffusion chain.
     schedule, beta_start, beta_end : str, float, float
@@ -138,7 +140,7 @@ class Stage2Config:
     ae_patch_skip: bool = True
     kl_weight: float = 1e-6
     ae_grad_weight: float = 0.5
-    soft_tissue_weight: float = 1.0
+    soft_tissue_weight: float = 3.0
     ae_teacher_fraction: float = 0.5
     unet_channels: tuple[int, ...] = (64, 128, 128)
     unet_res_blocks: int = 2
@@ -146,13 +148,13 @@ class Stage2Config:
     unet_head_channels: int = 32
     norm_groups: int = 16
     conditioning: str = "unshuffle"
-    prediction_type: str = "v_prediction"
+    prediction_type: str = "residual"
     num_train_timesteps: int = 1000
     schedule: str = "scaled_linear_beta"
     beta_start: float = 0.0015
     beta_end: float = 0.0195
     image_loss_weight: float = 1.0
-    max_train_strength: float = 1.0
+    max_train_strength: float = 0.5
     cond_noise_scale: tuple[float, float] = (1.0, 1.0)
     ae_iters: int = 20000
     ae_lr: float = 2e-4
@@ -167,7 +169,7 @@ class Stage2Config:
     grad_clip: float | None = 1.0
     flip: bool = True
     sample_steps: int = 20
-    sample_strength: float = 0.6
+    sample_strength: float = 0.3
     eta: float = 0.0
 
     def __post_init__(self) -> None:
@@ -291,8 +293,8 @@ class Stage2Config:
                 ldm_crop=64,
                 warmup=100,
                 ema_decay=0.995,
-                max_train_strength=0.5,
+                max_train_strength=0.3,
                 sample_steps=10,
-                sample_strength=0.3,
+                sample_strength=0.25,
             )
         raise InputError(f"unknown stage-2 preset {name!r} (use 'fast' or 'paper')")

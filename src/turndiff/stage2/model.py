@@ -78,7 +78,8 @@ def _alphas_cumprod(config: Stage2Config) -> torch.Tensor:
         schedule=config.schedule,
         beta_start=config.beta_start,
         beta_end=config.beta_end,
-        prediction_type=config.prediction_type,
+        # "residual" is a clean-latent prediction, expressed relative to the condition.
+        prediction_type="sample" if config.prediction_type == "residual" else config.prediction_type,
         clip_sample=False,
     )
     return scheduler.alphas_cumprod.detach().to(torch.float64).clone()
@@ -269,10 +270,18 @@ class LatentDiffusion(torch.nn.Module):
         """Image ([B, 1, H, W] normalised units) of a scaled latent."""
         return self.autoencoder.decode(latent / self._scale.to(latent.dtype) + self._shift.to(latent.dtype))
 
-    def condition_features(self, condition: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_condition_latent(self) -> bool:
+        """Whether the U-Net input or output refers to the condition's latent."""
+        return self.config.conditioning == "latent" or self.config.prediction_type == "residual"
+
+    def condition_features(self, condition: torch.Tensor, condition_latent: torch.Tensor | None = None
+                           ) -> torch.Tensor:
         """U-Net conditioning channels at latent resolution for ``condition`` [B, 1, H, W]."""
         if self.config.conditioning == "unshuffle":
             return F.pixel_unshuffle(condition, self.config.downsample)
+        if condition_latent is not None:
+            return condition_latent
         with torch.no_grad():
             return self.encode(condition)
 
@@ -288,18 +297,28 @@ class LatentDiffusion(torch.nn.Module):
         ab = self._ab(timesteps, latent.ndim).to(latent.dtype)
         return ab.sqrt() * latent + (1 - ab).sqrt() * noise
 
-    def target(self, latent: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Regression target of the U-Net for ``prediction_type``."""
+    def target(self, latent: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+               condition_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Regression target of the U-Net for ``prediction_type``.
+
+        ``condition_latent`` (the scaled latent of the condition image) is needed for
+        ``"residual"``, whose target is ``latent - condition_latent``.
+        """
         kind = self.config.prediction_type
         if kind == "epsilon":
             return noise
         if kind == "sample":
             return latent
+        if kind == "residual":
+            if condition_latent is None:
+                raise ValueError("prediction_type 'residual' needs condition_latent")
+            return latent - condition_latent
         ab = self._ab(timesteps, latent.ndim).to(latent.dtype)
         return ab.sqrt() * noise - (1 - ab).sqrt() * latent
 
     def split_prediction(
-        self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, output: torch.Tensor
+        self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, output: torch.Tensor,
+        condition_latent: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z0_hat, eps_hat)`` from the U-Net output at ``timesteps``."""
         ab = self._ab(timesteps, noisy_latent.ndim).to(noisy_latent.dtype)
@@ -308,7 +327,11 @@ class LatentDiffusion(torch.nn.Module):
         if kind == "epsilon":
             z0 = (noisy_latent - b * output) / a
             return z0, output
-        if kind == "sample":
+        if kind in ("sample", "residual"):
+            if kind == "residual":
+                if condition_latent is None:
+                    raise ValueError("prediction_type 'residual' needs condition_latent")
+                output = condition_latent + output
             return output, (noisy_latent - a * output) / b.clamp_min(1e-8)
         return a * noisy_latent - b * output, a * output + b * noisy_latent
 
@@ -409,7 +432,8 @@ class LatentDiffusion(torch.nn.Module):
                 i_img, _ = self._pad(self.to_unit(init[lo:hi, None]).to(device))
                 gens = [torch.Generator().manual_seed(s) for s in slice_seeds[lo:hi]]
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    feats = self.condition_features(c_img)
+                    z_cond = self.encode(c_img).float() if self.needs_condition_latent else None
+                    feats = self.condition_features(c_img, z_cond)
                     lat_shape = (self.config.latent_channels, c_img.shape[-2] // cfg.downsample,
                                  c_img.shape[-1] // cfg.downsample)
                     noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
@@ -417,11 +441,12 @@ class LatentDiffusion(torch.nn.Module):
                     if from_noise:
                         z = noise
                     else:
-                        z = self.add_noise(self.encode(i_img).float(), noise, t0)
+                        z_init = z_cond if (z_cond is not None and init_hu is None) else self.encode(i_img).float()
+                        z = self.add_noise(z_init, noise, t0)
                     for k, t in enumerate(timesteps.tolist()):
                         t_batch = torch.full((hi - lo,), t, device=device, dtype=torch.long)
                         output = self.denoise(z, t_batch, feats).float()
-                        z0, eps = self.split_prediction(z, t_batch, output)
+                        z0, eps = self.split_prediction(z, t_batch, output, z_cond)
                         t_prev = int(timesteps[k + 1]) if k + 1 < len(timesteps) else -1
                         z = self._ddim_update(z0, eps, t, t_prev, eta, gens)
                     image = self.decode(z).float()

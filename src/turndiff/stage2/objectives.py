@@ -91,16 +91,17 @@ class DiffusionObjective(torch.nn.Module):
         model = self.model
         x_ld, x0, t, noise = batch["x_ld"], batch["x0"], batch["t"], batch["noise"]
         scale = batch["cond_scale"].reshape(-1, 1, 1, 1).to(x0.dtype)
+        condition = x0 + scale * (x_ld - x0)
         with torch.no_grad():
             z0 = model.encode(x0).float()
-        condition = x0 + scale * (x_ld - x0)
-        features = model.condition_features(condition)
+            z_cond = model.encode(condition).float() if model.needs_condition_latent else None
+        features = model.condition_features(condition, z_cond)
         z_t = model.add_noise(z0, noise, t)
         output = model.denoise(z_t, t, features).float()
-        l_diff = F.mse_loss(output, model.target(z0, noise, t))
+        l_diff = F.mse_loss(output, model.target(z0, noise, t, z_cond))
         loss, logs = l_diff, {"diffusion": l_diff.detach()}
         if self.image_loss_weight > 0:
-            z0_hat, _ = model.split_prediction(z_t, t, output)
+            z0_hat, _ = model.split_prediction(z_t, t, output, z_cond)
             l_image = _weighted_l1(model.decode(z0_hat).float(), x0, soft_tissue_weights(x0, model.config))
             loss = loss + self.image_loss_weight * l_image
             logs["image"] = l_image.detach()
