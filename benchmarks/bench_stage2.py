@@ -3,12 +3,13 @@
 Usage::
 
     python benchmarks/bench_stage2.py DATA.npz --out DIR [--preset fast|paper]
-        [--slices 8] [--device cpu] [--steps K] [--strength S] [--seed K]
+        [--slices 8] [--device cpu] [--steps K] [--strength S] [--seed K] [--lam L]
 
 ``DATA.npz`` holds float32 HU stacks ``x_ld`` (FBP of the noisy sinograms) and ``x0``
 (the stage-1 teacher), both ``[N, H, W]``, and optionally ``reference`` (ground truth,
 used only for the metrics, never for training). The script trains stage 2 on the
-first ``--slices`` slices, samples x~0 conditioned on ``x_ld`` and writes to DIR:
+first ``--slices`` slices, samples x~0 conditioned on ``x_ld`` (or on the blend
+``lam * x_ld + (1 - lam) * x0`` of the tunable strategy) and writes to DIR:
 ``stage2_report.json`` (timings, autoencoder error in HU, PSNR/SSIM in the soft and
 full windows, a detail measure, the per-pixel spread over 4 seeds), ``stage2.png``
 and the model folder ``model/``.
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--strength", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lam", type=float, default=1.0,
+                        help="sample conditioned on lam * x_ld + (1 - lam) * x0 (1: x_ld itself)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -92,12 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     model.save(args.out / "model")
 
     kwargs = {"steps": args.steps, "strength": args.strength}
+    condition = args.lam * x_ld + (1.0 - args.lam) * x0
+    report["condition_lam"] = args.lam
     t0 = time.perf_counter()
-    x_tilde = model.sample(x_ld, seed=args.seed, **kwargs)
+    x_tilde = model.sample(condition, seed=args.seed, **kwargs)
     report["sample_seconds"] = round(time.perf_counter() - t0, 2)
     report["sample_steps"] = args.steps or config.sample_steps
     report["sample_strength"] = args.strength or config.sample_strength
-    spread = sample_spread(model, x_ld, seeds=(0, 1, 2, 3), **kwargs)
+    spread = sample_spread(model, condition, seeds=(0, 1, 2, 3), **kwargs)
     report["seed_spread_hu"] = spread.summary()
     report["autoencoder_error_hu"] = {"x0": autoencoder_error_hu(model, x0), "x_ld": autoencoder_error_hu(model, x_ld)}
     ae_x0 = model.reconstruct(x0)

@@ -254,7 +254,7 @@ def autoencoder_error_hu(model: LatentDiffusion, images_hu: np.ndarray | torch.T
     }
 
 
-def _summary(result: TrainResult, key: str = "") -> dict[str, Any]:
+def _summary(result: TrainResult) -> dict[str, Any]:
     tail = result.losses[-max(1, len(result.losses) // 20):]
     return {"steps": result.steps, "seconds": round(result.seconds, 2),
             "final_loss": float(np.mean(tail)) if tail else None}
