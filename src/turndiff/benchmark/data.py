@@ -33,6 +33,13 @@ class BenchData:
         return photons_from_dose(dose)
 
 
+def _cache_key(size: int, n_train: int, n_test: int, train_dose: float, seed: int) -> str:
+    from ..phantoms import SYSTEM_PSF_PX
+
+    # The phantom's PSF is in the key so that a cache from other phantoms is not reused.
+    return f"{size}-{n_train}-{n_test}-{train_dose}-{seed}-psf{SYSTEM_PSF_PX}"
+
+
 def make_bench_data(
     *,
     size: int = 256,
@@ -51,7 +58,7 @@ def make_bench_data(
     g = default_fan_geometry(size)
     if cache is not None and Path(cache).is_file():
         z = np.load(cache)
-        key = f"{size}-{n_train}-{n_test}-{train_dose}-{seed}"
+        key = _cache_key(size, n_train, n_test, train_dose, seed)
         if str(z["key"]) == key and all(f"test_{d}" in z for d in test_doses):
             return BenchData(g, z["train"], photons_from_dose(train_dose),
                              {d: z[f"test_{d}"] for d in test_doses}, z["test_ref"], z["train_ref"])
@@ -65,7 +72,7 @@ def make_bench_data(
     data = BenchData(g, train, photons_from_dose(train_dose), tests, test_hu, train_hu)
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        key = f"{size}-{n_train}-{n_test}-{train_dose}-{seed}"
+        key = _cache_key(size, n_train, n_test, train_dose, seed)
         np.savez(cache, key=key, train=train, test_ref=test_hu, train_ref=train_hu,
                  **{f"test_{d}": v for d, v in tests.items()})
     return data

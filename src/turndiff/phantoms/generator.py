@@ -12,14 +12,25 @@ from ..errors import InputError
 from ._anatomy import render
 from ._raster import Canvas
 
-__all__ = ["DEFAULT_FOV_MM", "HU_RANGE", "make_phantom", "make_phantoms", "body_mask"]
+__all__ = ["DEFAULT_FOV_MM", "HU_RANGE", "SYSTEM_PSF_PX", "make_phantom", "make_phantoms", "body_mask"]
 
 #: Default field of view (mm): ``pixel_spacing = DEFAULT_FOV_MM / size``.
 DEFAULT_FOV_MM: float = 384.0
 #: Values are clipped to the 12-bit CT range.
 HU_RANGE: tuple[float, float] = (-1024.0, 3071.0)
+#: Default system point-spread function: Gaussian sigma in pixels (MTF 17% at Nyquist).
+#: A CT image is never sharper than its scanner; a reference rendered sharper than any
+#: reconstruction could be puts an error floor under every method (docs/PHANTOMS.md).
+SYSTEM_PSF_PX: float = 0.6
 
 Region = Literal["abdomen", "thorax"]
+
+
+def _check_psf(psf: float) -> float:
+    ok = isinstance(psf, (int, float, np.floating)) and not isinstance(psf, bool)
+    if not (ok and math.isfinite(psf) and psf >= 0):
+        raise InputError(f"psf must be a non-negative Gaussian sigma in pixels, got {psf!r}")
+    return float(psf)
 
 
 def _check_args(size: int, pixel_spacing: float | None, region: str | None) -> float:
@@ -42,6 +53,7 @@ def _generate(
     region: str | None,
     contrast: bool | None,
     table: bool | None,
+    psf: float = SYSTEM_PSF_PX,
 ) -> tuple[np.ndarray, np.ndarray]:
     anatomy_seq, texture_seq = seq.spawn(2)
     rng = np.random.default_rng(anatomy_seq)
@@ -52,17 +64,20 @@ def _generate(
     table = bool(r_table < 0.8) if table is None else bool(table)
     canvas = Canvas(size, spacing)
     render(canvas, rng, texture_seq, region=region, contrast=contrast, table=table)
-    hu = np.clip(canvas.hu, *HU_RANGE).astype(np.float32, copy=False)
+    hu = canvas.hu
+    if psf > 0:
+        hu = ndimage.gaussian_filter(hu.astype(np.float64), psf, mode="nearest")
+    hu = np.clip(hu, *HU_RANGE).astype(np.float32, copy=False)
     return hu, canvas.label
 
 
 @overload
 def make_phantom(size: int, *, seed: int, pixel_spacing: float | None = ..., region: Region | None = ...,
-                 contrast: bool | None = ..., table: bool | None = ...,
+                 contrast: bool | None = ..., table: bool | None = ..., psf: float = ...,
                  return_labels: Literal[False] = ...) -> np.ndarray: ...
 @overload
 def make_phantom(size: int, *, seed: int, pixel_spacing: float | None = ..., region: Region | None = ...,
-                 contrast: bool | None = ..., table: bool | None = ...,
+                 contrast: bool | None = ..., table: bool | None = ..., psf: float = ...,
                  return_labels: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
 def make_phantom(
     size: int,
@@ -72,6 +87,7 @@ def make_phantom(
     region: Region | None = None,
     contrast: bool | None = None,
     table: bool | None = None,
+    psf: float = SYSTEM_PSF_PX,
     return_labels: bool = False,
 ):
     """One procedural axial CT slice of the upper abdomen or lower thorax, in HU.
@@ -94,6 +110,10 @@ def make_phantom(
         Portal-venous contrast enhancement; drawn at random (50%) when None.
     table : bool, optional
         Draw the patient table; drawn at random (80%) when None.
+    psf : float
+        Gaussian sigma, in pixels, of the scanner's point-spread function applied to
+        the rendered slice (default :data:`SYSTEM_PSF_PX`); 0 gives the ideal,
+        pixel-sharp rendering.
     return_labels : bool
         Also return the tissue label map (values of :class:`Tissue`).
 
@@ -111,7 +131,8 @@ def make_phantom(
     ((64, 64), dtype('float32'))
     """
     spacing = _check_args(size, pixel_spacing, region)
-    hu, labels = _generate(int(size), spacing, np.random.SeedSequence(seed), region, contrast, table)
+    psf = _check_psf(psf)
+    hu, labels = _generate(int(size), spacing, np.random.SeedSequence(seed), region, contrast, table, psf)
     return (hu, labels) if return_labels else hu
 
 
@@ -124,6 +145,7 @@ def make_phantoms(
     region: Region | None = None,
     contrast: bool | None = None,
     table: bool | None = None,
+    psf: float = SYSTEM_PSF_PX,
     return_labels: bool = False,
 ):
     """A stack of ``n`` independent phantoms, float32 ``[n, size, size]`` HU.
@@ -141,11 +163,12 @@ def make_phantoms(
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"number of phantoms must be a positive integer, got {n!r}")
     spacing = _check_args(size, pixel_spacing, region)
+    psf = _check_psf(psf)
     hu = np.empty((int(n), int(size), int(size)), np.float32)
     labels = np.empty(hu.shape, np.uint8)
     for i in range(int(n)):
         seq = np.random.SeedSequence(seed, spawn_key=(i,))
-        hu[i], labels[i] = _generate(int(size), spacing, seq, region, contrast, table)
+        hu[i], labels[i] = _generate(int(size), spacing, seq, region, contrast, table, psf)
     return (hu, labels) if return_labels else hu
 
 
