@@ -26,6 +26,8 @@ VARIANTS = {
     "csss": {},
     "no_similarity": {"use_similarity": False},
     "alpha0": {"alpha": 0.0},
+    "normalise": {"normalise": True},
+    "paper_regulariser": {"regulariser": "paper"},
 }
 
 

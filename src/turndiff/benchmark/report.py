@@ -13,7 +13,7 @@ from .figures import comparison_figure, dose_grid_figure, pick_roi, profile_figu
 
 __all__ = ["quality_table", "ablation_table", "cost_table", "write_report"]
 
-ABLATION_ROWS = ("x0 (only projection)", "no similarity", "alpha 0", "global fusion 0.5", "global fusion 1",
+ABLATION_ROWS = ("x0 (only projection)", "x~0 (diffusion, no fusion)", "no similarity", "alpha 0", "global fusion 0.5", "global fusion 1",
                  "no tunable strategy", "TurnDiff")
 
 
@@ -104,10 +104,14 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
                                           title=f"Ablations, {doses[0]:.0%} dose, {win} window"))
     with atomic_output(out / "results.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float))
+    sp = summary.get("sampling_spread")
+    spread_md = (f"## Sampling spread of x~0\n\nPer-pixel standard deviation over {sp['seeds']} sampler seeds at "
+                 f"{sp['dose']:.0%} dose: mean {sp['std_hu_mean']:.2f} HU (inside the body "
+                 f"{sp['std_hu_mean_in_body']:.2f} HU), 95th percentile {sp['std_hu_p95']:.2f} HU.\n\n") if sp else ""
     tables_md = (f"# Benchmark ({summary['preset']}), {summary['date']}\n\nMachine: {summary['machine']}\n\n"
                  f"## Quality, soft window [-160, 240] HU (inside the body)\n\n{md['soft']}\n\n"
                  f"## Quality, full window [-1024, 3072] HU\n\n{md['full']}\n\n"
-                 f"## Ablations (soft window)\n\n{md['ablation']}\n\n## Cost\n\n{md['cost']}\n")
+                 f"## Ablations (soft window)\n\n{md['ablation']}\n\n{spread_md}## Cost\n\n{md['cost']}\n")
     with atomic_output(out / "tables.md") as tmp:
         tmp.write_text(tables_md)
     imgs = "\n".join(
@@ -124,6 +128,7 @@ Metrics inside the body, mean +- std over test slices.</p>
 <h2>Soft window [-160, 240] HU</h2>{_md_to_html_table(md['soft'])}
 <h2>Full window [-1024, 3072] HU</h2>{_md_to_html_table(md['full'])}
 <h2>Ablations</h2>{_md_to_html_table(md['ablation'])}
+<p>{html.escape(spread_md.replace("## ", "").strip())}</p>
 <h2>Cost</h2>{_md_to_html_table(md['cost'])}
 <h2>Figures</h2>{imgs}
 </body></html>"""

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..dose import mu_to_hu
 from ..metrics import evaluate, mean_gradient_magnitude
+from ..phantoms import body_mask
 from ..physics import CTProjector
 from .data import BenchData, make_bench_data
 
@@ -33,7 +34,8 @@ PRESETS = {
     "paper": dict(size=512, n_train=32, n_test=16, doses=(0.25, 0.10, 0.50, 0.05, 0.75)),
     "tiny": dict(size=64, n_train=2, n_test=2, doses=(0.25, 0.10)),
 }
-TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "no tunable strategy", "global fusion 0.5", "global fusion 1")
+TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "x~0 (diffusion, no fusion)", "no tunable strategy",
+                 "global fusion 0.5", "global fusion 1")
 ABLATION_STAGE1 = ("no similarity", "alpha 0")
 BASELINE_ORDER = ("FBP", "TV", "BM3D", "Neighbor2Neighbor", "Blind2Unblind", "Noiser2Noise", "Noise2Sim",
                   "Noise2Inverse", "RED-CNN (supervised)")
@@ -84,6 +86,7 @@ class _Result:
     peak_mb: float
     uses_clean_data: bool = False
     notes: str = ""
+    spread: dict | None = None
 
 
 def _turndiff_results(data: BenchData, doses, preset: str, seed: int, device: str, log, run_dir: Path,
@@ -98,6 +101,7 @@ def _turndiff_results(data: BenchData, doses, preset: str, seed: int, device: st
         train_s = time.perf_counter() - t0
         imgs: dict[str, dict] = {k: {} for k in TURNDIFF_ROWS}
         infer = 0.0
+        spread = None
         for d in doses:
             sino = data.test_sinograms[d]
             t1 = time.perf_counter()
@@ -105,6 +109,18 @@ def _turndiff_results(data: BenchData, doses, preset: str, seed: int, device: st
             infer += time.perf_counter() - t1
             imgs["TurnDiff"][d] = res.image_hu
             imgs["x0 (only projection)"][d] = res.x0
+            if res.x_diffusion is not None:
+                imgs["x~0 (diffusion, no fusion)"][d] = res.x_diffusion
+            if d == doses[0] and res.x_diffusion is not None:
+                # Honest stochasticity (issue 4): per-pixel spread of x~0 over 4 sampler seeds.
+                from ..stage2 import sample_spread
+
+                sp = sample_spread(pipe.stage2, res.x_prior, seeds=(seed, seed + 1, seed + 2, seed + 3),
+                                   progress=False)
+                spread = {"dose": d, "seeds": 4, "std_hu_mean": float(sp.std.mean()),
+                          "std_hu_p95": float(np.percentile(sp.std, 95)),
+                          "std_hu_mean_in_body": float(sp.std[body_mask(data.test_reference_hu)].mean())}
+                log(f"  x~0 spread over 4 seeds at {d:.0%}: mean {spread['std_hu_mean']:.2f} HU per pixel")
             log(f"  TurnDiff {d:.0%}: strategy {res.strategy.strategy} lam {res.strategy.lam:.2f}")
             if ablations:
                 from ..inference import global_fusion, pixel_fusion
@@ -117,6 +133,7 @@ def _turndiff_results(data: BenchData, doses, preset: str, seed: int, device: st
     for k, v in imgs.items():
         if v:
             out[k] = _Result(v, train_s, infer / n_slices, mem.delta)
+    out["TurnDiff"].spread = spread
     out["TurnDiff"].notes = f"stage 1 {pipe.info['train_seconds']['stage1']:.0f} s + stage 2 " \
                             f"{pipe.info['train_seconds'].get('stage2', 0):.0f} s"
     if ablations:
@@ -227,6 +244,7 @@ def run_benchmark(
         "cost": {n: {"train_seconds": r.train_seconds, "infer_seconds_per_slice": r.infer_seconds_per_slice,
                      "peak_memory_mb": r.peak_mb, "uses_clean_data": r.uses_clean_data, "notes": r.notes}
                  for n, r in results.items()},
+        "sampling_spread": next((r.spread for r in results.values() if r.spread), None),
         "total_seconds": time.perf_counter() - t_start,
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d"),

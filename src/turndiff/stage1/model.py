@@ -53,7 +53,8 @@ class Stage1Config:
     alpha: float = 1.0
     alpha_warmup: int = 200
     use_similarity: bool = True
-    normalise: bool = True
+    regulariser: str = "paper"
+    normalise: bool = False
     similarity: dict = field(default_factory=lambda: SimilarityConfig().to_dict())
     ema_decay: float = 0.995
     checkpoint_every: int = 250
@@ -251,6 +252,7 @@ def train_projection_denoiser(
         use_similarity=cfg.use_similarity,
         normalise=cfg.normalise,
         similarity=SimilarityConfig(**cfg.similarity),
+        regulariser=cfg.regulariser,
     ).to(dev)
     data = pad_even(torch.from_numpy(y)[:, None])[:, 0]
     tcfg = TrainConfig(

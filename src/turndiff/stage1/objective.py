@@ -13,6 +13,18 @@ squaring (``normalise=True``, a weighted least squares that keeps the highly att
 rays from dominating). ``alpha`` ramps up linearly over ``alpha_warmup`` steps: the
 regulariser compares against ``f(y)``, which is meaningless before ``f`` has learnt
 anything. ``use_similarity=False`` gives plain Neighbor2Neighbor (``e1 = e2 = 0``).
+
+``regulariser="paper"`` is the formula above. ``regulariser="consistent"`` weights the
+regulariser's whole difference by one map,
+
+``alpha * mean(((f(s1 y) - s2 y) - (s1 f(y) - s2 f(y)))^2 (1 - e2)^2)``,
+
+because with two different weights the paper's form has its minimum at
+``f(s1 y) = s2 y + (s1 f(y) - s2 f(y)) (1 - e2) / (1 - e1)``: where ``e1 > e2`` (an edge
+seen in the noisy pair more strongly than in the denoised one) it asks the network to
+*amplify* the structural gap, by up to 20x at ``e_max = 0.95``, and the next ``f(y)``
+feeds that back. Long runs then sharpen edges into artefacts (docs/METHOD.md has the
+numbers). The consistent form keeps Neighbor2Neighbor's fixed point for any weights.
 """
 
 from __future__ import annotations
@@ -43,8 +55,12 @@ class CSSSObjective(nn.Module):
         use_similarity: bool = True,
         normalise: bool = True,
         similarity: SimilarityConfig | None = None,
+        regulariser: str = "paper",
     ) -> None:
         super().__init__()
+        if regulariser not in ("paper", "consistent"):
+            raise ValueError(f"regulariser must be 'paper' or 'consistent', got {regulariser!r}")
+        self.regulariser = regulariser
         if alpha < 0:
             raise ValueError("alpha must be >= 0")
         self.network = network
@@ -83,7 +99,10 @@ class CSSSObjective(nn.Module):
         loss = loss_rec
         logs = {"rec": float(loss_rec.detach()), "e1": float(e1.mean())}
         if alpha > 0:
-            reg = diff - (s1f - s2f) * (1 - e2) * w_noise
+            if self.regulariser == "paper":
+                reg = diff - (s1f - s2f) * (1 - e2) * w_noise
+            else:
+                reg = (out - s2y - (s1f - s2f)) * (1 - e2) * w_noise
             loss_reg = reg.pow(2).mean()
             loss = loss + alpha * loss_reg
             logs["reg"] = float(loss_reg.detach())
