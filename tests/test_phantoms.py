@@ -164,3 +164,16 @@ def test_bad_arguments_raise_input_error(kwargs):
 def test_bad_stack_count():
     with pytest.raises(InputError):
         make_phantoms(0, 32, seed=0)
+
+
+def test_system_psf_blurs_and_is_validated():
+    sharp = make_phantom(96, seed=2, psf=0)
+    default = make_phantom(96, seed=2)
+    blurred = make_phantom(96, seed=2, psf=1.5)
+    hf = [np.abs(np.diff(x, axis=1)).mean() for x in (sharp, default, blurred)]
+    assert hf[0] > hf[1] > hf[2]
+    # blurring keeps the mean (no lost attenuation) away from the clipped range
+    assert abs(float(sharp[30:60, 30:60].mean() - default[30:60, 30:60].mean())) < 5.0
+    for bad in (-1.0, float("nan"), True, "1"):
+        with pytest.raises(InputError, match="psf"):
+            make_phantom(32, seed=0, psf=bad)

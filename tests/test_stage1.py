@@ -136,3 +136,32 @@ def test_save_load_and_denoise(tmp_path):
         ProjectionDenoiser.load(tmp_path / "nothing")
     with pytest.raises(InputError, match="NaN"):
         m.denoise(np.full_like(noisy, np.nan))
+
+
+class _Double(torch.nn.Module):
+    def forward(self, x):
+        return 2.0 * x
+
+
+@pytest.mark.parametrize("form", ["paper", "consistent"])
+def test_regulariser_forms_match_their_formulas(form):
+    _, noisy = _noisy_sino()
+    y = torch.from_numpy(noisy[:32, :32].copy())[None, None]
+    photons = torch.tensor([2.5e4])
+    batch = {"sinogram": y, "photons": photons, "step": 10, "generator": torch.Generator().manual_seed(3)}
+    obj = CSSSObjective(_Double(), alpha=1.0, alpha_warmup=0, regulariser=form)
+    _, logs = obj(batch)
+    pos = draw_cell_positions(tuple(y.shape), 2, generator=torch.Generator().manual_seed(3))
+    s1y, s2y = subsample(y, pos)
+    v1, v2 = subsample(noise_variance(y, photons), pos)
+    s1f, s2f = subsample(2.0 * y, pos)
+    e1 = similarity_map(s1y, s2y, v1, v2)
+    e2 = similarity_map(s1f, s2f, v1, v2)
+    out = 2.0 * s1y
+    if form == "paper":
+        want = ((out - s2y) * (1 - e1) - (s1f - s2f) * (1 - e2)).pow(2).mean()
+    else:
+        want = ((out - s2y - (s1f - s2f)) * (1 - e2)).pow(2).mean()
+    assert logs["reg"] == pytest.approx(float(want), rel=1e-5)
+    with pytest.raises(ValueError, match="regulariser"):
+        CSSSObjective(_Double(), regulariser="other")

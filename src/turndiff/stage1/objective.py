@@ -7,10 +7,10 @@ and ``f(y)`` computed without gradient:
 ``L = mean(((f(s1 y) - s2 y) (1 - e1))^2)
     + alpha * mean(((f(s1 y) - s2 y) (1 - e1) - (s1 f(y) - s2 f(y)) (1 - e2))^2)``
 
-Noise in the target ``s2(y)`` has a variance that grows with attenuation (Poisson), so
-each bin's residual is divided by its predicted noise standard deviation before
-squaring (``normalise=True``, a weighted least squares that keeps the highly attenuated
-rays from dominating). ``alpha`` ramps up linearly over ``alpha_warmup`` steps: the
+``normalise=True`` divides each bin's residual by its predicted noise standard deviation
+(a weighted least squares: noise in ``s2(y)`` grows with attenuation). It is off by
+default: the most attenuated rays are also the noisiest, FBP turns their noise into
+streaks, and down-weighting them cost 0.4 dB in the image (docs/METHOD.md). ``alpha`` ramps up linearly over ``alpha_warmup`` steps: the
 regulariser compares against ``f(y)``, which is meaningless before ``f`` has learnt
 anything. ``use_similarity=False`` gives plain Neighbor2Neighbor (``e1 = e2 = 0``).
 
@@ -23,8 +23,9 @@ because with two different weights the paper's form has its minimum at
 ``f(s1 y) = s2 y + (s1 f(y) - s2 f(y)) (1 - e2) / (1 - e1)``: where ``e1 > e2`` (an edge
 seen in the noisy pair more strongly than in the denoised one) it asks the network to
 *amplify* the structural gap, by up to 20x at ``e_max = 0.95``, and the next ``f(y)``
-feeds that back. Long runs then sharpen edges into artefacts (docs/METHOD.md has the
-numbers). The consistent form keeps Neighbor2Neighbor's fixed point for any weights.
+feeds that back. The consistent form keeps Neighbor2Neighbor's fixed point for any
+weights. Measured, the paper's form was slightly better at the ``fast`` length, so it is
+the default (docs/METHOD.md has the numbers).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class CSSSObjective(nn.Module):
         alpha: float = 1.0,
         alpha_warmup: int = 200,
         use_similarity: bool = True,
-        normalise: bool = True,
+        normalise: bool = False,
         similarity: SimilarityConfig | None = None,
         regulariser: str = "paper",
     ) -> None:
