@@ -35,7 +35,8 @@ def test_reconstruct_is_seeded_and_reloadable(tiny_model):
     sino = data.test_sinograms[0.1]
     a = pipe(sino, seed=1, progress=False)
     assert a.image_hu.shape == (2, 64, 64) and np.isfinite(a.image_hu).all()
-    assert a.strategy.strategy == "up" and 0 < a.strategy.lam < 1  # 10% < 25%: auto blends in x0
+    # 10% < 25%: auto leans on x0 (w = 0.2 / r < 0.5: the down-dose form)
+    assert a.strategy.strategy == "down" and 0.5 < a.strategy.lam < 1
     assert a.fusion_weight.min() >= 0 and a.fusion_weight.max() <= 1
     b = TurnDiffPipeline.from_pretrained(d, device="cpu")(sino, seed=1, progress=False)
     np.testing.assert_allclose(a.image_hu, b.image_hu, atol=1e-3)
@@ -99,3 +100,19 @@ def test_demo_command_tiny(tmp_path):
         assert (tmp_path / "demo" / f).is_file(), f
     table = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert set(table) == {"25%", "10%", "50%"} and "TurnDiff" in table["10%"]
+
+
+def test_auto_strategy_sets_the_condition_noise_to_a_fraction_of_training():
+    from turndiff.inference import AUTO_NOISE_FRACTION, choose_strategy
+
+    # same dose: w = kappa; 4x fewer photons: noise x2, w = kappa / 2; far more photons: w capped at 1
+    same = choose_strategy("auto", None, photons_input=2.5e4, photons_train=2.5e4)
+    assert same.weight_ld == pytest.approx(AUTO_NOISE_FRACTION) and same.strategy == "down"
+    low = choose_strategy("auto", None, photons_input=2.5e4 / 4, photons_train=2.5e4)
+    assert low.weight_ld == pytest.approx(AUTO_NOISE_FRACTION / 2) and low.noise_ratio == pytest.approx(2.0)
+    high = choose_strategy("auto", None, photons_input=2.5e4 * 100, photons_train=2.5e4, kappa=0.5)
+    assert high.strategy == "none" and high.weight_ld == 1.0
+    mid = choose_strategy("auto", None, photons_input=2.5e4 * 4, photons_train=2.5e4, kappa=0.4)
+    assert mid.strategy == "up" and mid.lam == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="kappa"):
+        choose_strategy("auto", None, photons_input=1e4, photons_train=2.5e4, kappa=0.0)

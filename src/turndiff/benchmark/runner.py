@@ -99,6 +99,7 @@ def _turndiff_results(data: BenchData, doses, preset: str, seed: int, device: st
         pipe = fit(data.train_sinogram, geometry=data.geometry, photons=data.train_photons, preset=preset,
                    device=device, seed=seed, run_dir=run_dir / "turndiff")
         train_s = time.perf_counter() - t0
+        pipe.save(run_dir / "turndiff" / "model")  # the benchmarked model, for `turndiff reconstruct`
         imgs: dict[str, dict] = {k: {} for k in TURNDIFF_ROWS}
         infer = 0.0
         spread = None

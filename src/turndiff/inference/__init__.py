@@ -1,9 +1,10 @@
 """Inference: tunable dose strategy (incl. ``auto``) and pixel-level fusion."""
 
 from .fusion import FusionConfig, edge_confidence, fusion_weight, global_fusion, noise_map, pixel_fusion
-from .strategy import Strategy, StrategyChoice, blend, choose_strategy
+from .strategy import AUTO_NOISE_FRACTION, Strategy, StrategyChoice, blend, choose_strategy
 
 __all__ = [
+    "AUTO_NOISE_FRACTION",
     "FusionConfig",
     "Strategy",
     "StrategyChoice",
