@@ -81,7 +81,9 @@ def fit_cmd(input, out, preset, device, seed) -> None:
 @click.option("--out", "out", required=True, help="Output: .h5, .npy, .nii(.gz), or a folder with --format dicom|png.")
 @click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None, help="Override the output format.")
 @click.option("--strategy", type=click.Choice(["auto", "up", "down", "none"]), default="auto", show_default=True,
-              help="Tunable dose strategy.")
+              help="Tunable dose strategy: up: lam*x_ld + (1-lam)*x0; down: lam*x0 + (1-lam)*x_ld; none: x_ld; "
+                   "auto: estimates the input's dose from its sinogram and sets the condition's noise to 0.2 of "
+                   "the training noise (docs/METHOD.md).")
 @click.option("--lam", type=click.FloatRange(0, 1), default=None,
               help="Blend weight of the strategy (up/down), or of the diffusion output with --fusion global.")
 @click.option("--fusion", type=click.Choice(["pixel", "global"]), default="pixel", show_default=True)
