@@ -8,8 +8,9 @@ TORCH  := torch==2.13.0
 
 venv: $(STAMP)
 
-# CPU build of torch when no GPU is present (a local wheel if the machine has one,
-# else PyTorch's CPU index); the default (CUDA) build from PyPI when a GPU is present.
+# CPU build of torch when no GPU is present: the local +cpu wheel where pip's
+# find-links has one (dependencies from PyPI), else PyTorch's CPU index; the default
+# (CUDA) build from PyPI when a GPU is present.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -17,8 +18,9 @@ $(STAMP): pyproject.toml
 		echo "GPU found: installing CUDA $(TORCH)"; $(PY) -m pip install -q $(TORCH); \
 	else \
 		echo "no GPU: installing CPU $(TORCH)"; \
-		$(PY) -m pip install -q --no-index $(TORCH) 2>/dev/null || \
-		$(PY) -m pip install -q $(TORCH) --index-url https://download.pytorch.org/whl/cpu; \
+		$(PY) -m pip install -q "$(TORCH)+cpu" 2>/dev/null || \
+		$(PY) -m pip install -q $(TORCH) --index-url https://download.pytorch.org/whl/cpu \
+			--extra-index-url https://pypi.org/simple; \
 	fi
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
