@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..dose import mu_to_hu
 from ..errors import InputError
 from ..physics import CTProjector, Geometry
 
@@ -86,15 +87,16 @@ def check_photons(photons: Any) -> float:
     return i0
 
 
-def fbp_hu(sinograms: np.ndarray, geometry: Geometry, *, projector: CTProjector | None = None) -> np.ndarray:
-    """Filtered back-projection (ram-lak) of ``[N, V, D]`` sinograms, in HU ``[N, H, W]``.
+def fbp_hu(sinograms: np.ndarray, geometry: Geometry, *, projector: CTProjector | None = None,
+           filter: str = "ram-lak") -> np.ndarray:
+    """Filtered back-projection of ``[N, V, D]`` sinograms, in HU ``[N, H, W]``.
 
-    The one image-domain entry point of every baseline (the same FBP as the benchmark's
-    FBP row and as TurnDiff's ``x_ld``).
+    The one image-domain entry point of every baseline (with the default ram-lak filter,
+    the same FBP as the benchmark's FBP row and as TurnDiff's ``x_ld``).
     """
     A = projector or CTProjector(geometry)
-    mu = A.fbp(np.asarray(sinograms, np.float32))
-    return ((mu / np.float32(geometry.mu_water) - 1.0) * 1000.0).astype(np.float32)
+    mu = A.fbp(np.asarray(sinograms, np.float32), filter=filter)
+    return mu_to_hu(mu, geometry.mu_water).astype(np.float32)
 
 
 def resolve_preset(name: str, presets: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any] | None,

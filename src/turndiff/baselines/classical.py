@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._checks import as_stack
 from ..errors import InputError
 from ..physics import CTProjector, Geometry
 from .base import Baseline, FittedBaseline, check_photons, check_sinograms, fbp_hu, register, resolve_preset
@@ -46,9 +47,7 @@ def fbp_reconstruct(sinograms: np.ndarray, geometry: Geometry, *, filter: str = 
     >>> fbp_reconstruct(np.zeros((1, *g.sinogram_shape), np.float32), g).shape
     (1, 32, 32)
     """
-    y = check_sinograms(sinograms, geometry)
-    mu = CTProjector(geometry).fbp(y, filter=filter)
-    return ((mu / np.float32(geometry.mu_water) - 1.0) * 1000.0).astype(np.float32)
+    return fbp_hu(check_sinograms(sinograms, geometry), geometry, filter=filter)
 
 
 # ----------------------------------------------------------------------------------- TV
@@ -327,13 +326,7 @@ def bm3d_denoise(hu: np.ndarray, *, sigma_hu: float | Sequence[float] | None = N
     from skimage.restoration import estimate_sigma
     from tqdm.auto import tqdm
 
-    x = np.asarray(hu, np.float32)
-    squeeze = x.ndim == 2
-    x = x[None] if squeeze else x
-    if x.ndim != 3:
-        raise InputError(f"images must be [N, H, W], got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise InputError("images hold NaN or inf")
+    x, squeeze = as_stack(hu, "images", "H, W")
     if sigma_hu is None:
         sig = [float(estimate_sigma(s)) for s in x]
     else:

@@ -168,17 +168,21 @@ class Noisier2NoiseObjective(nn.Module):
         return ((1 + a2) * fz - z) / a2
 
 
-class Noise2SimObjective(nn.Module):
+class _NetworkObjective(nn.Module):
+    """An objective whose only parameter is the network it trains."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+
+class Noise2SimObjective(_NetworkObjective):
     """Noise2Sim (Niu et al. 2023): targets made of non-locally similar pixels.
 
     ``images`` channel 0: the noisy image ``y``; channels 1..k: its similar images
     (:func:`turndiff.baselines.data.similar_images`). For every pixel one of its ``k``
     similar pixels is drawn as the target; ``L = mean((f(y) - s)^2)``.
     """
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         imgs = batch["images"]
@@ -191,7 +195,7 @@ class Noise2SimObjective(nn.Module):
         return loss, {"mse": float(loss.detach())}
 
 
-class Noise2InverseObjective(nn.Module):
+class Noise2InverseObjective(_NetworkObjective):
     """Noise2Inverse (Hendriksen et al. 2020), the ``X:1`` strategy.
 
     ``images`` channels 0..K-1: FBPs of the K interleaved view subsets. Per sample one
@@ -199,10 +203,6 @@ class Noise2InverseObjective(nn.Module):
     ``x_j``, ``L = mean((f(mean_{i != j} x_i) - x_j)^2)``. At inference the K
     predictions are averaged (:meth:`predict`).
     """
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
 
     @staticmethod
     def split_inputs(subsets: torch.Tensor) -> torch.Tensor:
@@ -230,13 +230,9 @@ class Noise2InverseObjective(nn.Module):
         return self.network(inputs.reshape(b * k, 1, h, w)).reshape(b, k, h, w).mean(1, keepdim=True)
 
 
-class SupervisedObjective(nn.Module):
+class SupervisedObjective(_NetworkObjective):
     """Supervised regression on pairs: ``images`` channel 0 noisy, channel 1 clean;
     ``L = mean((f(y) - x)^2)`` (RED-CNN's loss)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         imgs = batch["images"]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import as_stack
 from ..errors import InputError
 from ..nets import ResidualDenoiser
 from .objective import CSSSObjective
@@ -118,13 +119,7 @@ class ProjectionDenoiser:
         """Denoise post-log sinograms ``[N, V, D]`` (or ``[V, D]``); returns the same shape."""
         from tqdm.auto import tqdm
 
-        y = np.asarray(sinogram, np.float32)
-        squeeze = y.ndim == 2
-        y = y[None] if squeeze else y
-        if y.ndim != 3:
-            raise InputError(f"sinogram must be [N, V, D], got shape {y.shape}")
-        if not np.isfinite(y).all():
-            raise InputError("sinogram holds NaN or inf")
+        y, squeeze = as_stack(sinogram, "sinogram", "V, D")
         dev = resolve_device(device)
         net = self.network.to(dev)
         out = np.empty_like(y)
@@ -232,13 +227,7 @@ def train_projection_denoiser(
     from ..training import TrainConfig, train
 
     cfg = config or Stage1Config.preset("fast")
-    y = np.asarray(sinogram, np.float32)
-    if y.ndim == 2:
-        y = y[None]
-    if y.ndim != 3:
-        raise InputError(f"sinogram must be [N, V, D], got shape {y.shape}")
-    if not np.isfinite(y).all():
-        raise InputError("sinogram holds NaN or inf")
+    y, _ = as_stack(sinogram, "sinogram", "V, D")
     dev = resolve_device(device)
     i0 = float(photons) if photons else estimate_photons(y)
     torch.manual_seed(cfg.seed)
