@@ -13,6 +13,7 @@ from turndiff.metrics import (
     WINDOWS,
     apply_window,
     evaluate,
+    gradient_ratios,
     mean_gradient_magnitude,
     psnr,
     rmse,
@@ -186,3 +187,24 @@ def test_mean_gradient_magnitude(rng):
     assert g.shape == (2,)
     smooth = np.stack([ndimage.gaussian_filter(s, 2) for s in noisy])
     assert np.all(mean_gradient_magnitude(smooth) < 0.3 * g)
+
+
+def test_gradient_ratios_separate_blur_from_noise(rng):
+    # Disc phantom: a sharp edge and a flat inside and outside.
+    yy, xx = np.mgrid[:48, :48]
+    disc = np.where((yy - 24) ** 2 + (xx - 24) ** 2 < 15**2, 100.0, 0.0)
+    assert math.isnan(gradient_ratios(disc, disc, mask=None)["flat"])  # no gradient there at all
+    ref = disc + np.stack([ndimage.gaussian_filter(rng.normal(0, 20, disc.shape), 3) for _ in range(2)])
+    same = gradient_ratios(ref, ref, mask=None)
+    assert same == pytest.approx({"all": 1.0, "edges": 1.0, "flat": 1.0})
+    blurred = np.stack([ndimage.gaussian_filter(s, 1.5) for s in ref])
+    noisy = ref + rng.normal(0, 10, ref.shape)
+    b, n = gradient_ratios(blurred, ref, mask=None), gradient_ratios(noisy, ref, mask=None)
+    assert b["edges"] < 0.8  # blur lowers the edge gradient
+    assert n["flat"] > 1.5  # noise adds gradient where the reference is flat
+    assert n["edges"] > b["edges"]
+    # The overall ratio of a noisy, blurred image can look "right": the split shows why.
+    nb = gradient_ratios(blurred + rng.normal(0, 10, ref.shape), ref, mask=None)
+    assert nb["edges"] < 0.8 and nb["all"] > b["all"]
+    with pytest.raises(InputError, match="quantile"):
+        gradient_ratios(ref, ref, edge_quantile=0.3, flat_quantile=0.5)

@@ -81,12 +81,15 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     summary = run_benchmark(tmp_path / "bench", preset="tiny", methods=["FBP", "turndiff"], device="cpu",
                             log=lambda m: None)
     q = summary["quality"]
-    assert {"FBP", "TurnDiff", "x0 (only projection)"} <= set(q)
+    assert {"FBP", "TurnDiff", "x0 (only projection)", "x~0 (condition x_ld)"} <= set(q)
     assert 0 < q["FBP"]["0.25"]["soft"]["psnr"]["mean"] < 60
+    g = q["FBP"]["gradient_ratios"]
+    assert g["flat"] > 1.0 and g["all"] == q["FBP"]["gradient_ratio"]  # FBP keeps its noise
     for f in ("report.html", "results.json", "tables.md", "fig6_methods_abdomen.png"):
         assert (tmp_path / "bench" / f).is_file(), f
     html = (tmp_path / "bench" / "report.html").read_text()
     assert "data:image/png;base64," in html and "TurnDiff" in html
+    assert "strongest 10% edges" in (tmp_path / "bench" / "tables.md").read_text()
 
 
 def test_demo_command_tiny(tmp_path):

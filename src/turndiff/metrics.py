@@ -43,6 +43,7 @@ __all__ = [
     "rmse",
     "evaluate",
     "mean_gradient_magnitude",
+    "gradient_ratios",
 ]
 
 #: Metric windows (HU): clipped to ``(lo, hi)`` then scaled to [0, 1].
@@ -278,6 +279,16 @@ def evaluate(
     return out
 
 
+def _sobel_magnitude(xs: np.ndarray) -> np.ndarray:
+    """Normalised Sobel gradient magnitude (HU per pixel) of each slice of ``[N, H, W]``."""
+    out = np.empty(xs.shape, np.float64)
+    for i, img in enumerate(xs):
+        gx = ndimage.sobel(img, axis=1, mode="reflect") / 8.0
+        gy = ndimage.sobel(img, axis=0, mode="reflect") / 8.0
+        out[i] = np.hypot(gx, gy)
+    return out
+
+
 def mean_gradient_magnitude(
     x: Any, *, mask: Mask = None, pixel_spacing: float | None = None
 ) -> float | np.ndarray:
@@ -312,13 +323,57 @@ def mean_gradient_magnitude(
         xs = xs[None]
     m = _mask(mask, xs)
     vals = np.empty(len(xs))
-    for i, img in enumerate(xs):
-        gx = ndimage.sobel(img, axis=1, mode="reflect") / 8.0
-        gy = ndimage.sobel(img, axis=0, mode="reflect") / 8.0
-        mag = np.hypot(gx, gy)
+    for i, mag in enumerate(_sobel_magnitude(xs)):
         vals[i] = mag.mean() if m is None else mag[m[i]].mean()
     if pixel_spacing is not None:
         if not (isinstance(pixel_spacing, (int, float)) and math.isfinite(pixel_spacing) and pixel_spacing > 0):
             raise InputError(f"pixel_spacing must be a positive number of mm, got {pixel_spacing!r}")
         vals = vals / pixel_spacing
     return _out(vals, single)
+
+
+def gradient_ratios(
+    x: Any, ref: Any, *, mask: Mask = "body", edge_quantile: float = 0.9, flat_quantile: float = 0.5
+) -> dict[str, float]:
+    """Gradient magnitude of ``x`` relative to ``ref``'s, overall and split by structure.
+
+    :func:`mean_gradient_magnitude` alone mixes two opposite things: blurred edges lower
+    it, residual noise raises it, so a noisy, blurred image can score 1. This splits the
+    pixels of ``mask`` by the reference's own gradient: ``edges`` are the strongest
+    ``1 - edge_quantile`` (the sharpness of true structure; below 1 means blurred),
+    ``flat`` the weakest ``flat_quantile`` (there, gradient is mostly noise or invented
+    texture; above 1 means noise). Each value is ``sum |grad x| / sum |grad ref|`` over
+    those pixels of all slices.
+
+    Parameters
+    ----------
+    x, ref : array [H, W] or [N, H, W]
+        Image(s) and reference, HU.
+    mask : bool array, 'body' or None
+        Pixels considered (``'body'``: the body of ``ref``).
+    edge_quantile, flat_quantile : float
+        Quantiles of the reference's gradient inside ``mask`` that bound the two groups.
+
+    Returns
+    -------
+    dict with ``all``, ``edges``, ``flat`` (floats; nan where the reference's gradient
+    is zero over the group).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.zeros((32, 32)); ref[:, 16:] = 100.0
+    >>> r = gradient_ratios(ref + np.random.default_rng(0).normal(0, 5, ref.shape), ref, mask=None)
+    >>> r["flat"] > 1.0  # noise adds gradient where the reference is flat
+    True
+    """
+    xs, rs, _ = _pair(x, ref)
+    if not (0.0 < flat_quantile <= edge_quantile < 1.0):
+        raise InputError(f"need 0 < flat_quantile <= edge_quantile < 1, got {flat_quantile}, {edge_quantile}")
+    m = _mask(mask, rs)
+    m = np.ones(rs.shape, bool) if m is None else m
+    gx, gr = _sobel_magnitude(xs), _sobel_magnitude(rs)
+    hi, lo = np.quantile(gr[m], [edge_quantile, flat_quantile])
+    groups = {"all": m, "edges": m & (gr > hi), "flat": m & (gr <= lo)}
+    # nan where the reference has no gradient at all (e.g. a piecewise-constant phantom's flats)
+    return {k: float(gx[g].sum() / gr[g].sum()) if gr[g].sum() > 0 else math.nan for k, g in groups.items()}

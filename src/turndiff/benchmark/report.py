@@ -11,10 +11,15 @@ import numpy as np
 
 from .figures import comparison_figure, dose_grid_figure, pick_roi, profile_figure
 
-__all__ = ["quality_table", "ablation_table", "cost_table", "write_report"]
+__all__ = ["quality_table", "ablation_table", "cost_table", "detail_table", "write_report"]
 
-ABLATION_ROWS = ("x0 (only projection)", "x~0 (diffusion, no fusion)", "no similarity", "alpha 0", "global fusion 0.5", "global fusion 1",
-                 "no tunable strategy", "TurnDiff")
+ABLATION_ROWS = ("x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)", "no similarity", "alpha 0",
+                 "global fusion 0.5", "global fusion 1", "no tunable strategy", "TurnDiff")
+
+
+_DETAIL_NOTE = ("Sobel gradient magnitude of each image over the reference's, summed over the reference's body "
+                "(all), its strongest 10% edges (below 1: blurred structure) and its flattest 50% (above 1: noise or "
+                "texture the reference does not have).")
 
 
 def _cell(m: dict, metric: str, digits: int) -> str:
@@ -43,6 +48,17 @@ def ablation_table(quality: dict, *, doses) -> str:
             q = quality[name]
             rows.append(f"| {name} | " + " | ".join(
                 f"{_cell(q[f'{d}']['soft'], 'psnr', 2)} | {_cell(q[f'{d}']['soft'], 'ssim', 4)}" for d in doses) + " |")
+    return "\n".join(rows)
+
+
+def detail_table(quality: dict, *, dose: float) -> str:
+    """Markdown: gradient magnitude relative to the reference (``metrics.gradient_ratios``)."""
+    rows = [f"| method ({dose:.0%} dose) | all of the body | reference's strongest 10% edges | "
+            "reference's flattest 50% |", "|---|---|---|---|"]
+    for name, q in quality.items():
+        g = q.get("gradient_ratios")
+        if g:
+            rows.append(f"| {name} | {g['all']:.3f} | {g['edges']:.3f} | {g['flat']:.3f} |")
     return "\n".join(rows)
 
 
@@ -77,6 +93,7 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
         "full": quality_table(quality, window="full", doses=doses),
         "ablation": ablation_table(quality, doses=doses),
         "cost": cost_table(summary["cost"]),
+        "detail": detail_table(quality, dose=doses[0]),
     }
     figs = []
     ref = data.test_reference_hu
@@ -111,7 +128,9 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
     tables_md = (f"# Benchmark ({summary['preset']}), {summary['date']}\n\nMachine: {summary['machine']}\n\n"
                  f"## Quality, soft window [-160, 240] HU (inside the body)\n\n{md['soft']}\n\n"
                  f"## Quality, full window [-1024, 3072] HU\n\n{md['full']}\n\n"
-                 f"## Ablations (soft window)\n\n{md['ablation']}\n\n{spread_md}## Cost\n\n{md['cost']}\n")
+                 f"## Ablations (soft window)\n\n{md['ablation']}\n\n{spread_md}"
+                 f"## Detail: gradient magnitude relative to the reference\n\n{_DETAIL_NOTE}\n\n{md['detail']}\n\n"
+                 f"## Cost\n\n{md['cost']}\n")
     with atomic_output(out / "tables.md") as tmp:
         tmp.write_text(tables_md)
     imgs = "\n".join(
@@ -129,6 +148,8 @@ Metrics inside the body, mean +- std over test slices.</p>
 <h2>Full window [-1024, 3072] HU</h2>{_md_to_html_table(md['full'])}
 <h2>Ablations</h2>{_md_to_html_table(md['ablation'])}
 <p>{html.escape(spread_md.replace("## ", "").strip())}</p>
+<h2>Detail: gradient magnitude relative to the reference</h2><p>{html.escape(_DETAIL_NOTE)}</p>
+{_md_to_html_table(md['detail'])}
 <h2>Cost</h2>{_md_to_html_table(md['cost'])}
 <h2>Figures</h2>{imgs}
 </body></html>"""

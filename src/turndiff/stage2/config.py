@@ -108,8 +108,10 @@ class Stage2Config:
         Training timesteps are drawn in ``[0, max_train_strength * T)``; sampling with a
         larger ``strength`` is refused.
     cond_noise_scale : tuple of float
-        Range of ``s`` in the training condition ``x0 + s * (x_ld - x0)``; ``(1, 1)`` uses
-        ``x_ld`` itself as in the paper, a wider range simulates other doses.
+        Range of ``s`` (drawn uniformly per crop) in the training condition
+        ``x0 + s * (x_ld - x0)``: ``s = 1`` is ``x_ld`` itself (the paper's condition),
+        ``s < 1`` the cleaner blends the tunable strategy sends, ``s > 1`` a noisier,
+        lower-dose-like input. Default ``(0.2, 1.5)``; ``(1, 1)`` trains on ``x_ld`` only.
     ae_iters, ae_lr, ae_batch, ae_crop : int, float, int, int
         Autoencoder training: steps, peak learning rate, batch size, random-crop size.
     ldm_iters, ldm_lr, ldm_batch, ldm_crop : int, float, int, int
@@ -155,7 +157,7 @@ class Stage2Config:
     beta_end: float = 0.0195
     image_loss_weight: float = 1.0
     max_train_strength: float = 0.5
-    cond_noise_scale: tuple[float, float] = (1.0, 1.0)
+    cond_noise_scale: tuple[float, float] = (0.2, 1.5)
     ae_iters: int = 20000
     ae_lr: float = 2e-4
     ae_batch: int = 8
