@@ -11,7 +11,8 @@ used only for the metrics, never for training). The script trains stage 2 on the
 first ``--slices`` slices, samples x~0 conditioned on ``x_ld`` (or on the blend
 ``lam * x_ld + (1 - lam) * x0`` of the tunable strategy) and writes to DIR:
 ``stage2_report.json`` (timings, autoencoder error in HU, PSNR/SSIM in the soft and
-full windows, a detail measure, the per-pixel spread over 4 seeds), ``stage2.png``
+full windows, detail measures incl. ``turndiff.metrics.gradient_ratios``, the per-pixel
+spread over 4 seeds), ``stage2.png``
 and the model folder ``model/``.
 """
 
@@ -111,12 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     report["detail"] = {k: detail(v) for k, v in images.items()}
     report["vs_teacher"] = window_metrics(x_tilde, x0)
     if reference is not None:
+        from turndiff.metrics import gradient_ratios
+
         report["detail"]["reference"] = detail(reference)
         report["metrics"] = {k: window_metrics(v, reference) for k, v in images.items()}
-        m = report["metrics"]
+        # Issue 4's detail measure (inside the body), split into edges and flat regions.
+        report["gradient_ratios"] = {k: gradient_ratios(v, reference, mask="body") for k, v in images.items()}
+        m, g = report["metrics"], report["gradient_ratios"]
         report["bars"] = {
             "ssim_soft_x_tilde_minus_x0": m["x_tilde"]["ssim_soft"] - m["x0"]["ssim_soft"],
             "psnr_soft_x_tilde_minus_x0_db": m["x_tilde"]["psnr_soft"] - m["x0"]["psnr_soft"],
+            "gradient_ratio_x_tilde_minus_x0": g["x_tilde"]["all"] - g["x0"]["all"],
         }
     (args.out / "stage2_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
