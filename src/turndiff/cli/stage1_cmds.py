@@ -32,9 +32,12 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
 @click.option("--iters", type=click.IntRange(min=1), default=None, help="Training iterations (overrides the preset).")
 @click.option("--no-similarity", is_flag=True, help="Ablation: e1 = e2 = 0 (plain Neighbor2Neighbor).")
 @click.option("--alpha", type=click.FloatRange(min=0), default=None, help="Weight of the regulariser [preset: 1].")
+@click.option("--sure-every", type=click.IntRange(min=0), default=None,
+              help="Every N steps, estimate the sinogram MSE by SURE (no clean data) and keep the best "
+                   "weights; 0 turns it off [preset: fast 0, paper 1000].")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_proj(input, out, preset, iters, no_similarity, alpha, device, seed) -> None:
+def train_proj(input, out, preset, iters, no_similarity, alpha, sure_every, device, seed) -> None:
     """Train the CSSS projection denoiser on the noisy `sinogram` of IN.h5 alone."""
     from pathlib import Path
 
@@ -43,13 +46,17 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, device, seed) ->
 
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
-    cfg = Stage1Config.preset(preset, iters=iters, alpha=alpha, seed=seed,
+    cfg = Stage1Config.preset(preset, iters=iters, alpha=alpha, seed=seed, sure_every=sure_every,
                               use_similarity=False if no_similarity else None)
     run_dir = Path(out).with_name(Path(out).name + ".run")
     model = train_projection_denoiser(sino, photons=attrs.get("photons"), geometry_json=g.to_json(), config=cfg,
                                       run_dir=run_dir, device=device)
     model.save(out)
     _cleanup(run_dir)
+    sel = model.info.get("sure_selection")
+    if sel:
+        click.echo(f"kept the {sel['selected_weights']} weights of step {sel['selected_step']} "
+                   f"(lowest SURE of the sinogram MSE, {sel['selected_sure_mse']:.3g})", err=True)
     click.echo(f"wrote {out} (trained {model.info['train_seconds']:.0f} s on {sino.shape[0]} slice(s))", err=True)
 
 

@@ -4,6 +4,7 @@ from .model import ProjectionDenoiser, Stage1Config, train_projection_denoiser
 from .objective import CSSSObjective
 from .similarity import SimilarityConfig, estimate_photons, noise_variance, similarity_map
 from .subsample import draw_cell_positions, subsample
+from .sure import sure_mse
 
 __all__ = [
     "CSSSObjective",
@@ -15,5 +16,6 @@ __all__ = [
     "noise_variance",
     "similarity_map",
     "subsample",
+    "sure_mse",
     "train_projection_denoiser",
 ]

@@ -41,7 +41,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 @dataclass
 class Stage1Config:
     """Hyper-parameters of stage 1 (JSON-serialisable). Presets: ``fast`` (CPU, minutes)
-    and ``paper`` (GPU)."""
+    and ``paper`` (GPU).
+
+    ``sure_every > 0`` turns on checkpoint selection without clean data: every
+    ``sure_every`` steps, and for the final EMA weights, the sinogram MSE is estimated by
+    :func:`~turndiff.stage1.sure.sure_mse` on ``sure_slices`` training slices, and the
+    weights with the lowest estimate are kept. The self-supervised loss keeps falling
+    while the image degrades, so it cannot choose the length; SURE can (docs/METHOD.md).
+    """
 
     features: tuple[int, ...] = (16, 16, 32, 64, 128, 16)
     iters: int = 1000
@@ -60,13 +67,16 @@ class Stage1Config:
     ema_decay: float = 0.995
     checkpoint_every: int = 250
     seed: int = 0
+    sure_every: int = 0
+    sure_slices: int = 4
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Stage1Config":
         presets = {
             "fast": {},
             "paper": dict(features=(32, 32, 64, 128, 256, 32), iters=20000, batch_size=16, crop=(256, 256),
-                          lr=5e-4, warmup=500, alpha_warmup=2000, checkpoint_every=1000, ema_decay=0.999),
+                          lr=5e-4, warmup=500, alpha_warmup=2000, checkpoint_every=1000, ema_decay=0.999,
+                          sure_every=1000),
             "tiny": dict(features=(4, 4, 8, 8, 16, 4), iters=4, batch_size=2, crop=(32, 32), warmup=1,
                          alpha_warmup=2, checkpoint_every=2),
         }
@@ -250,8 +260,9 @@ def train_projection_denoiser(
         device=str(dev),
     )
     t0 = time.time()
+    selector = _SureSelector(net, y, i0, cfg, dev) if cfg.sure_every > 0 else None
     result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
-                   progress=progress, desc="stage 1: CSSS", max_steps=max_steps)
+                   progress=progress, desc="stage 1: CSSS", max_steps=max_steps, callback=selector)
     info = {
         "photons": i0,
         "photons_estimated": photons is None,
@@ -260,4 +271,55 @@ def train_projection_denoiser(
         "train_seconds": float(getattr(result, "seconds", time.time() - t0)),
         "train_slices": int(y.shape[0]),
     }
+    if selector is not None:
+        info["sure_selection"] = selector.finish(final_step=result.steps, ema=result.ema_applied)
     return ProjectionDenoiser(net.cpu().eval(), info)
+
+
+class _SureSelector:
+    """Training callback: SURE of the sinogram MSE every ``sure_every`` steps; keeps the best weights."""
+
+    def __init__(self, net: ResidualDenoiser, y: np.ndarray, photons: float, cfg: Stage1Config,
+                 device: torch.device) -> None:
+        n = min(max(cfg.sure_slices, 1), y.shape[0])
+        self.net, self.photons, self.every, self.device = net, photons, cfg.sure_every, device
+        self.y = y[np.linspace(0, y.shape[0] - 1, n).round().astype(int)]
+        self.seed = cfg.seed
+        self.history: list[dict] = []
+        self.best: tuple[float, int, dict] | None = None
+
+    @torch.no_grad()
+    def _denoise(self, s: np.ndarray) -> np.ndarray:
+        out = np.empty_like(s)
+        for i in range(s.shape[0]):
+            out[i] = self.net(torch.from_numpy(s[i : i + 1, None]).to(self.device)).float()[0, 0].cpu().numpy()
+        return out
+
+    def _score(self, step: int, weights: str) -> None:
+        from .sure import sure_mse
+
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            value = sure_mse(self._denoise, self.y, self.photons, seed=self.seed)
+        finally:
+            self.net.train(was_training)
+        self.history.append({"step": step, "weights": weights, "sure_mse": value})
+        if self.best is None or value < self.best[0]:
+            state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            self.best = (value, len(self.history) - 1, state)
+
+    def __call__(self, step: int, loss: float) -> bool:
+        if step % self.every == 0:
+            self._score(step, "raw")
+        return False
+
+    def finish(self, *, final_step: int, ema: bool) -> dict:
+        """Score the final weights, load the best ones into the network, return the record."""
+        if ema or not self.history or self.history[-1]["step"] != final_step:
+            self._score(final_step, "ema" if ema else "raw")
+        value, index, state = self.best
+        self.net.load_state_dict(state)
+        chosen = self.history[index]
+        return {"history": self.history, "selected_step": chosen["step"], "selected_weights": chosen["weights"],
+                "selected_sure_mse": value}
