@@ -1,0 +1,56 @@
+"""Does SURE (no clean data) track the stage-1 error over training? (docs/BENCHMARKS.md)
+
+Run: python benchmarks/bench_stage1_sure.py [--iters 2500] [--chunk 250] [--run-dir DIR]
+
+Trains the `fast` stage-1 network on the benchmark's 8 training sinograms (256 x 256,
+25% dose) in chunks and prints, after each chunk, the SURE estimate of the sinogram MSE
+(noisy data only), the true sinogram MSE against the projected reference and the soft
+window PSNR of FBP(f(y)) on the training and test slices. The references are used for
+evaluation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import numpy as np
+
+from turndiff.benchmark.data import make_bench_data
+from turndiff.dose import hu_to_mu, mu_to_hu
+from turndiff.metrics import evaluate
+from turndiff.physics import CTProjector
+from turndiff.stage1 import Stage1Config, sure_mse, train_projection_denoiser
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iters", type=int, default=2500)
+    ap.add_argument("--chunk", type=int, default=250)
+    ap.add_argument("--run-dir", default=None, help="checkpoint folder (default: a temporary one)")
+    args = ap.parse_args()
+    data = make_bench_data(size=256, n_train=8, n_test=6, test_doses=(0.25,), seed=0, progress=False)
+    A, mw = CTProjector(data.geometry), data.geometry.mu_water
+    y, yt = data.train_sinogram, data.test_sinograms[0.25]
+    clean = np.asarray(A.forward(hu_to_mu(data.train_reference_hu, mw)), np.float32)  # evaluation only
+    cfg = Stage1Config.preset("fast", iters=args.iters, checkpoint_every=args.chunk)
+
+    def psnr(sino, ref):
+        return evaluate(mu_to_hu(A.fbp(sino), mw), ref, mask="body")["soft"]["psnr"]["mean"]
+
+    print("| step | SURE (x 1e-4) | true sinogram MSE (x 1e-4) | PSNR soft, training | PSNR soft, test |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = args.run_dir or tmp
+        for step in range(args.chunk, args.iters + 1, args.chunk):
+            den = train_projection_denoiser(y, photons=data.train_photons, config=cfg, run_dir=run_dir,
+                                            max_steps=step, progress=False)
+            f = den.denoise(y)
+            sure = sure_mse(den.denoise, y, data.train_photons)
+            true = float(np.mean((f - clean) ** 2))
+            print(f"| {step} | {sure * 1e4:.2f} | {true * 1e4:.2f} | {psnr(f, data.train_reference_hu):.2f} | "
+                  f"{psnr(den.denoise(yt), data.test_reference_hu):.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
