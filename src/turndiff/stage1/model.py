@@ -288,20 +288,14 @@ class _SureSelector:
         self.history: list[dict] = []
         self.best: tuple[float, int, dict] | None = None
 
-    @torch.no_grad()
-    def _denoise(self, s: np.ndarray) -> np.ndarray:
-        out = np.empty_like(s)
-        for i in range(s.shape[0]):
-            out[i] = self.net(torch.from_numpy(s[i : i + 1, None]).to(self.device)).float()[0, 0].cpu().numpy()
-        return out
-
     def _score(self, step: int, weights: str) -> None:
         from .sure import sure_mse
 
         was_training = self.net.training
-        self.net.eval()
+        # The network as it is now, used exactly as at inference (ProjectionDenoiser sets eval mode).
+        current = ProjectionDenoiser(self.net, {})
         try:
-            value = sure_mse(self._denoise, self.y, self.photons, seed=self.seed)
+            value = sure_mse(lambda s: current.denoise(s, device=self.device), self.y, self.photons, seed=self.seed)
         finally:
             self.net.train(was_training)
         self.history.append({"step": step, "weights": weights, "sure_mse": value})
