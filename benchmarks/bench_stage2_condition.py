@@ -1,0 +1,114 @@
+"""Stage 2: which training condition, and how much detail x~0 keeps (docs/STAGE2.md).
+
+Run::
+
+    python benchmarks/bench_stage2_condition.py MODEL_DIR [--variant NAME=JSON ...] [--seed 1]
+    python benchmarks/bench_stage2_condition.py MODEL_DIR --kappa 0.1,0.2,0.35,0.5,1
+
+``MODEL_DIR`` is the model a benchmark run saved (``BENCH_OUT/runs/turndiff/model``). Its
+stage 1 and autoencoder are kept; for every variant only the diffusion U-Net is
+retrained on the benchmark's 8 training slices (``Stage2Config`` overrides as JSON, e.g.
+``paper_condition='{"cond_noise_scale": [1, 1]}'``). Each variant prints one Markdown
+row: x~0 conditioned on ``x_ld`` and on the ``auto`` blend at 25% (PSNR / SSIM soft,
+gradient ratio all / edges / flat, inside the body), and the fused TurnDiff PSNR at 25%,
+10% and 50%, on the 6 test slices. ``--kappa`` instead evaluates the model itself on 4
+validation phantoms (seed 5000) for several ``auto`` noise fractions. The references
+are used for evaluation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from turndiff.benchmark.data import make_bench_data
+from turndiff.dose import photons_from_dose, simulate_scan
+from turndiff.inference import blend, choose_strategy, pixel_fusion
+from turndiff.metrics import evaluate, gradient_ratios
+from turndiff.phantoms import make_phantoms
+from turndiff.physics import default_fan_geometry
+from turndiff.pipeline import TurnDiffPipeline, _fbp_hu
+from turndiff.stage1 import estimate_photons
+from turndiff.stage2.train import train_latent_diffusion
+
+DOSES = (0.25, 0.10, 0.5)
+
+
+def _row(x: np.ndarray, ref: np.ndarray) -> str:
+    e, g = evaluate(x, ref, mask="body")["soft"], gradient_ratios(x, ref, mask="body")
+    return (f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.3f} / {g['all']:.3f} / {g['edges']:.3f} / "
+            f"{g['flat']:.2f}")
+
+
+def _psnr(x: np.ndarray, ref: np.ndarray) -> str:
+    return f"{evaluate(x, ref, mask='body')['soft']['psnr']['mean']:.2f}"
+
+
+def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
+    data = make_bench_data(size=256, n_train=8, n_test=6, test_doses=DOSES, seed=0, progress=False)
+    A, mw = pipe.projector, pipe.geometry.mu_water
+
+    def images(sino):
+        return _fbp_hu(A, sino, mw), _fbp_hu(A, pipe.stage1.denoise(sino), mw)
+
+    tr_ld, tr_x0 = images(data.train_sinogram)
+    test = {}
+    for d in DOSES:
+        s = data.test_sinograms[d]
+        ld, x0 = images(s)
+        choice = choose_strategy("auto", None, photons_input=estimate_photons(s),
+                                 photons_train=pipe.info.get("photons_train_estimated"))
+        test[d] = (ld, x0, blend(ld, x0, choice))
+    ref = data.test_reference_hu
+    ld, x0, prior = test[0.25]
+    print("| U-Net training | x~0, condition x_ld | x~0, condition auto blend | TurnDiff (fused) PSNR 25% / 10% / 50% |")
+    print("|---|---|---|---|")
+    print(f"| (x0 itself) | {_row(x0, ref)} | | |", flush=True)
+    base = pipe.stage2
+    for spec in specs:
+        name, _, text = spec.partition("=")
+        cfg = base.config.replace(**(json.loads(text) if text else {}))
+        model, _ = train_latent_diffusion(base.autoencoder, tr_ld, tr_x0, cfg,
+                                          latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
+                                          progress=False)
+        fused = [_psnr(pixel_fusion(model.sample(test[d][2], seed=0), test[d][1], test[d][0])[0], ref)
+                 for d in DOSES]
+        print(f"| {name}, seed {seed} | {_row(model.sample(ld, seed=0), ref)} | "
+              f"{_row(model.sample(prior, seed=0), ref)} | {' / '.join(fused)} |", flush=True)
+
+
+def kappas(pipe: TurnDiffPipeline, values: list[float]) -> None:
+    ref = make_phantoms(4, 256, seed=5000)
+    g = default_fan_geometry(256)
+    print("| dose | " + " | ".join(f"kappa = {k}" for k in values) + " |")
+    print("|---|" + "---|" * len(values))
+    for i, d in enumerate(DOSES):
+        sino, _ = simulate_scan(ref, g, photons=photons_from_dose(d), seed=5000 + i, progress=False)
+        r = pipe(sino, strategy="auto", progress=False).strategy.noise_ratio
+        cells = []
+        for k in values:
+            out = pipe(sino, strategy="up", lam=min(1.0, k / r), progress=False)
+            e = evaluate(out.image_hu, ref, mask="body")["soft"]
+            cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.3f}")
+        print(f"| {d:.0%} | " + " | ".join(cells) + " |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir")
+    ap.add_argument("--variant", action="append", default=None,
+                    help='NAME=JSON of Stage2Config overrides (repeatable; default: the saved config)')
+    ap.add_argument("--seed", type=int, default=1, help="seed of the U-Net training (fit uses 1)")
+    ap.add_argument("--kappa", default=None, help="comma-separated auto noise fractions to evaluate instead")
+    args = ap.parse_args()
+    pipe = TurnDiffPipeline.from_pretrained(args.model_dir, device="cpu")
+    if args.kappa:
+        kappas(pipe, [float(v) for v in args.kappa.split(",")])
+    else:
+        variants(pipe, args.variant or ["saved config="], args.seed)
+
+
+if __name__ == "__main__":
+    main()
