@@ -1,5 +1,6 @@
 """Stage-1 benchmark (issue 3): CSSS vs. plain Neighbor2Neighbor (--no-similarity) vs.
-alpha 0, in the projection domain, evaluated as FBP(f(y)) on held-out phantom slices.
+alpha 0, in the projection domain, evaluated as FBP(f(y)) on validation phantom slices
+(``make_dev_data``: never the benchmark's test slices).
 
 Run: python benchmarks/bench_stage1.py --out bench_out/stage1 [--iters N] [--variants csss,no_similarity]
 Prints a Markdown table (PSNR / SSIM mean +- std over test slices, soft and full window,
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from turndiff.benchmark.data import make_bench_data
+from turndiff.benchmark.data import make_dev_data
 from turndiff.dose import mu_to_hu
 from turndiff.metrics import evaluate
 from turndiff.physics import CTProjector
@@ -42,7 +43,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doses = tuple(float(d) for d in args.doses.split(","))
-    data = make_bench_data(size=args.size, test_doses=doses, cache=out / "data.npz")
+    data = make_dev_data(size=args.size, n_val=8, val_doses=doses, cache=out / "data.npz")
     g = data.geometry
     A = CTProjector(g)
     ref = data.test_reference_hu

@@ -6,10 +6,11 @@ Run: python benchmarks/bench_stage1_sure.py [--iters 2500] [--chunk 250] [--run-
 Trains the `fast` stage-1 network on the benchmark's 8 training sinograms (256 x 256,
 25% dose) in chunks and prints, after each chunk, the SURE estimate of the sinogram MSE
 (noisy data only), the true sinogram MSE against the projected reference and the soft
-window PSNR of FBP(f(y)) on the training and test slices. With ``--compare``, trains one
-model per setting instead and prints its SURE next to its test PSNR / SSIM at 25% and
-10%: SURE as a clean-data-free way to choose stage-1 hyper-parameters. The references
-are used for evaluation only.
+window PSNR of FBP(f(y)) on the training and validation slices. With ``--compare``, trains
+one model per setting instead and prints its SURE next to its validation PSNR / SSIM at
+25%, 10% and 50%: SURE as a clean-data-free way to choose stage-1 hyper-parameters. The
+references are used for evaluation only, and only validation phantoms are scored
+(``make_dev_data`` refuses the test seeds; docs/BENCHMARKS.md, "Tuning protocol").
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 
 import numpy as np
 
 from turndiff.baselines.base import fbp_hu
-from turndiff.benchmark.data import make_bench_data
+from turndiff.benchmark.data import make_dev_data
 from turndiff.dose import hu_to_mu
-from turndiff.metrics import evaluate
+from turndiff.metrics import evaluate, gradient_ratios
 from turndiff.physics import CTProjector
 from turndiff.stage1 import Stage1Config, sure_mse, train_projection_denoiser
 
@@ -38,17 +40,18 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2500)
     ap.add_argument("--chunk", type=int, default=250)
     ap.add_argument("--run-dir", default=None, help="checkpoint folder (default: a temporary one)")
+    ap.add_argument("--setting", default="", help='stage-1 overrides of the chunked run, e.g. \'objective="r2r"\'')
     ap.add_argument("--compare", default=None, help='settings separated by ";", e.g. "alpha=1;alpha=2"')
     args = ap.parse_args()
     if args.compare:
         return compare(args.compare, args.iters)
-    data = make_bench_data(size=256, n_train=8, n_test=6, test_doses=(0.25,), seed=0, progress=False)
+    data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=(0.25,))
     A = CTProjector(data.geometry)
     y, yt = data.train_sinogram, data.test_sinograms[0.25]
     clean = np.asarray(A.forward(hu_to_mu(data.train_reference_hu, data.geometry.mu_water)), np.float32)  # eval only
-    cfg = Stage1Config.preset("fast", iters=args.iters, checkpoint_every=args.chunk)
+    cfg = Stage1Config.preset("fast", iters=args.iters, checkpoint_every=args.chunk, **_setting(args.setting))
 
-    print("| step | SURE (x 1e-4) | true sinogram MSE (x 1e-4) | PSNR soft, training | PSNR soft, test |")
+    print("| step | SURE (x 1e-4) | true sinogram MSE (x 1e-4) | PSNR soft, training | PSNR soft, validation |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run_dir or tmp
@@ -72,20 +75,27 @@ def _setting(text: str) -> dict:
 
 
 def compare(settings: str, iters: int) -> None:
-    data = make_bench_data(size=256, n_train=8, n_test=6, test_doses=(0.25, 0.1), seed=0, progress=False)
+    doses = (0.25, 0.1, 0.5)
+    data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=doses)
     A = CTProjector(data.geometry)
-    print(f"| setting ({iters} steps) | SURE (x 1e-4), training sinograms | 25% PSNR / SSIM soft | 10% PSNR / SSIM soft |")
-    print("|---|---|---|---|")
+    print(f"| setting ({iters} steps) | SURE (x 1e-4), training sinograms | "
+          + " | ".join(f"{d:.0%} PSNR / SSIM soft (validation)" for d in doses) + " | edges 25% | s |")
+    print("|---|---|" + "---|" * len(doses) + "---|---|")
     for text in settings.split(";"):
+        t0 = time.perf_counter()
         den = train_projection_denoiser(data.train_sinogram, photons=data.train_photons,
                                         config=Stage1Config.preset("fast", iters=iters, **_setting(text)),
                                         progress=False)
+        secs = time.perf_counter() - t0
         sure = sure_mse(den.denoise, data.train_sinogram, data.train_photons)
         cells = []
-        for d in (0.25, 0.1):
+        for d in doses:
             e = _soft(A, den.denoise(data.test_sinograms[d]), data.test_reference_hu)
             cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.3f}")
-        print(f"| {text} | {sure * 1e4:.2f} | {cells[0]} | {cells[1]} |", flush=True)
+            if d == 0.25:
+                img = fbp_hu(den.denoise(data.test_sinograms[d]), A.geometry, projector=A)
+                edges = gradient_ratios(img, data.test_reference_hu, mask="body")["edges"]
+        print(f"| {text} | {sure * 1e4:.2f} | {' | '.join(cells)} | {edges:.3f} | {secs:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

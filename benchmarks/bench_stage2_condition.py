@@ -4,6 +4,7 @@ Run::
 
     python benchmarks/bench_stage2_condition.py MODEL_DIR [--variant NAME=JSON ...] [--seed 1]
     python benchmarks/bench_stage2_condition.py MODEL_DIR --kappa 0.1,0.2,0.35,0.5,1
+    python benchmarks/bench_stage2_condition.py MODEL_DIR --fusion
 
 ``MODEL_DIR`` is the model a benchmark run saved (``BENCH_OUT/runs/turndiff/model``). Its
 stage 1 and autoencoder are kept; for every variant only the diffusion U-Net is
@@ -11,8 +12,10 @@ retrained on the benchmark's 8 training slices (``Stage2Config`` overrides as JS
 ``paper_condition='{"cond_noise_scale": [1, 1]}'``). Each variant prints one Markdown
 row: x~0 conditioned on ``x_ld`` and on the ``auto`` blend at 25% (PSNR / SSIM soft,
 gradient ratio all / edges / flat, inside the body), and the fused TurnDiff PSNR at 25%,
-10% and 50%, on the 6 test slices. ``--kappa`` instead evaluates the model itself on 4
-validation phantoms (seed 5000) for several ``auto`` noise fractions. The references
+10% and 50%, on 6 validation phantoms (``VALIDATION_SEED``; never the test slices).
+``--kappa`` instead evaluates the model itself on the validation phantoms for several
+``auto`` noise fractions, and ``--fusion`` the pixel-fusion constants (one at a time
+around the defaults, with the diffusion output of the ``auto`` blend). The references
 are used for evaluation only.
 """
 
@@ -23,12 +26,9 @@ import json
 
 import numpy as np
 
-from turndiff.benchmark.data import make_bench_data
-from turndiff.dose import photons_from_dose, simulate_scan
-from turndiff.inference import blend, choose_strategy, pixel_fusion
+from turndiff.benchmark.data import make_dev_data
+from turndiff.inference import FusionConfig, blend, choose_strategy, pixel_fusion
 from turndiff.metrics import evaluate, gradient_ratios
-from turndiff.phantoms import make_phantoms
-from turndiff.physics import default_fan_geometry
 from turndiff.pipeline import TurnDiffPipeline, _fbp_hu
 from turndiff.stage1 import estimate_photons
 from turndiff.stage2.train import train_latent_diffusion
@@ -47,7 +47,7 @@ def _psnr(x: np.ndarray, ref: np.ndarray) -> str:
 
 
 def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
-    data = make_bench_data(size=256, n_train=8, n_test=6, test_doses=DOSES, seed=0, progress=False)
+    data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
     A, mw = pipe.projector, pipe.geometry.mu_water
 
     def images(sino):
@@ -80,12 +80,12 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
 
 
 def kappas(pipe: TurnDiffPipeline, values: list[float]) -> None:
-    ref = make_phantoms(4, 256, seed=5000)
-    g = default_fan_geometry(256)
+    data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
+    ref = data.test_reference_hu
     print("| dose | " + " | ".join(f"kappa = {k}" for k in values) + " |")
     print("|---|" + "---|" * len(values))
-    for i, d in enumerate(DOSES):
-        sino, _ = simulate_scan(ref, g, photons=photons_from_dose(d), seed=5000 + i, progress=False)
+    for d in DOSES:
+        sino = data.test_sinograms[d]
         r = pipe(sino, strategy="auto", progress=False).strategy.noise_ratio
         cells = []
         for k in values:
@@ -95,6 +95,27 @@ def kappas(pipe: TurnDiffPipeline, values: list[float]) -> None:
         print(f"| {d:.0%} | " + " | ".join(cells) + " |", flush=True)
 
 
+FUSION_SWEEP = {"k_edge": (0.25, 0.5, 1.0, 2.0), "k_dev": (1.0, 2.0, 4.0, 1e6), "noise_sigma_px": (2.0, 4.0, 8.0),
+                "edge_sigma_px": (0.5, 1.0, 2.0)}
+
+
+def fusions(pipe: TurnDiffPipeline) -> None:
+    data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
+    ref = data.test_reference_hu
+    outs = {d: pipe(data.test_sinograms[d], strategy="auto", progress=False) for d in DOSES}
+    print("| fusion constant | " + " | ".join(f"{d:.0%} PSNR / SSIM" for d in DOSES) + " |")
+    print("|---|" + "---|" * len(DOSES))
+    for key, values in FUSION_SWEEP.items():
+        for v in values:
+            cfg = FusionConfig(**{key: v})
+            cells = []
+            for d in DOSES:
+                o = outs[d]
+                e = evaluate(pixel_fusion(o.x_diffusion, o.x0, o.x_ld, cfg)[0], ref, mask="body")["soft"]
+                cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.3f}")
+            print(f"| {key} = {v:g} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
@@ -102,9 +123,12 @@ def main() -> None:
                     help='NAME=JSON of Stage2Config overrides (repeatable; default: the saved config)')
     ap.add_argument("--seed", type=int, default=1, help="seed of the U-Net training (fit uses 1)")
     ap.add_argument("--kappa", default=None, help="comma-separated auto noise fractions to evaluate instead")
+    ap.add_argument("--fusion", action="store_true", help="sweep the pixel-fusion constants instead")
     args = ap.parse_args()
     pipe = TurnDiffPipeline.from_pretrained(args.model_dir, device="cpu")
-    if args.kappa:
+    if args.fusion:
+        fusions(pipe)
+    elif args.kappa:
         kappas(pipe, [float(v) for v in args.kappa.split(",")])
     else:
         variants(pipe, args.variant or ["saved config="], args.seed)

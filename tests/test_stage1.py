@@ -210,3 +210,64 @@ def test_training_selects_the_checkpoint_with_the_lowest_sure():
     assert sel["selected_step"] == sel["history"][int(np.argmin(values))]["step"]
     assert "sure_selection" not in train_projection_denoiser(
         noisy, photons=2.5e4, config=Stage1Config.preset("tiny"), progress=False, device="cpu").info
+
+
+def test_view_pairs_take_two_views_of_one_bin():
+    y = torch.arange(1 * 1 * 8 * 5, dtype=torch.float32).reshape(1, 1, 8, 5)
+    pos = draw_cell_positions(tuple(y.shape), 2, generator=torch.Generator().manual_seed(0), cell=(2, 1))
+    s1, s2 = subsample(y, pos, cell=(2, 1))
+    assert s1.shape == (1, 1, 4, 5)
+    # Same bin, the two views of the pair: the values differ by exactly one view (5 bins).
+    assert torch.equal((s1 - s2).abs(), torch.full_like(s1, 5.0))
+    with pytest.raises(ValueError):
+        draw_cell_positions(tuple(y.shape), 3, cell=(2, 1))
+
+
+def test_ramp_weighting_weighs_what_fbp_amplifies():
+    from turndiff.stage1.objective import ramp_weighted_mean_square
+
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(256, 128, generator=g) * 2.0
+    assert float(ramp_weighted_mean_square(white, 0.1)) == pytest.approx(4.0, rel=0.05)  # white: plain MSE
+    assert float(ramp_weighted_mean_square(white, 1.0)) == pytest.approx(float(white.pow(2).mean()), rel=1e-5)
+    t = torch.arange(128, dtype=torch.float32)
+    slow, fast = torch.cos(2 * np.pi * 2 * t / 128), torch.cos(2 * np.pi * 50 * t / 128)
+    # Equal energy, but the high detector frequency costs far more, as it does after the ramp filter.
+    assert float(ramp_weighted_mean_square(fast[None], 0.1)) > 5 * float(ramp_weighted_mean_square(slow[None], 0.1))
+
+
+class _Box(torch.nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(x, (1, self.k), 1, (0, self.k // 2), count_include_pad=False)
+
+
+def test_recorrupted_loss_is_the_clean_error_plus_a_constant():
+    """R2R's loss ranks fixed denoisers by their true error to the clean sinogram, with no clean data."""
+    from turndiff.stage1 import RecorruptedObjective
+
+    clean, noisy = _noisy_sino(photons=1e4, n=64)
+    y = torch.from_numpy(noisy)[None, None]
+    p = torch.from_numpy(clean)[None, None]
+    photons = torch.tensor([1e4])
+    sigma2 = float(noise_variance(y, photons).mean())
+    a = 0.5
+    losses, trues = [], []
+    for k in (1, 3, 9):
+        obj = RecorruptedObjective(_Box(k), recorrupt=a, loss_weighting="none")
+        lo, tr = [], []
+        for s in range(12):
+            g = torch.Generator().manual_seed(s)
+            lo.append(float(obj({"sinogram": y, "photons": photons, "generator": g})[0]))
+            z = torch.randn(y.shape, generator=torch.Generator().manual_seed(s)) * noise_variance(y, photons).sqrt()
+            tr.append(float((_Box(k)(y + a * z) - p).pow(2).mean()))
+        losses.append(np.mean(lo))
+        trues.append(np.mean(tr))
+    offset = np.array(losses) - np.array(trues)
+    # The constant is the target noise, (1 + 1/a^2) sigma^2 (plus the input's own noise: y - z/a - p).
+    np.testing.assert_allclose(offset, sigma2 * (1 + 1 / a**2), rtol=0.1)
+    assert np.argsort(losses).tolist() == np.argsort(trues).tolist()
+

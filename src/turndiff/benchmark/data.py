@@ -1,5 +1,6 @@
 """The benchmark's data: embedded phantoms, simulated at several doses, split into
-training and test slices that never overlap (different phantom seeds)."""
+training, validation and test slices that never overlap (disjoint phantom seed ranges,
+:mod:`turndiff.benchmark.splits`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 
 from ..dose import photons_from_dose, simulate_scan
 from ..physics import Geometry, default_fan_geometry
+from .splits import TEST_SEED, TRAIN_SEED, VALIDATION_SEED, check_development_seed
 
-__all__ = ["BenchData", "make_bench_data", "TRAIN_DOSE", "TEST_DOSES"]
+__all__ = ["BenchData", "make_bench_data", "make_dev_data", "TRAIN_DOSE", "TEST_DOSES"]
 
 TRAIN_DOSE = 0.25
 TEST_DOSES = (0.25, 0.10, 0.50)
@@ -33,11 +35,11 @@ class BenchData:
         return photons_from_dose(dose)
 
 
-def _cache_key(size: int, n_train: int, n_test: int, train_dose: float, seed: int) -> str:
+def _cache_key(size: int, n_train: int, n_test: int, train_dose: float, seed: int, eval_seed: int) -> str:
     from ..phantoms import SYSTEM_PSF_PX
 
     # The phantom's PSF is in the key so that a cache from other phantoms is not reused.
-    return f"{size}-{n_train}-{n_test}-{train_dose}-{seed}-psf{SYSTEM_PSF_PX}"
+    return f"{size}-{n_train}-{n_test}-{train_dose}-{seed}-{eval_seed}-psf{SYSTEM_PSF_PX}"
 
 
 def make_bench_data(
@@ -50,20 +52,24 @@ def make_bench_data(
     seed: int = 0,
     cache: str | Path | None = None,
     progress: bool = True,
+    _eval_seed: int | None = None,
 ) -> BenchData:
-    """Phantoms (train seed ``seed``, test seed ``seed + 1000``) simulated on the default
-    fan-beam geometry. With ``cache``, arrays are stored in / loaded from that ``.npz``."""
+    """Phantoms simulated on the default fan-beam geometry: training phantoms from base
+    seed ``TRAIN_SEED + seed``, test phantoms from ``TEST_SEED + seed`` (the reported
+    numbers; development uses :func:`make_dev_data`). ``seed`` also seeds the noise.
+    With ``cache``, arrays are stored in / loaded from that ``.npz``."""
     from ..phantoms import make_phantoms
 
+    eval_seed = TEST_SEED + seed if _eval_seed is None else _eval_seed
     g = default_fan_geometry(size)
     if cache is not None and Path(cache).is_file():
         z = np.load(cache)
-        key = _cache_key(size, n_train, n_test, train_dose, seed)
+        key = _cache_key(size, n_train, n_test, train_dose, seed, eval_seed)
         if str(z["key"]) == key and all(f"test_{d}" in z for d in test_doses):
             return BenchData(g, z["train"], photons_from_dose(train_dose),
                              {d: z[f"test_{d}"] for d in test_doses}, z["test_ref"], z["train_ref"])
-    train_hu = make_phantoms(n_train, size, seed=seed)
-    test_hu = make_phantoms(n_test, size, seed=seed + 1000)
+    train_hu = make_phantoms(n_train, size, seed=TRAIN_SEED + seed)
+    test_hu = make_phantoms(n_test, size, seed=eval_seed)
     train, _ = simulate_scan(train_hu, g, photons=photons_from_dose(train_dose), seed=seed, progress=progress)
     tests = {}
     for i, d in enumerate(test_doses):
@@ -72,7 +78,27 @@ def make_bench_data(
     data = BenchData(g, train, photons_from_dose(train_dose), tests, test_hu, train_hu)
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        key = _cache_key(size, n_train, n_test, train_dose, seed)
+        key = _cache_key(size, n_train, n_test, train_dose, seed, eval_seed)
         np.savez(cache, key=key, train=train, test_ref=test_hu, train_ref=train_hu,
                  **{f"test_{d}": v for d, v in tests.items()})
     return data
+
+
+def make_dev_data(
+    *,
+    size: int = 256,
+    n_train: int = 8,
+    n_val: int = 6,
+    train_dose: float = TRAIN_DOSE,
+    val_doses: tuple[float, ...] = TEST_DOSES,
+    val_seed: int = VALIDATION_SEED,
+    seed: int = 0,
+    cache: str | Path | None = None,
+    progress: bool = False,
+) -> BenchData:
+    """Development data: the benchmark's training sinograms and *validation* phantoms in
+    place of the test ones (``test_sinograms`` / ``test_reference_hu`` hold validation
+    slices). Refuses a ``val_seed`` in the test split: tuning never sees the test slices."""
+    check_development_seed(val_seed)
+    return make_bench_data(size=size, n_train=n_train, n_test=n_val, train_dose=train_dose, test_doses=val_doses,
+                           seed=seed, cache=cache, progress=progress, _eval_seed=val_seed)

@@ -13,7 +13,8 @@ from .figures import comparison_figure, dose_grid_figure, pick_roi, profile_figu
 
 __all__ = ["quality_table", "ablation_table", "cost_table", "detail_table", "write_report"]
 
-ABLATION_ROWS = ("x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)", "no similarity", "alpha 0",
+ABLATION_ROWS = ("x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)",
+                 "stage 1: paper CSSS (2x2 cells)", "stage 1: CSSS view pairs", "stage 1: no ramp weighting",
                  "global fusion 0.5", "global fusion 1", "no tunable strategy", "TurnDiff")
 
 

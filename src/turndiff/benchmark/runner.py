@@ -36,7 +36,16 @@ PRESETS = {
 }
 TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)",
                  "no tunable strategy", "global fusion 0.5", "global fusion 1")
-ABLATION_STAGE1 = ("no similarity", "alpha 0")
+#: Stage-1 ablations: stage 1 retrained with these overrides, stage 2 and fusion reused.
+#: The first is the paper's stage 1 as the project shipped it before issue 13.
+STAGE1_ABLATIONS = {
+    "stage 1: paper CSSS (2x2 cells)": dict(objective="csss", pairs="cell", loss_weighting="none", alpha=1.0,
+                                            iters=1000, sure_every=0),
+    "stage 1: CSSS view pairs": dict(objective="csss", pairs="views", loss_weighting="none", alpha=2.0,
+                                     iters=1000, sure_every=0),
+    "stage 1: no ramp weighting": dict(loss_weighting="none"),
+}
+ABLATION_STAGE1 = tuple(STAGE1_ABLATIONS)
 BASELINE_ORDER = ("FBP", "TV", "BM3D", "Neighbor2Neighbor", "Blind2Unblind", "Noiser2Noise", "Noise2Sim",
                   "Noise2Inverse", "RED-CNN (supervised)")
 ALL_METHODS = ("turndiff", "ablations", *BASELINE_ORDER)
@@ -143,7 +152,9 @@ def _turndiff_results(data: BenchData, doses, preset: str, seed: int, device: st
         # Stage-1 ablations: retrain stage 1 only, keep the trained stage 2 and fusion.
         from ..stage1 import Stage1Config, train_projection_denoiser
 
-        for name, kw in (("no similarity", {"use_similarity": False}), ("alpha 0", {"alpha": 0.0})):
+        for name, kw in STAGE1_ABLATIONS.items():
+            if preset == "tiny":
+                kw = {k: v for k, v in kw.items() if k not in ("iters", "sure_every")}
             t0 = time.perf_counter()
             s1 = train_projection_denoiser(data.train_sinogram, photons=data.train_photons,
                                            config=Stage1Config.preset(preset, seed=seed, **kw), device=device,

@@ -31,14 +31,23 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
 @click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=None, help="Training iterations (overrides the preset).")
 @click.option("--no-similarity", is_flag=True, help="Ablation: e1 = e2 = 0 (plain Neighbor2Neighbor).")
-@click.option("--alpha", type=click.FloatRange(min=0), default=None, help="Weight of the regulariser [preset: 1].")
+@click.option("--alpha", type=click.FloatRange(min=0), default=None,
+              help="Weight of the CSSS regulariser [preset: 2].")
+@click.option("--objective", type=click.Choice(["r2r", "csss"]), default=None,
+              help="Training signal: recorrupted pairs from the noise model, or the paper's sub-sampled "
+                   "CSSS pairs [preset: r2r].")
+@click.option("--pairs", type=click.Choice(["cell", "views"]), default=None,
+              help="CSSS pairs: the paper's 2x2 cells, or two views of one bin [preset: cell].")
+@click.option("--loss-weighting", type=click.Choice(["ramp", "none"]), default=None,
+              help="Weigh residuals by the detector ramp that FBP applies [preset: ramp].")
 @click.option("--sure-every", type=click.IntRange(min=0), default=None,
               help="Every N steps, estimate the sinogram MSE by SURE (no clean data) and keep the best "
                    "weights; 0 turns it off [preset: fast 0, paper 1000].")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_proj(input, out, preset, iters, no_similarity, alpha, sure_every, device, seed) -> None:
-    """Train the CSSS projection denoiser on the noisy `sinogram` of IN.h5 alone."""
+def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs, loss_weighting, sure_every, device,
+               seed) -> None:
+    """Train the projection denoiser on the noisy `sinogram` of IN.h5 alone."""
     from pathlib import Path
 
     from ..io import read_sinogram_h5
@@ -47,7 +56,8 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, sure_every, devi
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     cfg = Stage1Config.preset(preset, iters=iters, alpha=alpha, seed=seed, sure_every=sure_every,
-                              use_similarity=False if no_similarity else None)
+                              use_similarity=False if no_similarity else None, objective=objective, pairs=pairs,
+                              loss_weighting=loss_weighting)
     run_dir = Path(out).with_name(Path(out).name + ".run")
     model = train_projection_denoiser(sino, photons=attrs.get("photons"), geometry_json=g.to_json(), config=cfg,
                                       run_dir=run_dir, device=device)

@@ -1,7 +1,8 @@
-"""Stage 1 of TurnDiff: CSSS, the self-supervised projection-domain denoiser."""
+"""Stage 1 of TurnDiff: the self-supervised projection-domain denoiser (recorrupted pairs
+by default; the paper's CSSS sub-sampled pairs as an option)."""
 
 from .model import ProjectionDenoiser, Stage1Config, train_projection_denoiser
-from .objective import CSSSObjective
+from .objective import CSSSObjective, RecorruptedObjective, ramp_weighted_mean_square
 from .similarity import SimilarityConfig, estimate_photons, noise_variance, similarity_map
 from .subsample import draw_cell_positions, subsample
 from .sure import sure_mse
@@ -9,11 +10,13 @@ from .sure import sure_mse
 __all__ = [
     "CSSSObjective",
     "ProjectionDenoiser",
+    "RecorruptedObjective",
     "SimilarityConfig",
     "Stage1Config",
     "draw_cell_positions",
     "estimate_photons",
     "noise_variance",
+    "ramp_weighted_mean_square",
     "similarity_map",
     "subsample",
     "sure_mse",

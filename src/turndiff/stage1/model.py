@@ -19,9 +19,9 @@ import torch
 from .._checks import as_stack
 from ..errors import InputError
 from ..nets import ResidualDenoiser
-from .objective import CSSSObjective
+from .objective import CSSSObjective, RecorruptedObjective
 from .similarity import SimilarityConfig, estimate_photons
-from .subsample import pad_even
+from .subsample import CELLS, pad_even
 
 __all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "resolve_device"]
 
@@ -43,6 +43,15 @@ class Stage1Config:
     """Hyper-parameters of stage 1 (JSON-serialisable). Presets: ``fast`` (CPU, minutes)
     and ``paper`` (GPU).
 
+    ``objective``: ``"r2r"`` (default) trains on recorrupted pairs drawn from the known
+    post-log noise model (:class:`~turndiff.stage1.objective.RecorruptedObjective`,
+    ``recorrupt`` = its ``a``); ``"csss"`` is the paper's sub-sampled pairs with the
+    similarity maps (``pairs``: ``"cell"``, the paper's 2x2 cells, or ``"views"``;
+    ``targets=2`` adds ``s3``; ``alpha``, ``use_similarity``, ``regulariser``,
+    ``normalise``, ``similarity`` apply to it only). ``loss_weighting="ramp"`` weighs
+    residuals by the detector ramp FBP applies (``ramp_floor`` at zero frequency). The
+    choices and their measurements are in docs/METHOD.md.
+
     ``sure_every > 0`` turns on checkpoint selection without clean data: every
     ``sure_every`` steps, and for the final EMA weights, the sinogram MSE is estimated by
     :func:`~turndiff.stage1.sure.sure_mse` on ``sure_slices`` training slices, and the
@@ -58,7 +67,7 @@ class Stage1Config:
     weight_decay: float = 1e-4
     warmup: int = 50
     grad_clip: float = 1.0
-    alpha: float = 1.0
+    alpha: float = 2.0
     alpha_warmup: int = 200
     use_similarity: bool = True
     regulariser: str = "paper"
@@ -69,11 +78,17 @@ class Stage1Config:
     seed: int = 0
     sure_every: int = 0
     sure_slices: int = 4
+    objective: str = "r2r"
+    pairs: str = "cell"
+    targets: int = 1
+    loss_weighting: str = "ramp"
+    ramp_floor: float = 0.1
+    recorrupt: float = 0.5
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Stage1Config":
         presets = {
-            "fast": {},
+            "fast": dict(iters=2000, sure_every=500),
             "paper": dict(features=(32, 32, 64, 128, 256, 32), iters=20000, batch_size=16, crop=(256, 256),
                           lr=5e-4, warmup=500, alpha_warmup=2000, checkpoint_every=1000, ema_decay=0.999,
                           sure_every=1000),
@@ -175,6 +190,29 @@ class ProjectionDenoiser:
         return cls(net.to(device), cfg)
 
 
+def _make_objective(net: ResidualDenoiser, cfg: Stage1Config) -> torch.nn.Module:
+    if cfg.objective == "r2r":
+        return RecorruptedObjective(net, recorrupt=cfg.recorrupt, loss_weighting=cfg.loss_weighting,
+                                    ramp_floor=cfg.ramp_floor)
+    if cfg.objective != "csss":
+        raise InputError(f"stage-1 objective must be 'csss' or 'r2r', got {cfg.objective!r}")
+    if cfg.pairs not in CELLS:
+        raise InputError(f"stage-1 pairs must be one of {', '.join(CELLS)}, got {cfg.pairs!r}")
+    return CSSSObjective(
+        net,
+        alpha=cfg.alpha,
+        alpha_warmup=cfg.alpha_warmup,
+        use_similarity=cfg.use_similarity,
+        normalise=cfg.normalise,
+        similarity=SimilarityConfig(**cfg.similarity),
+        regulariser=cfg.regulariser,
+        cell=CELLS[cfg.pairs],
+        targets=cfg.targets,
+        loss_weighting=cfg.loss_weighting,
+        ramp_floor=cfg.ramp_floor,
+    )
+
+
 def _make_batch_fn(sino: torch.Tensor, photons: float, cfg: Stage1Config, device: torch.device):
     """Random even-aligned crops (wrapping around in views), random detector flips."""
     n, V, D = sino.shape
@@ -244,15 +282,7 @@ def train_projection_denoiser(
     net = ResidualDenoiser(
         1, features=cfg.features, shift=float(y.mean()), scale=float(max(y.std(), 1e-3)), circular_rows=True
     )
-    objective = CSSSObjective(
-        net,
-        alpha=cfg.alpha,
-        alpha_warmup=cfg.alpha_warmup,
-        use_similarity=cfg.use_similarity,
-        normalise=cfg.normalise,
-        similarity=SimilarityConfig(**cfg.similarity),
-        regulariser=cfg.regulariser,
-    ).to(dev)
+    objective = _make_objective(net, cfg).to(dev)
     data = pad_even(torch.from_numpy(y)[:, None])[:, 0]
     tcfg = TrainConfig(
         iters=cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup, grad_clip=cfg.grad_clip,
@@ -262,7 +292,7 @@ def train_projection_denoiser(
     t0 = time.time()
     selector = _SureSelector(net, y, i0, cfg, dev) if cfg.sure_every > 0 else None
     result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
-                   progress=progress, desc="stage 1: CSSS", max_steps=max_steps, callback=selector)
+                   progress=progress, desc=f"stage 1: {cfg.objective.upper()}", max_steps=max_steps, callback=selector)
     info = {
         "photons": i0,
         "photons_estimated": photons is None,

@@ -24,8 +24,20 @@ because with two different weights the paper's form has its minimum at
 seen in the noisy pair more strongly than in the denoised one) it asks the network to
 *amplify* the structural gap, by up to 20x at ``e_max = 0.95``, and the next ``f(y)``
 feeds that back. The consistent form keeps Neighbor2Neighbor's fixed point for any
-weights. Measured, the paper's form was slightly better at the ``fast`` length, so it is
-the default (docs/METHOD.md has the numbers).
+weights. Measured, the paper's form was slightly better at the ``fast`` length (docs/METHOD.md).
+
+Options beyond the paper (docs/METHOD.md, "Stage 1: what was measured"):
+
+- ``cell=(2, 1)`` pairs two views of one detector bin instead of the 2x2 cell, whose bin
+  and diagonal pairs break Neighbor2Neighbor's small-gap assumption in sinograms.
+- ``targets=2`` uses the third sub-sinogram ``s3`` of fig. 3 as a second target,
+  ``(s2 + s3) / 2`` (half the target noise, 2x2 cells only).
+- ``loss_weighting="ramp"`` measures every residual through a detector-direction ramp
+  (:func:`ramp_weighted_mean_square`): the error that FBP will amplify is the error
+  the loss weighs.
+
+:class:`RecorruptedObjective` replaces the sub-sampled pairs by recorrupted pairs built
+from the known post-log noise model (Pang et al., CVPR 2021): no structural gap at all.
 """
 
 from __future__ import annotations
@@ -36,7 +48,34 @@ from torch import nn
 from .similarity import SimilarityConfig, noise_variance, similarity_map
 from .subsample import draw_cell_positions, subsample
 
-__all__ = ["CSSSObjective"]
+__all__ = ["CSSSObjective", "RecorruptedObjective", "ramp_weighted_mean_square"]
+
+
+def ramp_weighted_mean_square(e: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
+    """Mean square of ``e`` ``[..., D]`` weighted along the last (detector) axis by
+    ``floor + (1 - floor) |omega| / omega_max``.
+
+    FBP's image error is, by the Fourier-slice theorem, the sinogram error weighted by
+    ``|omega|`` (parallel beam): low detector frequencies barely matter and the highest
+    matter most. ``floor`` keeps a little weight at ``omega = 0`` (the DC level sets the
+    CT number). Normalised so that white noise of variance ``s^2`` gives ``s^2`` for any
+    ``floor`` (``floor = 1`` is the plain mean square). The signal is zero-padded to
+    ``2 D`` so the filter does not wrap around.
+    """
+    d = e.shape[-1]
+    n = 2 * d
+    spec = torch.fft.rfft(e.float(), n=n, dim=-1)
+    freq = torch.fft.rfftfreq(n, device=e.device)
+    w = floor + (1.0 - floor) * 2.0 * freq
+    mult = torch.full_like(freq, 2.0)  # rfft keeps one of each +-omega pair
+    mult[0] = 1.0
+    mult[-1] = 1.0
+    wm = w * mult
+    return (spec.real.pow(2) + spec.imag.pow(2)).mul(wm).sum(-1).mean() / (d * wm.sum())
+
+
+def _mean_square(e: torch.Tensor, weighting: str, floor: float) -> torch.Tensor:
+    return ramp_weighted_mean_square(e, floor) if weighting == "ramp" else e.pow(2).mean()
 
 
 class CSSSObjective(nn.Module):
@@ -57,8 +96,20 @@ class CSSSObjective(nn.Module):
         normalise: bool = False,
         similarity: SimilarityConfig | None = None,
         regulariser: str = "paper",
+        cell: tuple[int, int] = (2, 2),
+        targets: int = 1,
+        loss_weighting: str = "none",
+        ramp_floor: float = 0.1,
     ) -> None:
         super().__init__()
+        if tuple(cell) not in ((2, 2), (2, 1)):
+            raise ValueError(f"cell must be (2, 2) or (2, 1), got {cell!r}")
+        if targets not in (1, 2) or (targets == 2 and tuple(cell) != (2, 2)):
+            raise ValueError("targets must be 1, or 2 with 2x2 cells (s3 needs a third position)")
+        if loss_weighting not in ("none", "ramp"):
+            raise ValueError(f"loss_weighting must be 'none' or 'ramp', got {loss_weighting!r}")
+        self.cell, self.targets = tuple(cell), int(targets)
+        self.loss_weighting, self.ramp_floor = loss_weighting, float(ramp_floor)
         if regulariser not in ("paper", "consistent"):
             raise ValueError(f"regulariser must be 'paper' or 'consistent', got {regulariser!r}")
         self.regulariser = regulariser
@@ -79,16 +130,17 @@ class CSSSObjective(nn.Module):
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         y = batch["sinogram"]
         photons = batch["photons"].to(y)
-        pos = draw_cell_positions(tuple(y.shape), 2, generator=batch.get("generator"), device=y.device)
-        s1y, s2y = subsample(y, pos)
+        pos = draw_cell_positions(tuple(y.shape), 1 + self.targets, generator=batch.get("generator"),
+                                  device=y.device, cell=self.cell)
+        s1y, s2y = self._pair(y, pos)
         alpha = self.alpha_at(int(batch.get("step", 0)))
         with torch.no_grad():
             fy = self.network(y) if alpha > 0 or self.use_similarity else None
             var = noise_variance(y, photons)
-            v1, v2 = subsample(var, pos)
+            v1, v2 = self._pair(var, pos, variance=True)
             w_noise = torch.rsqrt(v2) if self.normalise else torch.ones_like(v2)
             if fy is not None:
-                s1f, s2f = subsample(fy, pos)
+                s1f, s2f = self._pair(fy, pos)
             if self.use_similarity:
                 e1 = similarity_map(s1y, s2y, v1, v2, self.similarity)
                 e2 = similarity_map(s1f, s2f, v1, v2, self.similarity)
@@ -96,15 +148,59 @@ class CSSSObjective(nn.Module):
                 e1 = e2 = torch.zeros_like(s1y)
         out = self.network(s1y)
         diff = (out - s2y) * (1 - e1) * w_noise
-        loss_rec = diff.pow(2).mean()
+        loss_rec = _mean_square(diff, self.loss_weighting, self.ramp_floor)
         loss = loss_rec
-        logs = {"rec": float(loss_rec.detach()), "e1": float(e1.mean())}
+        logs = {"rec": loss_rec.detach(), "e1": e1.mean()}
         if alpha > 0:
             if self.regulariser == "paper":
                 reg = diff - (s1f - s2f) * (1 - e2) * w_noise
             else:
                 reg = (out - s2y - (s1f - s2f)) * (1 - e2) * w_noise
-            loss_reg = reg.pow(2).mean()
+            loss_reg = _mean_square(reg, self.loss_weighting, self.ramp_floor)
             loss = loss + alpha * loss_reg
-            logs["reg"] = float(loss_reg.detach())
+            logs["reg"] = loss_reg.detach()
         return loss, logs
+
+    def _pair(self, x: torch.Tensor, pos: torch.Tensor, variance: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s1, target)``: the target is ``s2``, or ``(s2 + s3) / 2`` with two targets."""
+        subs = subsample(x, pos, self.cell)
+        if self.targets == 1:
+            return subs[0], subs[1]
+        return subs[0], (subs[1] + subs[2]) / (4.0 if variance else 2.0)
+
+
+class RecorruptedObjective(nn.Module):
+    """Recorrupted-to-recorrupted training on the known post-log noise model.
+
+    With ``sigma^2`` the predicted variance of every bin (:func:`noise_variance`) and
+    ``z ~ N(0, sigma^2)`` drawn afresh each step, the input is ``y + a z`` and the target
+    ``y - z / a``. For Gaussian noise the two noises are independent, so
+    ``E ||f(y + a z) - (y - z / a)||^2 = E ||f(y + a z) - p||^2 + const`` (Pang et al.,
+    CVPR 2021): an unbiased clean-data-free MSE with no structural gap between input and
+    target, unlike any sub-sampled pair. The price: the network sees noise of variance
+    ``(1 + a^2) sigma^2`` in training (a slightly lower dose than the data), and the
+    target is noisier, ``(1 + 1 / a^2) sigma^2``. ``loss_weighting="ramp"`` is as in
+    :class:`CSSSObjective`; the cross term still vanishes because the filter is linear.
+    """
+
+    def __init__(self, network: nn.Module, *, recorrupt: float = 0.5, loss_weighting: str = "none",
+                 ramp_floor: float = 0.1) -> None:
+        super().__init__()
+        if not recorrupt > 0:
+            raise ValueError(f"recorrupt must be > 0, got {recorrupt!r}")
+        if loss_weighting not in ("none", "ramp"):
+            raise ValueError(f"loss_weighting must be 'none' or 'ramp', got {loss_weighting!r}")
+        self.network = network
+        self.recorrupt = float(recorrupt)
+        self.loss_weighting, self.ramp_floor = loss_weighting, float(ramp_floor)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        y = batch["sinogram"]
+        photons = batch["photons"].to(y)
+        a = self.recorrupt
+        with torch.no_grad():
+            sigma = noise_variance(y, photons).sqrt()
+            z = torch.randn(y.shape, generator=batch.get("generator"), dtype=y.dtype).to(y.device) * sigma
+        out = self.network(y + a * z)
+        loss = _mean_square(out - (y - z / a), self.loss_weighting, self.ramp_floor)
+        return loss, {"rec": loss.detach()}

@@ -1,12 +1,17 @@
-"""Contextual random sub-sampling (CSSS, fig. 3 of the paper).
+"""Contextual random sub-sampling (CSSS, fig. 3 of the paper) and its view-pair variant.
 
-The sinogram ``[B, C, V, D]`` is cut into 2x2 cells over (view, detector). For every cell
-and every training step a random permutation of the cell's four positions is drawn; the
-first ``k`` positions feed the sub-sinograms ``s1, s2, ..., sk`` (``k <= 4``). Each
-sub-sinogram is half size, ``[B, C, V/2, D/2]``, every cell gives it exactly one sample,
-and within a cell the sub-sinograms take distinct samples, so their noise is independent
-(Poisson noise is independent across detector bins and views) while their content
-differs only by a sub-pixel shift of the anatomy.
+The sinogram ``[B, C, V, D]`` is cut into cells over (view, detector): 2x2 cells in the
+paper's form (``cell=(2, 2)``), or 2x1 cells, two consecutive views of one detector bin
+(``cell=(2, 1)``, "view pairs"). For every cell and every training step a random
+permutation of the cell's positions is drawn; the first ``k`` positions feed the
+sub-sinograms ``s1, s2, ..., sk``. Each sub-sinogram is ``[B, C, V/2, D/cd]``, every cell
+gives it exactly one sample, and within a cell the sub-sinograms take distinct samples,
+so their noise is independent (Poisson noise is independent across bins and views).
+
+Why view pairs: Neighbor2Neighbor needs the content of ``s1`` and ``s2`` to differ by
+much less than the noise. In a sinogram it does not along the detector: the clean
+difference of bin neighbours (and diagonals) is 2-17 times the noise energy at 25% dose
+on the benchmark phantoms, against 0.3-2.3 for view neighbours (docs/METHOD.md).
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["draw_cell_positions", "subsample", "pad_even"]
+__all__ = ["draw_cell_positions", "subsample", "pad_even", "CELLS"]
+
+#: Cell shapes (views, bins) by name.
+CELLS = {"cell": (2, 2), "views": (2, 1)}
 
 
 def pad_even(y: torch.Tensor) -> torch.Tensor:
@@ -26,31 +34,40 @@ def pad_even(y: torch.Tensor) -> torch.Tensor:
 
 
 def draw_cell_positions(
-    shape: tuple[int, ...], k: int = 2, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    shape: tuple[int, ...],
+    k: int = 2,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    cell: tuple[int, int] = (2, 2),
 ) -> torch.Tensor:
-    """Random distinct positions (0..3) per cell: ``long [k, B, V/2, D/2]``.
+    """Random distinct positions per cell: ``long [k, B, V/cv, D/cd]``, values in ``0..cv*cd-1``.
 
-    ``shape`` is the even-sized ``[B, C, V, D]`` of the sinogram.
+    ``shape`` is the ``[B, C, V, D]`` of the sinogram (V, D multiples of the cell).
     """
-    if not 2 <= k <= 4:
-        raise ValueError(f"k must be 2, 3 or 4 sub-sinograms, got {k}")
+    cv, cd = cell
+    n = cv * cd
+    if not 2 <= k <= n:
+        raise ValueError(f"k must be 2..{n} sub-sinograms for a {cv}x{cd} cell, got {k}")
     b, _, v, d = shape
-    if v % 2 or d % 2:
-        raise ValueError(f"sub-sampling needs even views and bins, got {v} x {d}")
-    keys = torch.rand((b, v // 2, d // 2, 4), generator=generator, device="cpu")
+    if v % cv or d % cd:
+        raise ValueError(f"sub-sampling needs views and bins divisible by {cv} x {cd}, got {v} x {d}")
+    keys = torch.rand((b, v // cv, d // cd, n), generator=generator, device="cpu")
     perm = keys.argsort(-1)[..., :k]  # a random permutation's first k entries: distinct
     return perm.permute(3, 0, 1, 2).contiguous().to(device)
 
 
-def subsample(y: torch.Tensor, positions: torch.Tensor) -> list[torch.Tensor]:
-    """Gather the sub-sinograms of ``y`` ``[B, C, V, D]`` at ``positions`` ``[k, B, V/2, D/2]``.
+def subsample(y: torch.Tensor, positions: torch.Tensor, cell: tuple[int, int] = (2, 2)) -> list[torch.Tensor]:
+    """Gather the sub-sinograms of ``y`` ``[B, C, V, D]`` at ``positions`` ``[k, B, V/cv, D/cd]``.
 
-    Position ``p`` in a cell is (view offset ``p // 2``, bin offset ``p % 2``).
+    Position ``p`` in a cell is (view offset ``p // cd``, bin offset ``p % cd``).
     """
+    cv, cd = cell
     b, c, v, d = y.shape
-    cells = y.reshape(b, c, v // 2, 2, d // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(b, c, v // 2, d // 2, 4)
+    n = cv * cd
+    cells = y.reshape(b, c, v // cv, cv, d // cd, cd).permute(0, 1, 2, 4, 3, 5).reshape(b, c, v // cv, d // cd, n)
     out = []
     for pos in positions:
-        idx = pos[:, None, :, :, None].expand(b, c, v // 2, d // 2, 1)
+        idx = pos[:, None, :, :, None].expand(b, c, v // cv, d // cd, 1)
         out.append(torch.gather(cells, -1, idx)[..., 0])
     return out
