@@ -29,7 +29,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 FORBIDDEN_NAMES = {"make_bench_data", "run_benchmark", "TEST_SEED", "TEST_SEEDS"}
 
 
-def test_development_violations(source: str) -> list[str]:
+def _violations(source: str) -> list[str]:
     """What in a development script's source reaches the test split."""
     found = []
     for node in ast.walk(ast.parse(source)):
@@ -47,8 +47,6 @@ def test_development_violations(source: str) -> list[str]:
     return found
 
 
-test_development_violations.__test__ = False  # a helper, not a test
-
 
 def test_splits_are_disjoint_and_named():
     assert not set(TRAIN_SEEDS) & set(TEST_SEEDS)
@@ -59,7 +57,7 @@ def test_splits_are_disjoint_and_named():
 
 @pytest.mark.parametrize("script", sorted(BENCHMARKS.glob("*.py")), ids=lambda p: p.name)
 def test_development_scripts_never_use_test_seeds(script):
-    assert test_development_violations(script.read_text()) == []
+    assert _violations(script.read_text()) == []
 
 
 @pytest.mark.parametrize("source", [
@@ -69,7 +67,7 @@ def test_development_scripts_never_use_test_seeds(script):
     "import turndiff.benchmark.splits as s\nx = s.TEST_SEED",
 ])
 def test_the_check_catches_a_script_that_reaches_the_test_split(source):
-    assert test_development_violations(source)
+    assert _violations(source)
 
 
 def test_dev_data_refuses_test_seeds():

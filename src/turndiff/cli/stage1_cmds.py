@@ -42,7 +42,7 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
               help="Weigh residuals by the detector ramp that FBP applies [preset: ramp].")
 @click.option("--sure-every", type=click.IntRange(min=0), default=None,
               help="Every N steps, estimate the sinogram MSE by SURE (no clean data) and keep the best "
-                   "weights; 0 turns it off [preset: fast 0, paper 1000].")
+                   "weights; 0 turns it off [preset: fast 500, paper 1000].")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs, loss_weighting, sure_every, device,

@@ -74,6 +74,12 @@ def ramp_weighted_mean_square(e: torch.Tensor, floor: float = 0.1) -> torch.Tens
     return (spec.real.pow(2) + spec.imag.pow(2)).mul(wm).sum(-1).mean() / (d * wm.sum())
 
 
+def _check_weighting(loss_weighting: str) -> str:
+    if loss_weighting not in ("none", "ramp"):
+        raise ValueError(f"loss_weighting must be 'none' or 'ramp', got {loss_weighting!r}")
+    return loss_weighting
+
+
 def _mean_square(e: torch.Tensor, weighting: str, floor: float) -> torch.Tensor:
     return ramp_weighted_mean_square(e, floor) if weighting == "ramp" else e.pow(2).mean()
 
@@ -106,10 +112,8 @@ class CSSSObjective(nn.Module):
             raise ValueError(f"cell must be (2, 2) or (2, 1), got {cell!r}")
         if targets not in (1, 2) or (targets == 2 and tuple(cell) != (2, 2)):
             raise ValueError("targets must be 1, or 2 with 2x2 cells (s3 needs a third position)")
-        if loss_weighting not in ("none", "ramp"):
-            raise ValueError(f"loss_weighting must be 'none' or 'ramp', got {loss_weighting!r}")
         self.cell, self.targets = tuple(cell), int(targets)
-        self.loss_weighting, self.ramp_floor = loss_weighting, float(ramp_floor)
+        self.loss_weighting, self.ramp_floor = _check_weighting(loss_weighting), float(ramp_floor)
         if regulariser not in ("paper", "consistent"):
             raise ValueError(f"regulariser must be 'paper' or 'consistent', got {regulariser!r}")
         self.regulariser = regulariser
@@ -188,11 +192,9 @@ class RecorruptedObjective(nn.Module):
         super().__init__()
         if not recorrupt > 0:
             raise ValueError(f"recorrupt must be > 0, got {recorrupt!r}")
-        if loss_weighting not in ("none", "ramp"):
-            raise ValueError(f"loss_weighting must be 'none' or 'ramp', got {loss_weighting!r}")
         self.network = network
         self.recorrupt = float(recorrupt)
-        self.loss_weighting, self.ramp_floor = loss_weighting, float(ramp_floor)
+        self.loss_weighting, self.ramp_floor = _check_weighting(loss_weighting), float(ramp_floor)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         y = batch["sinogram"]
