@@ -9,7 +9,8 @@ Run::
 ``MODEL_DIR`` is the model a benchmark run saved (``BENCH_OUT/runs/turndiff/model``). Its
 stage 1 and autoencoder are kept; for every variant only the diffusion U-Net is
 retrained on the benchmark's 8 training slices (``Stage2Config`` overrides as JSON, e.g.
-``paper_condition='{"cond_noise_scale": [1, 1]}'``). Each variant prints one Markdown
+``paper_condition='{"cond_noise_scale": [1, 1]}'``; with ``r2r_weight > 0`` the U-Net trains
+on recorrupted triples, :func:`turndiff.stage2.train.recorrupted_images`). Each variant prints one Markdown
 row: x~0 conditioned on ``x_ld`` and on the ``auto`` blend at 25% (PSNR / SSIM soft,
 gradient ratio all / edges / flat, inside the body), and the fused TurnDiff PSNR at 25%,
 10% and 50%, on 6 validation phantoms (``VALIDATION_SEED``; never the test slices).
@@ -31,7 +32,7 @@ from turndiff.inference import FusionConfig, blend, choose_strategy, pixel_fusio
 from turndiff.metrics import evaluate, gradient_ratios
 from turndiff.pipeline import TurnDiffPipeline, _fbp_hu
 from turndiff.stage1 import estimate_photons
-from turndiff.stage2.train import train_latent_diffusion
+from turndiff.stage2.train import recorrupted_images, train_latent_diffusion
 
 DOSES = (0.25, 0.10, 0.5)
 
@@ -70,7 +71,12 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
     for spec in specs:
         name, _, text = spec.partition("=")
         cfg = base.config.replace(**(json.loads(text) if text else {}))
-        model, _ = train_latent_diffusion(base.autoencoder, tr_ld, tr_x0, cfg,
+        cond, teacher, target = tr_ld, tr_x0, None
+        if cfg.r2r_weight > 0:
+            cond, teacher, target = recorrupted_images(
+                data.train_sinogram, float(pipe.stage1.photons), pipe.stage1.denoise, lambda s: _fbp_hu(A, s, mw),
+                recorrupt=cfg.r2r_recorrupt, copies=cfg.r2r_copies, seed=0)
+        model, _ = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target,
                                           latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
                                           progress=False)
         fused = [_psnr(pixel_fusion(model.sample(test[d][2], seed=0), test[d][1], test[d][0])[0], ref)

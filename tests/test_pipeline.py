@@ -119,3 +119,18 @@ def test_auto_strategy_sets_the_condition_noise_to_a_fraction_of_training():
     assert mid.strategy == "up" and mid.lam == pytest.approx(0.8)
     with pytest.raises(ValueError, match="kappa"):
         choose_strategy("auto", None, photons_input=1e4, photons_train=2.5e4, kappa=0.0)
+
+
+def test_stage1_calibration_follows_the_input_dose(tiny_model):
+    """SURE calibration runs on scans at least as clean as training (``calibrate=None``),
+    not on much noisier ones, and ``calibrate=False`` gives the plain stage-1 prior."""
+    data, pipe, _ = tiny_model
+    same = pipe(data.test_sinograms[0.25], progress=False)
+    low = pipe(data.test_sinograms[0.1], progress=False)
+    off = pipe(data.test_sinograms[0.25], calibrate=False, progress=False)
+    assert same.calibration is not None and same.calibration.shape == (2, 8)
+    assert ((same.calibration >= 0) & (same.calibration <= 1)).all()
+    assert low.calibration is None and off.calibration is None
+    assert not np.allclose(same.x0, off.x0)
+    forced = pipe(data.test_sinograms[0.1], calibrate=True, progress=False)
+    assert forced.calibration is not None

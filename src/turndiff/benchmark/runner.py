@@ -35,7 +35,8 @@ PRESETS = {
     "tiny": dict(size=64, n_train=2, n_test=2, doses=(0.25, 0.10)),
 }
 TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)",
-                 "no tunable strategy", "global fusion 0.5", "global fusion 1")
+                 "no tunable strategy", "global fusion 0.5", "global fusion 1", "no SURE calibration",
+                 "x0, no SURE calibration")
 #: Stage-1 ablations: stage 1 retrained with these overrides, stage 2 and fusion reused.
 #: The first is the paper's stage 1 as the project shipped it before issue 13.
 STAGE1_ABLATIONS = {
@@ -141,6 +142,9 @@ def _turndiff_results(data: BenchData, doses, preset: str, seed: int, device: st
                 imgs["no tunable strategy"][d] = none.image_hu
                 imgs["global fusion 0.5"][d] = global_fusion(res.x_diffusion, res.x0, 0.5)
                 imgs["global fusion 1"][d] = global_fusion(res.x_diffusion, res.x0, 1.0)
+                plain = pipe(sino, strategy="auto", fusion="pixel", seed=seed, calibrate=False, progress=False)
+                imgs["no SURE calibration"][d] = plain.image_hu
+                imgs["x0, no SURE calibration"][d] = plain.x0
     n_slices = sum(data.test_sinograms[d].shape[0] for d in doses)
     for k, v in imgs.items():
         if v:

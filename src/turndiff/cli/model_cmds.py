@@ -93,13 +93,16 @@ def fit_cmd(input, out, preset, device, seed) -> None:
 @click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Partial-diffusion start, fraction of the chain [model default].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--calibrate", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Blend stage 1 with the data per frequency band by SURE (auto: on unless the scan is "
+                   "much noisier than the training scans).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--save-intermediates", is_flag=True, help="Also store x_ld, x_prior, x_diffusion, fusion_weight (.h5).")
 @click.option("--template", type=click.Path(exists=True), default=None,
               help="Source DICOM series whose patient/study tags a DICOM output copies.")
 @click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers.")
-def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, steps, strength, seed, device,
-                save_intermediates, template, anonymize) -> None:
+def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, steps, strength, seed, calibrate,
+                device, save_intermediates, template, anonymize) -> None:
     """Reconstruct the `sinogram` of IN.h5 with a TurnDiff model."""
     from ..io import read_sinogram_h5, read_volume
     from ..pipeline import TurnDiffPipeline
@@ -111,10 +114,13 @@ def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, s
     if fusion == "global" and fusion_lam is None:
         fusion_lam = lam  # SURFACE.md: `--fusion global --lam L`
     res = pipe(sino, strategy=strategy, lam=lam if strategy in ("up", "down") else None, fusion=fusion,
-               fusion_lam=fusion_lam, steps=steps, strength=strength, seed=seed)
+               fusion_lam=fusion_lam, steps=steps, strength=strength, seed=seed,
+               calibrate={"auto": None, "on": True, "off": False}[calibrate])
     c = res.strategy
     click.echo(f"strategy {c.strategy} (lam {c.lam:.3f}, weight of x_ld {c.weight_ld:.3f}"
                + (f", input noise / training noise {c.noise_ratio:.2f}" if c.noise_ratio else "") + ")", err=True)
+    if res.calibration is not None:
+        click.echo(f"stage 1 calibrated by SURE: mean weight of its correction {res.calibration.mean():.2f}", err=True)
     extra = {k: v for k, v in res.intermediates().items()} if save_intermediates else None
     keep = {k: attrs[k] for k in ("geometry", "photons") if k in attrs}
     keep["source"] = f"turndiff reconstruct ({c.strategy}, fusion {fusion}) of {input}"

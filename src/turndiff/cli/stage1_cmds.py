@@ -33,9 +33,9 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
 @click.option("--no-similarity", is_flag=True, help="Ablation: e1 = e2 = 0 (plain Neighbor2Neighbor).")
 @click.option("--alpha", type=click.FloatRange(min=0), default=None,
               help="Weight of the CSSS regulariser [preset: 2].")
-@click.option("--objective", type=click.Choice(["r2r", "csss"]), default=None,
-              help="Training signal: recorrupted pairs from the noise model, or the paper's sub-sampled "
-                   "CSSS pairs [preset: r2r].")
+@click.option("--objective", type=click.Choice(["r2r", "csss", "sure"]), default=None,
+              help="Training signal: recorrupted pairs from the noise model, the paper's sub-sampled "
+                   "CSSS pairs, or SURE of the sinogram error (2x the time per step) [preset: r2r].")
 @click.option("--pairs", type=click.Choice(["cell", "views"]), default=None,
               help="CSSS pairs: the paper's 2x2 cells, or two views of one bin [preset: cell].")
 @click.option("--loss-weighting", type=click.Choice(["ramp", "none"]), default=None,

@@ -2,15 +2,16 @@
 by default; the paper's CSSS sub-sampled pairs as an option)."""
 
 from .model import ProjectionDenoiser, Stage1Config, train_projection_denoiser
-from .objective import CSSSObjective, RecorruptedObjective, ramp_weighted_mean_square
+from .objective import CSSSObjective, RecorruptedObjective, SureObjective, ramp_weighted_mean_square
 from .similarity import SimilarityConfig, estimate_photons, noise_variance, similarity_map
 from .subsample import draw_cell_positions, subsample
-from .sure import sure_mse
+from .sure import sure_calibrate, sure_mse
 
 __all__ = [
     "CSSSObjective",
     "ProjectionDenoiser",
     "RecorruptedObjective",
+    "SureObjective",
     "SimilarityConfig",
     "Stage1Config",
     "draw_cell_positions",
@@ -19,6 +20,7 @@ __all__ = [
     "ramp_weighted_mean_square",
     "similarity_map",
     "subsample",
+    "sure_calibrate",
     "sure_mse",
     "train_projection_denoiser",
 ]

@@ -19,7 +19,7 @@ import torch
 from .._checks import as_stack
 from ..errors import InputError
 from ..nets import ResidualDenoiser
-from .objective import CSSSObjective, RecorruptedObjective
+from .objective import CSSSObjective, RecorruptedObjective, SureObjective
 from .similarity import SimilarityConfig, estimate_photons
 from .subsample import CELLS, pad_even
 
@@ -48,7 +48,9 @@ class Stage1Config:
     ``recorrupt`` = its ``a``); ``"csss"`` is the paper's sub-sampled pairs with the
     similarity maps (``pairs``: ``"cell"``, the paper's 2x2 cells, or ``"views"``;
     ``targets=2`` adds ``s3``; ``alpha``, ``use_similarity``, ``regulariser``,
-    ``normalise``, ``similarity`` apply to it only). ``loss_weighting="ramp"`` weighs
+    ``normalise``, ``similarity`` apply to it only); ``"sure"`` minimises Stein's estimate
+    of the sinogram error itself (:class:`~turndiff.stage1.objective.SureObjective`; two
+    passes per step). ``loss_weighting="ramp"`` weighs
     residuals by the detector ramp FBP applies (``ramp_floor`` at zero frequency). The
     choices and their measurements are in docs/METHOD.md.
 
@@ -194,8 +196,10 @@ def _make_objective(net: ResidualDenoiser, cfg: Stage1Config) -> torch.nn.Module
     if cfg.objective == "r2r":
         return RecorruptedObjective(net, recorrupt=cfg.recorrupt, loss_weighting=cfg.loss_weighting,
                                     ramp_floor=cfg.ramp_floor)
+    if cfg.objective == "sure":
+        return SureObjective(net, loss_weighting=cfg.loss_weighting, ramp_floor=cfg.ramp_floor)
     if cfg.objective != "csss":
-        raise InputError(f"stage-1 objective must be 'csss' or 'r2r', got {cfg.objective!r}")
+        raise InputError(f"stage-1 objective must be 'csss', 'r2r' or 'sure', got {cfg.objective!r}")
     if cfg.pairs not in CELLS:
         raise InputError(f"stage-1 pairs must be one of {', '.join(CELLS)}, got {cfg.pairs!r}")
     return CSSSObjective(

@@ -104,6 +104,14 @@ class Stage2Config:
     image_loss_weight : float
         Weight of the knowledge-distillation loss ``L_image = |D(z0_pred) - x0|_1`` (in
         normalised units) added to the diffusion loss.
+    r2r_weight : float
+        Weight of the image-domain recorrupted loss (beyond the paper; 0 turns it off):
+        ``mean((D(z0_hat) - FBP(y - z / a))^2)`` on triples built from recorrupted
+        sinograms, see :class:`~turndiff.stage2.objectives.DiffusionObjective`.
+    r2r_recorrupt : float
+        ``a`` of those triples.
+    r2r_copies : int
+        Recorrupted copies drawn per training slice.
     max_train_strength : float
         Training timesteps are drawn in ``[0, max_train_strength * T)``; sampling with a
         larger ``strength`` is refused.
@@ -156,6 +164,9 @@ class Stage2Config:
     beta_start: float = 0.0015
     beta_end: float = 0.0195
     image_loss_weight: float = 1.0
+    r2r_weight: float = 0.0
+    r2r_recorrupt: float = 0.5
+    r2r_copies: int = 2
     max_train_strength: float = 0.5
     cond_noise_scale: tuple[float, float] = (0.2, 1.5)
     ae_iters: int = 20000
@@ -215,6 +226,9 @@ class Stage2Config:
             (self.kl_weight >= 0 and self.ae_grad_weight >= 0, "loss weights must be >= 0"),
             (self.soft_tissue_weight >= 1, "soft_tissue_weight must be >= 1"),
             (self.image_loss_weight >= 0, "image_loss_weight must be >= 0"),
+            (self.r2r_weight >= 0, f"r2r_weight must be >= 0, got {self.r2r_weight}"),
+            (self.r2r_recorrupt > 0, f"r2r_recorrupt must be > 0, got {self.r2r_recorrupt}"),
+            (self.r2r_copies >= 1, f"r2r_copies must be >= 1, got {self.r2r_copies}"),
             (0 <= self.ae_teacher_fraction <= 1, "ae_teacher_fraction must be in [0, 1]"),
             (0 < self.max_train_strength <= 1, "max_train_strength must be in (0, 1]"),
             (

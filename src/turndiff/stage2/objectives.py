@@ -86,6 +86,7 @@ class DiffusionObjective(torch.nn.Module):
         self.image_loss_weight = float(
             model.config.image_loss_weight if image_loss_weight is None else image_loss_weight
         )
+        self.r2r_weight = float(model.config.r2r_weight)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = self.model
@@ -100,9 +101,18 @@ class DiffusionObjective(torch.nn.Module):
         output = model.denoise(z_t, t, features).float()
         l_diff = F.mse_loss(output, model.target(z0, noise, t, z_cond))
         loss, logs = l_diff, {"diffusion": l_diff.detach()}
-        if self.image_loss_weight > 0:
+        use_r2r = self.r2r_weight > 0 and "target" in batch
+        if self.image_loss_weight > 0 or use_r2r:
             z0_hat, _ = model.split_prediction(z_t, t, output, z_cond)
-            l_image = _weighted_l1(model.decode(z0_hat).float(), x0, soft_tissue_weights(x0, model.config))
+            image = model.decode(z0_hat).float()
+            weights = soft_tissue_weights(x0, model.config)
+        if self.image_loss_weight > 0:
+            l_image = _weighted_l1(image, x0, weights)
             loss = loss + self.image_loss_weight * l_image
             logs["image"] = l_image.detach()
+        if use_r2r:
+            sq = (image - batch["target"]).square()
+            l_r2r = sq.mean() if weights is None else (sq * weights).sum() / weights.sum()
+            loss = loss + self.r2r_weight * l_r2r
+            logs["r2r"] = l_r2r.detach()
         return loss, logs

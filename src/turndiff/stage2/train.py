@@ -25,6 +25,7 @@ from turndiff.stage2.objectives import AutoencoderObjective, DiffusionObjective
 from turndiff.training import TrainConfig, TrainResult, resolve_device, train
 
 __all__ = [
+    "recorrupted_images",
     "train_autoencoder",
     "train_latent_diffusion",
     "train_stage2",
@@ -43,6 +44,55 @@ def _pair(x_ld: Any, x0: Any, config: Stage2Config) -> tuple[torch.Tensor, torch
         raise InputError(f"stage 2 needs images of at least {config.size_multiple} pixels a side, got {tuple(a.shape)}")
     return (hu_to_unit(a, config.hu_offset, config.hu_scale).contiguous(),
             hu_to_unit(b, config.hu_offset, config.hu_scale).contiguous())
+
+
+def recorrupted_images(
+    sinograms: np.ndarray,
+    photons: float,
+    denoise: Callable[[np.ndarray], np.ndarray],
+    fbp_hu: Callable[[np.ndarray], np.ndarray],
+    *,
+    recorrupt: float = 0.5,
+    copies: int = 2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image triples for the stage-2 recorrupted loss, from the noisy sinograms alone.
+
+    For each slice and copy, ``z ~ N(0, sigma^2)`` with the post-log variance of the
+    noise model (:func:`turndiff.stage1.noise_variance` of the denoised sinogram, so the
+    variance does not depend on the noise), ``y+ = y + a z`` and ``y- = y - z / a``.
+    Returns ``x_ld+ = FBP(y+)``, ``x0+ = FBP(f(y+))`` and ``x- = FBP(y-)``, each float32
+    ``[N * copies, H, W]`` HU. The noise of ``y-`` is independent of that of ``y+`` (and so
+    of everything computed from it, including the teacher), which keeps the loss unbiased.
+
+    Parameters
+    ----------
+    sinograms : array [N, V, D]
+        Noisy post-log training sinograms.
+    photons : float
+        Their unattenuated counts per bin ``I0``.
+    denoise : callable
+        The frozen stage-1 denoiser, ``[N, V, D] -> [N, V, D]``.
+    fbp_hu : callable
+        Sinograms ``[N, V, D]`` to HU images ``[N, H, W]``.
+    recorrupt, copies, seed
+        ``a``, recorrupted copies per slice, seed of ``z``.
+    """
+    from turndiff.stage1 import noise_variance
+
+    y = np.asarray(sinograms, np.float32)
+    if not (np.isfinite(photons) and photons > 0):
+        raise InputError(f"photons must be a positive number, got {photons!r}")
+    rng = np.random.default_rng(seed)
+    sigma = np.sqrt(noise_variance(torch.from_numpy(denoise(y)).double(), float(photons)).numpy())
+    plus, teacher, minus = [], [], []
+    for _ in range(copies):
+        z = (rng.standard_normal(y.shape) * sigma).astype(np.float32)
+        y_plus = y + recorrupt * z
+        plus.append(fbp_hu(y_plus))
+        teacher.append(fbp_hu(denoise(y_plus)))
+        minus.append(fbp_hu(y - z / recorrupt))
+    return tuple(np.concatenate(v).astype(np.float32) for v in (plus, teacher, minus))
 
 
 def _effective_crop(crop: int, shape: torch.Size, multiple: int) -> int:
@@ -181,6 +231,7 @@ def train_latent_diffusion(
     config: Stage2Config,
     *,
     latent_stats: tuple[list[float], list[float]] | None = None,
+    target: np.ndarray | torch.Tensor | None = None,
     run_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -200,6 +251,10 @@ def train_latent_diffusion(
     latent_stats : (shift, scale), optional
         Per-channel latent normalisation; estimated from ``x0`` when omitted
         (:func:`estimate_latent_stats`).
+    target : array or tensor, optional
+        float [N, H, W] HU, the recorrupted partner images ``x-`` of the loss weighted by
+        ``config.r2r_weight``; ``x_ld`` and ``x0`` are then the triples' ``x_ld+`` and
+        ``x0+`` (:func:`recorrupted_images`).
     run_dir, device, seed, progress, checkpoint_every
         As in :func:`train_autoencoder`.
 
@@ -211,6 +266,10 @@ def train_latent_diffusion(
         Losses and timing.
     """
     ld, teacher = _pair(x_ld, x0, config)
+    stacks = [ld, teacher]
+    if target is not None:
+        _, tgt = _pair(x_ld, target, config)
+        stacks.append(tgt)
     dev = resolve_device(device)
     autoencoder = autoencoder.to(dev)
     shift, scale = estimate_latent_stats(autoencoder, x0, config) if latent_stats is None else latent_stats
@@ -223,14 +282,17 @@ def train_latent_diffusion(
     lo, hi = config.cond_noise_scale
 
     def batch_fn(step: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-        a, b = _crops([ld, teacher], config.ldm_batch, crop, config.flip, g)
-        return {
-            "x_ld": a,
-            "x0": b,
+        crops = _crops(stacks, config.ldm_batch, crop, config.flip, g)
+        batch = {
+            "x_ld": crops[0],
+            "x0": crops[1],
             "t": torch.randint(0, t_max, (config.ldm_batch,), generator=g),
             "noise": torch.randn(config.ldm_batch, config.latent_channels, latent_side, latent_side, generator=g),
             "cond_scale": lo + (hi - lo) * torch.rand(config.ldm_batch, generator=g),
         }
+        if len(crops) == 3:
+            batch["target"] = crops[2]
+        return batch
 
     tcfg = _train_config(config, iters=config.ldm_iters, lr=config.ldm_lr, seed=seed, device=dev,
                          checkpoint_every=checkpoint_every)
@@ -265,6 +327,7 @@ def train_stage2(
     x0: np.ndarray | torch.Tensor,
     config: Stage2Config | None = None,
     *,
+    recorrupted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     run_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -280,6 +343,10 @@ def train_stage2(
         float [N, H, W] HU, the frozen stage-1 teacher ``FBP(f(y))`` (computed once).
     config : Stage2Config, optional
         Default ``Stage2Config.preset("fast")``.
+    recorrupted : (x_ld+, x0+, x-), optional
+        Triples of :func:`recorrupted_images`; with them (and ``config.r2r_weight > 0``)
+        the diffusion trains on the triples with the image-domain recorrupted loss. The
+        autoencoder always trains on ``x_ld`` and ``x0``.
     run_dir : path, optional
         Checkpoints go to ``run_dir/autoencoder`` and ``run_dir/diffusion``; a rerun
         resumes (finished parts are loaded, not retrained).
@@ -317,9 +384,13 @@ def train_stage2(
     autoencoder, ae_result = train_autoencoder(
         ld_t, x0_t, config, run_dir=root / "autoencoder" if root else None, device=device, seed=seed,
         progress=progress)
+    if recorrupted is not None and config.r2r_weight > 0:
+        cond_t, teacher_t, target_t = (_as_stack(v, name)[0] for v, name in zip(recorrupted, ("x_ld+", "x0+", "x-")))
+    else:
+        cond_t, teacher_t, target_t = ld_t, x0_t, None
     model, ldm_result = train_latent_diffusion(
-        autoencoder, ld_t, x0_t, config, run_dir=root / "diffusion" if root else None, device=device,
-        seed=seed + 1, progress=progress)
+        autoencoder, cond_t, teacher_t, config, target=target_t, run_dir=root / "diffusion" if root else None,
+        device=device, seed=seed + 1, progress=progress)
     model.training_info = {
         "autoencoder": _summary(ae_result),
         "diffusion": _summary(ldm_result),
