@@ -352,3 +352,35 @@ def test_training_inputs_are_validated() -> None:
         train_stage2(x_ld[:, :4, :4], x0[:, :4, :4], TINY, progress=False)
     with pytest.raises(InputError):
         train_stage2(x_ld * np.nan, x0, TINY, progress=False)
+
+
+def test_recorrupted_triples_have_independent_noise_and_need_no_clean_data() -> None:
+    """The stage-2 recorrupted target ``x-`` carries noise uncorrelated with its input
+    ``x_ld+`` (so its loss is the clean error plus a constant), unlike ``x_ld`` itself;
+    and the objective adds the term when the batch holds a target."""
+    from turndiff.dose import add_noise, mu_to_hu
+    from turndiff.physics import CTProjector, default_fan_geometry, ellipse_image
+    from turndiff.stage2.train import recorrupted_images
+
+    g = default_fan_geometry(64)
+    A = CTProjector(g)
+    clean = A.forward(ellipse_image(g))
+    noisy = np.stack([add_noise(clean, 2e4, rng=s) for s in range(3)]).astype(np.float32)
+    fbp = lambda s: mu_to_hu(np.stack([A.fbp(x) for x in s]), g.mu_water)
+    truth = fbp(clean[None])[0]
+    plus, teacher, minus = recorrupted_images(noisy, 2e4, lambda s: s, fbp, recorrupt=0.5, copies=4, seed=0)
+    assert plus.shape == teacher.shape == minus.shape == (12, 64, 64)
+    x_ld = np.repeat(fbp(noisy), 4, axis=0)
+    corr = lambda a, b: float(np.corrcoef((a - truth).ravel(), (b - truth).ravel())[0, 1])
+    assert abs(corr(plus, minus)) < 0.05  # independent noise: an unbiased target
+    assert corr(x_ld, minus) > 0.2  # the plain low-dose image would leak its noise into the target
+    # noise levels as designed: (1 + a^2) and (1 + 1/a^2) times the data's
+    ratio_plus = np.var(plus - truth) / np.var(x_ld - truth)
+    ratio_minus = np.var(minus - truth) / np.var(x_ld - truth)
+    assert 1.1 < ratio_plus < 1.4 and 4.0 < ratio_minus < 6.0
+
+    model = tiny_model(r2r_weight=10.0)
+    x_ld_u, x0_u = (model.to_unit(torch.from_numpy(a))[:, None] for a in toy_data(2, 16))
+    batch = {"x_ld": x_ld_u, "x0": x0_u, "t": torch.tensor([3, 80]), "noise": torch.randn(2, 2, 4, 4),
+             "cond_scale": torch.ones(2), "target": x_ld_u}
+    assert set(DiffusionObjective(model)(batch)[1]) == {"diffusion", "image", "r2r"}

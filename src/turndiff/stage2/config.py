@@ -164,7 +164,7 @@ class Stage2Config:
     beta_start: float = 0.0015
     beta_end: float = 0.0195
     image_loss_weight: float = 1.0
-    r2r_weight: float = 0.0
+    r2r_weight: float = 100.0
     r2r_recorrupt: float = 0.5
     r2r_copies: int = 2
     max_train_strength: float = 0.5
