@@ -13,7 +13,6 @@ import math
 import platform
 import time
 
-import numpy as np
 import torch
 
 from turndiff.physics import CTProjector, default_fan_geometry

@@ -22,7 +22,6 @@ import time
 
 import numpy as np
 
-from turndiff.baselines.base import fbp_hu
 from turndiff.benchmark.data import make_dev_data
 from turndiff.dose import hu_to_mu
 from turndiff.metrics import evaluate, gradient_ratios
@@ -32,7 +31,7 @@ from turndiff.stage1 import Stage1Config, sure_mse, train_projection_denoiser
 
 def _soft(A: CTProjector, sinograms: np.ndarray, reference_hu: np.ndarray) -> dict:
     """Soft-window metrics (inside the body) of FBP(sinograms) against the reference."""
-    return evaluate(fbp_hu(sinograms, A.geometry, projector=A), reference_hu, mask="body")["soft"]
+    return evaluate(A.fbp_hu(sinograms), reference_hu, mask="body")["soft"]
 
 
 def main() -> None:
@@ -93,7 +92,7 @@ def compare(settings: str, iters: int) -> None:
             e = _soft(A, den.denoise(data.test_sinograms[d]), data.test_reference_hu)
             cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.3f}")
             if d == 0.25:
-                img = fbp_hu(den.denoise(data.test_sinograms[d]), A.geometry, projector=A)
+                img = A.fbp_hu(den.denoise(data.test_sinograms[d]))
                 edges = gradient_ratios(img, data.test_reference_hu, mask="body")["edges"]
         print(f"| {text} | {sure * 1e4:.2f} | {' | '.join(cells)} | {edges:.3f} | {secs:.0f} |", flush=True)
 

@@ -30,8 +30,8 @@ import numpy as np
 from turndiff.benchmark.data import make_dev_data
 from turndiff.inference import FusionConfig, blend, choose_strategy, pixel_fusion
 from turndiff.metrics import evaluate, gradient_ratios
-from turndiff.pipeline import TurnDiffPipeline, _fbp_hu
-from turndiff.stage1 import estimate_photons
+from turndiff.pipeline import TurnDiffPipeline
+from turndiff.dose import estimate_photons
 from turndiff.stage2.train import recorrupted_images, train_latent_diffusion
 
 DOSES = (0.25, 0.10, 0.5)
@@ -49,10 +49,10 @@ def _psnr(x: np.ndarray, ref: np.ndarray) -> str:
 
 def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
-    A, mw = pipe.projector, pipe.geometry.mu_water
+    A = pipe.projector
 
     def images(sino):
-        return _fbp_hu(A, sino, mw), _fbp_hu(A, pipe.stage1.denoise(sino), mw)
+        return A.fbp_hu(sino), A.fbp_hu(pipe.stage1.denoise(sino))
 
     tr_ld, tr_x0 = images(data.train_sinogram)
     test = {}
@@ -74,7 +74,7 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
         cond, teacher, target = tr_ld, tr_x0, None
         if cfg.r2r_weight > 0:
             cond, teacher, target = recorrupted_images(
-                data.train_sinogram, float(pipe.stage1.photons), pipe.stage1.denoise, lambda s: _fbp_hu(A, s, mw),
+                data.train_sinogram, float(pipe.stage1.photons), pipe.stage1.denoise, A.fbp_hu,
                 recorrupt=cfg.r2r_recorrupt, copies=cfg.r2r_copies, seed=0)
         model, _ = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target,
                                           latent_stats=(base.latent_shift, base.latent_scale), seed=seed,

@@ -4,14 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from turndiff.dose import add_noise
+from turndiff.dose import add_noise, estimate_photons, postlog_variance
 from turndiff.physics import CTProjector, default_fan_geometry, ellipse_image
 from turndiff.stage1 import (
     CSSSObjective,
     SimilarityConfig,
     draw_cell_positions,
-    estimate_photons,
-    noise_variance,
     similarity_map,
     subsample,
 )
@@ -61,7 +59,7 @@ def test_similarity_map_is_low_for_noise_and_high_at_edges():
     y = torch.from_numpy(noisy)[None, None]
     pos = draw_cell_positions(tuple(y.shape), 2, generator=torch.Generator().manual_seed(0))
     s1, s2 = subsample(y, pos)
-    var = noise_variance(y, 2.5e4)
+    var = postlog_variance(y, 2.5e4)
     v1, v2 = subsample(var, pos)
     e = similarity_map(s1, s2, v1, v2)
     assert 0 <= float(e.min()) and float(e.max()) <= SimilarityConfig().e_max
@@ -153,7 +151,7 @@ def test_regulariser_forms_match_their_formulas(form):
     _, logs = obj(batch)
     pos = draw_cell_positions(tuple(y.shape), 2, generator=torch.Generator().manual_seed(3))
     s1y, s2y = subsample(y, pos)
-    v1, v2 = subsample(noise_variance(y, photons), pos)
+    v1, v2 = subsample(postlog_variance(y, photons), pos)
     s1f, s2f = subsample(2.0 * y, pos)
     e1 = similarity_map(s1y, s2y, v1, v2)
     e2 = similarity_map(s1f, s2f, v1, v2)
@@ -253,7 +251,7 @@ def test_recorrupted_loss_is_the_clean_error_plus_a_constant():
     y = torch.from_numpy(noisy)[None, None]
     p = torch.from_numpy(clean)[None, None]
     photons = torch.tensor([1e4])
-    sigma2 = float(noise_variance(y, photons).mean())
+    sigma2 = float(postlog_variance(y, photons).mean())
     a = 0.5
     losses, trues = [], []
     for k in (1, 3, 9):
@@ -262,7 +260,7 @@ def test_recorrupted_loss_is_the_clean_error_plus_a_constant():
         for s in range(12):
             g = torch.Generator().manual_seed(s)
             lo.append(float(obj({"sinogram": y, "photons": photons, "generator": g})[0]))
-            z = torch.randn(y.shape, generator=torch.Generator().manual_seed(s)) * noise_variance(y, photons).sqrt()
+            z = torch.randn(y.shape, generator=torch.Generator().manual_seed(s)) * postlog_variance(y, photons).sqrt()
             tr.append(float((_Box(k)(y + a * z) - p).pow(2).mean()))
         losses.append(np.mean(lo))
         trues.append(np.mean(tr))
@@ -311,7 +309,7 @@ def test_sure_band_weights_give_back_what_an_oversmoothing_denoiser_took():
     mean_weight = {}
     for photons in (1e4, 1e5):
         noisy = add_noise(clean, photons, rng=0)
-        var = noise_variance(torch.from_numpy(smooth(noisy).astype(np.float64)), photons).numpy()
+        var = postlog_variance(torch.from_numpy(smooth(noisy).astype(np.float64)), photons).numpy()
         u = np.random.default_rng(0).standard_normal(noisy.shape) * np.sqrt(var)
         f, fp = smooth(noisy), smooth(noisy + 0.01 * u)
         w = sure_band_weights(noisy.astype(np.float64), f.astype(np.float64), fp.astype(np.float64), u, 0.01, 8)

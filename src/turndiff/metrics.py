@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .windows import WINDOWS
 
 __all__ = [
     "WINDOWS",
@@ -46,8 +47,6 @@ __all__ = [
     "gradient_ratios",
 ]
 
-#: Metric windows (HU): clipped to ``(lo, hi)`` then scaled to [0, 1].
-WINDOWS: dict[str, tuple[float, float]] = {"full": (-1024.0, 3072.0), "soft": (-160.0, 240.0)}
 
 Window = str | tuple[float, float]
 Mask = np.ndarray | str | None

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from . import __version__
-from .dose import mu_to_hu
+from .dose import estimate_photons
 from .errors import InputError
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
 from .physics import CTProjector, Geometry, geometry_from_json
-from .stage1 import ProjectionDenoiser, Stage1Config, estimate_photons, sure_calibrate, train_projection_denoiser
-from .stage1.model import resolve_device
+from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
+from .training import resolve_device
 
 __all__ = ["TurnDiffPipeline", "TurnDiffOutput", "fit", "MODEL_JSON"]
 
@@ -69,10 +69,6 @@ class TurnDiffOutput:
 #: ``calibrate=None`` turns the SURE calibration of stage 1 on up to this input-to-training
 #: noise ratio (validation phantoms: it gained at 25%, 50% and 75% dose, lost 0.17 dB at 10%).
 CALIBRATE_MAX_NOISE_RATIO: float = 1.25
-
-
-def _fbp_hu(A: CTProjector, sino: np.ndarray, mu_water: float) -> np.ndarray:
-    return mu_to_hu(A.fbp(np.asarray(sino, np.float32)), mu_water).astype(np.float32)
 
 
 class TurnDiffPipeline:
@@ -185,7 +181,7 @@ class TurnDiffPipeline:
         y = self.check_sinogram(sinogram)
         t = {}
         t0 = time.perf_counter()
-        x_ld = _fbp_hu(self.projector, y, self.geometry.mu_water)
+        x_ld = self.projector.fbp_hu(y)
         t["fbp"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         y0 = self.stage1.denoise(y, device=self.device, progress=progress)
@@ -199,7 +195,7 @@ class TurnDiffPipeline:
                 photons = float(self.stage1.photons) * i0_in / i0_train
                 y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device), y, photons,
                                              denoised=y0)
-        x0 = _fbp_hu(self.projector, y0, self.geometry.mu_water)
+        x0 = self.projector.fbp_hu(y0)
         t["stage1"] = time.perf_counter() - t0
         choice = choose_strategy(strategy, lam, photons_input=i0_in if strategy == "auto" else None,
                                  photons_train=i0_train)
@@ -267,8 +263,8 @@ def fit(
                                        run_dir=run / "stage1" if run else None, device=dev, progress=progress)
     t1 = time.perf_counter() - t0
     A = CTProjector(geometry)
-    x_ld = _fbp_hu(A, y, geometry.mu_water)
-    x0 = _fbp_hu(A, stage1.denoise(y, device=dev, progress=progress), geometry.mu_water)
+    x_ld = A.fbp_hu(y)
+    x0 = A.fbp_hu(stage1.denoise(y, device=dev, progress=progress))
     info = {
         "format": "turndiff-model",
         "version": __version__,
@@ -290,7 +286,7 @@ def fit(
         if cfg2.r2r_weight > 0:
             recorrupted = recorrupted_images(
                 y, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
-                lambda s: _fbp_hu(A, s, geometry.mu_water), recorrupt=cfg2.r2r_recorrupt, copies=cfg2.r2r_copies,
+                A.fbp_hu, recorrupt=cfg2.r2r_recorrupt, copies=cfg2.r2r_copies,
                 seed=seed)
         stage2 = _train_stage2(x_ld, x0, cfg2, recorrupted=recorrupted, run_dir=run / "stage2" if run else None,
                                device=dev, seed=seed, progress=progress)

@@ -28,7 +28,7 @@ Examples
 (1, 32, 32)
 """
 
-from .base import BASELINES, PRESETS, Baseline, FittedBaseline, fbp_hu, get_baseline, register
+from .base import BASELINES, PRESETS, Baseline, FittedBaseline, get_baseline, register
 from .classical import (
     BM3DBaseline,
     FBPBaseline,
@@ -57,7 +57,6 @@ __all__ = [
     "FittedBaseline",
     "get_baseline",
     "register",
-    "fbp_hu",
     "fbp_reconstruct",
     "tv_reconstruct",
     "tv_weight_for_dose",

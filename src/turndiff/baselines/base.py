@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..dose import mu_to_hu
 from ..errors import InputError
-from ..physics import CTProjector, Geometry
+from ..physics import Geometry
 
 __all__ = ["Baseline", "FittedBaseline", "BASELINES", "PRESETS", "register", "get_baseline", "check_sinograms"]
 
@@ -85,18 +84,6 @@ def check_photons(photons: Any) -> float:
     if not (math.isfinite(i0) and i0 > 0):
         raise InputError(f"photons (I0) must be positive, got {photons!r}")
     return i0
-
-
-def fbp_hu(sinograms: np.ndarray, geometry: Geometry, *, projector: CTProjector | None = None,
-           filter: str = "ram-lak") -> np.ndarray:
-    """Filtered back-projection of ``[N, V, D]`` sinograms, in HU ``[N, H, W]``.
-
-    The one image-domain entry point of every baseline (with the default ram-lak filter,
-    the same FBP as the benchmark's FBP row and as TurnDiff's ``x_ld``).
-    """
-    A = projector or CTProjector(geometry)
-    mu = A.fbp(np.asarray(sinograms, np.float32), filter=filter)
-    return mu_to_hu(mu, geometry.mu_water).astype(np.float32)
 
 
 def resolve_preset(name: str, presets: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any] | None,

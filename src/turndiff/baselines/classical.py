@@ -21,7 +21,7 @@ import numpy as np
 from .._checks import as_stack
 from ..errors import InputError
 from ..physics import CTProjector, Geometry
-from .base import Baseline, FittedBaseline, check_photons, check_sinograms, fbp_hu, register, resolve_preset
+from .base import Baseline, FittedBaseline, check_photons, check_sinograms, register, resolve_preset
 from .data import fbp_noise_std, subset_geometry
 
 __all__ = [
@@ -47,7 +47,7 @@ def fbp_reconstruct(sinograms: np.ndarray, geometry: Geometry, *, filter: str = 
     >>> fbp_reconstruct(np.zeros((1, *g.sinogram_shape), np.float32), g).shape
     (1, 32, 32)
     """
-    return fbp_hu(check_sinograms(sinograms, geometry), geometry, filter=filter)
+    return CTProjector(geometry).fbp_hu(check_sinograms(sinograms, geometry), filter=filter)
 
 
 # ----------------------------------------------------------------------------------- TV
@@ -263,8 +263,8 @@ def choose_tv_weight(
         raise InputError("lams must hold positive TV weights")
     g_even, g_odd = subset_geometry(geometry, 2, 0), subset_geometry(geometry, 2, 1)
     y_even, y_odd = np.ascontiguousarray(y[:, 0::2]), np.ascontiguousarray(y[:, 1::2])
-    target = fbp_hu(y_odd, g_odd)
-    mask = body_mask(fbp_hu(y, geometry))
+    target = CTProjector(g_odd).fbp_hu(y_odd)
+    mask = body_mask(CTProjector(geometry).fbp_hu(y))
     if mask.sum() < 16:
         mask = np.ones_like(mask)
     scores = []
@@ -406,7 +406,7 @@ class BM3DBaseline(Baseline):
     def reconstruct(self, state, sinograms, geometry, *, photons, progress=False):
         self._check_state(state)
         y = check_sinograms(sinograms, geometry)
-        hu = fbp_hu(y, geometry)
+        hu = CTProjector(geometry).fbp_hu(y)
         sigma = fbp_noise_std(y, geometry, check_photons(photons), seed=int(state.params.get("noise_seed", 0)), hu=hu)
         return bm3d_denoise(hu, sigma_hu=sigma, progress=progress)
 

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from ..physics import CTProjector, Geometry
-from .base import fbp_hu
 
 __all__ = [
     "subset_geometry",
@@ -52,7 +51,7 @@ def view_split_fbp(sinograms: np.ndarray, geometry: Geometry, k: int) -> np.ndar
     y = np.asarray(sinograms, np.float32)
     out = np.empty((y.shape[0], k, *geometry.image_shape), np.float32)
     for j in range(k):
-        out[:, j] = fbp_hu(np.ascontiguousarray(y[:, j::k]), subset_geometry(geometry, k, j))
+        out[:, j] = CTProjector(subset_geometry(geometry, k, j)).fbp_hu(np.ascontiguousarray(y[:, j::k]))
     return out
 
 
@@ -64,10 +63,10 @@ def noise_sinograms(sinograms: np.ndarray, photons: float, *, rng: np.random.Gen
     noisy value itself, ``(I + sigma_e^2) / I^2`` with ``I = I0 exp(-y_i)`` (the same
     model stage 1 uses), times ``scale ** 2``.
     """
-    from ..stage1.similarity import noise_variance
+    from ..dose import postlog_variance
 
     y = np.asarray(sinograms, np.float32)
-    std = np.sqrt(noise_variance(torch.from_numpy(y), float(photons)).numpy()).astype(np.float32) * np.float32(scale)
+    std = np.sqrt(postlog_variance(torch.from_numpy(y), float(photons)).numpy()).astype(np.float32) * np.float32(scale)
     std = np.repeat(std, repeats, axis=0)
     return (rng.standard_normal(std.shape, dtype=np.float32) * std).astype(np.float32)
 
@@ -103,7 +102,7 @@ def fbp_noise_std(sinograms: np.ndarray, geometry: Geometry, photons: float, *, 
     and the noisy data only.
     """
     y = np.asarray(sinograms, np.float32)
-    x = fbp_hu(y, geometry) if hu is None else np.asarray(hu, np.float32)
+    x = CTProjector(geometry).fbp_hu(y) if hu is None else np.asarray(hu, np.float32)
     noise = noise_images(y, geometry, photons, rng=np.random.default_rng(seed))[:, 0]
     mask = body_mask(x)
     out = np.empty(y.shape[0], np.float64)

@@ -3,7 +3,7 @@ data it trains on (:mod:`.data`), trained by the one training loop
 (:func:`turndiff.training.train`) on random crops.
 
 Every method starts from the same data path: the noisy training sinograms, their FBP
-(:func:`turndiff.baselines.base.fbp_hu`) and the dose ``I0``. Only the supervised
+(:meth:`turndiff.physics.CTProjector.fbp_hu`) and the dose ``I0``. Only the supervised
 RED-CNN also sees ``reference_hu``.
 """
 
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..nets import ResidualDenoiser
-from ..physics import Geometry
-from .base import Baseline, FittedBaseline, check_photons, check_sinograms, fbp_hu, register, resolve_preset
+from ..physics import CTProjector, Geometry
+from .base import Baseline, FittedBaseline, check_photons, check_sinograms, register, resolve_preset
 from .data import HU_SCALE, crop_batch_fn, noise_images, similar_images, view_split_fbp
 from .nets import REDCNN, network_spec
 from .objectives import (
@@ -100,7 +100,7 @@ class LearnedBaseline(Baseline):
         dev = resolve_device(device)
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
-        hu = fbp_hu(sinograms, geometry)
+        hu = CTProjector(geometry).fbp_hu(sinograms)
         bank = torch.from_numpy(np.ascontiguousarray(
             self.prepare(sinograms, hu, geometry, photons=photons, cfg=cfg, rng=rng, **kwargs), dtype=np.float32))
         prep_seconds = time.perf_counter() - t0
@@ -135,7 +135,7 @@ class LearnedBaseline(Baseline):
         if state.network is None:
             raise ValueError(f"{self.name}: the fitted state holds no network")
         state.network.eval()
-        hu = fbp_hu(y, geometry)
+        hu = CTProjector(geometry).fbp_hu(y)
         return np.asarray(self.infer(state, y, hu, geometry, photons=i0), np.float32)
 
 

@@ -10,9 +10,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
-from ..dose import mu_to_hu, photons_from_dose
 from ..metrics import evaluate
 from ..physics import CTProjector
 from .data import make_bench_data
@@ -61,7 +59,7 @@ def run_demo(
     for d in DEMO_DOSES:
         sino = data.test_sinograms[d]
         res = pipe(sino, strategy="auto", fusion="pixel", seed=seed)
-        fbp = mu_to_hu(A.fbp(sino), g.mu_water)
+        fbp = A.fbp_hu(sino)
         rows = {"FBP": fbp, "x0 (stage 1)": res.x0, "TurnDiff": res.image_hu}
         table[f"{d:.0%}"] = {k: evaluate(v, ref, mask="body") for k, v in rows.items()}
         table[f"{d:.0%}"]["_strategy"] = res.strategy.to_dict()

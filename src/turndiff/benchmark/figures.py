@@ -8,13 +8,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DISPLAY_WINDOWS", "comparison_figure", "dose_grid_figure", "profile_figure", "pick_roi"]
+from ..windows import WINDOWS
 
-DISPLAY_WINDOWS = {"abdomen": (-100.0, 200.0), "lung": (-1350.0, 200.0)}
+__all__ = ["comparison_figure", "dose_grid_figure", "profile_figure", "pick_roi"]
 
 
 def _window(name_or_range) -> tuple[float, float]:
-    return DISPLAY_WINDOWS[name_or_range] if isinstance(name_or_range, str) else tuple(name_or_range)
+    return WINDOWS[name_or_range] if isinstance(name_or_range, str) else tuple(name_or_range)
 
 
 def pick_roi(reference: np.ndarray, size: int | None = None) -> tuple[int, int, int]:

@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..dose import mu_to_hu
 from ..metrics import evaluate, gradient_ratios
 from ..phantoms import body_mask
 from ..physics import CTProjector
@@ -136,7 +135,7 @@ def _turndiff_results(data: BenchData, doses, preset: str, seed: int, device: st
                 log(f"  x~0 spread over 4 seeds at {d:.0%}: mean {spread['std_hu_mean']:.2f} HU per pixel")
             log(f"  TurnDiff {d:.0%}: strategy {res.strategy.strategy} lam {res.strategy.lam:.2f}")
             if ablations:
-                from ..inference import global_fusion, pixel_fusion
+                from ..inference import global_fusion
 
                 none = pipe(sino, strategy="none", fusion="pixel", seed=seed, progress=False)
                 imgs["no tunable strategy"][d] = none.image_hu
@@ -200,7 +199,7 @@ def _fbp_result(data: BenchData, doses) -> _Result:
     imgs, t = {}, 0.0
     for d in doses:
         t1 = time.perf_counter()
-        imgs[d] = mu_to_hu(A.fbp(data.test_sinograms[d]), data.geometry.mu_water).astype(np.float32)
+        imgs[d] = A.fbp_hu(data.test_sinograms[d])
         t += time.perf_counter() - t1
     return _Result(imgs, 0.0, t / sum(data.test_sinograms[d].shape[0] for d in doses), 0.0)
 

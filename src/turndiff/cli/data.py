@@ -64,7 +64,6 @@ def fbp(input: str, out: str, fmt, filt) -> None:
     """Filtered back-projection of the `sinogram` of IN.h5."""
     from tqdm.auto import tqdm
 
-    from ..dose import mu_to_hu
     from ..io import read_sinogram_h5
     from ..physics import CTProjector
 
@@ -73,7 +72,7 @@ def fbp(input: str, out: str, fmt, filt) -> None:
     A = CTProjector(g)
     hu = np.empty((sino.shape[0], *g.image_shape), np.float32)
     for i in tqdm(range(sino.shape[0]), desc="fbp", unit="slice"):
-        hu[i] = mu_to_hu(A.fbp(sino[i], filter=filt), g.mu_water)
+        hu[i] = A.fbp_hu(sino[i], filter=filt)
     keep = {k: attrs[k] for k in ("geometry", "photons", "source") if k in attrs}
     write_images(out, hu, fmt=fmt, spacing=g.pixel_spacing, attrs=keep)
     click.echo(f"wrote {out}", err=True)

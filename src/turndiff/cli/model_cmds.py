@@ -26,10 +26,11 @@ def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
     OUT becomes a full TurnDiff model folder (stage 1 copied in), usable by `reconstruct`.
     """
     from ..io import read_sinogram_h5
-    from ..pipeline import STAGE1_DIR, TurnDiffPipeline, _fbp_hu
+    from ..pipeline import STAGE1_DIR, TurnDiffPipeline
     from ..physics import CTProjector
-    from ..stage1 import ProjectionDenoiser, estimate_photons
-    from ..stage1.model import resolve_device
+    from ..dose import estimate_photons
+    from ..stage1 import ProjectionDenoiser
+    from ..training import resolve_device
     from ..stage2 import Stage2Config, train_stage2
 
     stage1 = ProjectionDenoiser.load(_stage1_dir(proj_dir))
@@ -38,8 +39,8 @@ def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
     g = geometry_of(attrs, input)
     dev = resolve_device(device)
     A = CTProjector(g)
-    x_ld = _fbp_hu(A, sino, g.mu_water)
-    x0 = _fbp_hu(A, stage1.denoise(sino, device=dev, progress=True), g.mu_water)
+    x_ld = A.fbp_hu(sino)
+    x0 = A.fbp_hu(stage1.denoise(sino, device=dev, progress=True))
     run_dir = Path(out).with_name(Path(out).name + ".run")
     stage2 = train_stage2(x_ld, x0, Stage2Config.preset(preset), run_dir=run_dir, device=dev, seed=seed)
     info = {

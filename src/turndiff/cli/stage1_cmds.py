@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-import numpy as np
 
 from . import cli
 from .common import geometry_of
@@ -83,7 +82,6 @@ def _cleanup(run_dir) -> None:
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def denoise_proj(model_dir, input, out, device) -> None:
     """Denoise the `sinogram` of IN.h5 with a stage-1 model; writes `sinogram` and its FBP `image_hu`."""
-    from ..dose import mu_to_hu
     from ..io import read_sinogram_h5, write_h5
     from ..physics import CTProjector
     from ..stage1 import ProjectionDenoiser
@@ -93,7 +91,7 @@ def denoise_proj(model_dir, input, out, device) -> None:
     check_geometry_matches(model.info.get("geometry"), attrs, input)
     g = geometry_of(attrs, input)
     y0 = model.denoise(sino, device=device, progress=True)
-    hu = mu_to_hu(CTProjector(g).fbp(y0), g.mu_water).astype(np.float32)
+    hu = CTProjector(g).fbp_hu(y0)
     write_h5(out, {"sinogram": y0, "image_hu": hu}, geometry_json=g.to_json(), photons=attrs.get("photons"),
              source=f"turndiff denoise-proj of {input}")
     click.echo(f"wrote {out}", err=True)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..physics.geometry import MU_WATER
+from ..physics.units import hu_to_mu, mu_to_hu
+from .noise_model import ELECTRONIC_NOISE_STD, estimate_photons, postlog_variance
 
 __all__ = [
     "FULL_DOSE_PHOTONS",
@@ -30,12 +31,11 @@ __all__ = [
     "mu_to_hu",
     "add_noise",
     "postlog_variance",
+    "estimate_photons",
 ]
 
 #: ``I0`` of a full-dose scan (dose fraction 1).
 FULL_DOSE_PHOTONS: float = 1e5
-#: Default standard deviation of the electronic (Gaussian) noise, in photons.
-ELECTRONIC_NOISE_STD: float = float(np.sqrt(10.0))
 _MIN_COUNT = 0.5
 
 
@@ -49,16 +49,6 @@ def photons_from_dose(fraction: float) -> float:
 def dose_from_photons(photons: float) -> float:
     """Dose fraction for an ``I0`` (``2.5e4 -> 0.25``)."""
     return float(photons) / FULL_DOSE_PHOTONS
-
-
-def hu_to_mu(hu: np.ndarray, mu_water: float = MU_WATER) -> np.ndarray:
-    """``mu = mu_water * (1 + HU / 1000)`` (per mm), clipped at 0 (nothing below air)."""
-    return np.maximum(mu_water * (1.0 + np.asarray(hu, np.float32) / 1000.0), 0.0).astype(np.float32)
-
-
-def mu_to_hu(mu, mu_water: float = MU_WATER):
-    """Inverse of :func:`hu_to_mu` (works on NumPy arrays and torch tensors)."""
-    return (mu / mu_water - 1.0) * 1000.0
 
 
 def add_noise(
@@ -103,12 +93,6 @@ def add_noise(
         counts += gen.normal(0.0, electronic_std, size=counts.shape)
     counts = np.maximum(counts, _MIN_COUNT)
     return (-np.log(counts / photons)).astype(np.float32)
-
-
-def postlog_variance(clean_sinogram: np.ndarray, photons: float, *, electronic_std: float = 0.0) -> np.ndarray:
-    """First-order variance of the post-log sinogram: ``(I + sigma_e^2) / I^2`` with ``I = I0 exp(-p)``."""
-    counts = photons * np.exp(-np.asarray(clean_sinogram, np.float64))
-    return (counts + electronic_std**2) / counts**2
 
 
 def simulate_scan(

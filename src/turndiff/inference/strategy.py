@@ -14,7 +14,7 @@ Both are one family, ``x^ = w x_ld + (1 - w) x0``, with ``w = lam`` (up) or ``1 
 Post-log noise variance scales as ``1 / I0``, so the image noise of ``x_ld`` is
 ``r = sqrt(I0_train / I0_input)`` times the training noise. ``I0`` of both is
 *estimated from the sinograms* with the same estimator
-(:func:`turndiff.stage1.estimate_photons`), so its bias cancels in the ratio. As ``x0``
+(:func:`turndiff.dose.estimate_photons`), so its bias cancels in the ratio. As ``x0``
 is nearly noise-free next to ``x_ld``, the blend's noise is about ``w r`` training
 noise levels, and ``auto`` sets it to a fixed fraction ``kappa`` of the training noise:
 

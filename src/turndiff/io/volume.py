@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from turndiff.windows import WINDOWS
 from turndiff.errors import InputError
 from turndiff.io import dicom as _dicom
 from turndiff.io.atomic import atomic_output
@@ -34,13 +35,6 @@ from turndiff.io.hdf5 import read_h5, write_h5
 
 __all__ = ["Volume", "WINDOWS", "read_volume", "write_volume", "window_to_uint8"]
 
-#: Display windows ``(lo, hi)`` in HU.
-WINDOWS: dict[str, tuple[float, float]] = {
-    "abdomen": (-100.0, 200.0),
-    "lung": (-1350.0, 200.0),
-    "soft": (-160.0, 240.0),
-    "full": (-1024.0, 3072.0),
-}
 
 Format = Literal["h5", "npy", "nifti", "dicom", "png"]
 _FORMATS = ("h5", "npy", "nifti", "dicom", "png")

@@ -40,6 +40,7 @@ import torch
 from ..errors import InputError
 from .filters import FILTERS, filter_sinogram
 from .geometry import FanBeamGeometry, Geometry, ParallelBeamGeometry
+from .units import mu_to_hu
 
 __all__ = ["CTProjector", "Backend"]
 
@@ -205,6 +206,15 @@ class CTProjector:
         joseph_bp(sino, src, dirs, scratch, blocks)
         out = scratch.sum(0) * np.float32(self.geometry.pixel_spacing)
         return out[0] if squeeze else out
+
+    def fbp_hu(self, sinogram: ArrayLike, *, filter: str = "ram-lak") -> ArrayLike:
+        """Filtered back-projection in HU: ``[N, V, D]`` (or ``[V, D]``) line integrals ->
+        float32 ``[N, H, W]`` HU, with the geometry's ``mu_water``. The one FBP-to-image
+        step of the pipeline (``x_ld``, ``x0``), the baselines and the benchmark's FBP row."""
+        if isinstance(sinogram, np.ndarray) and sinogram.dtype != np.float32:
+            sinogram = sinogram.astype(np.float32)
+        hu = mu_to_hu(self.fbp(sinogram, filter=filter), self.geometry.mu_water)
+        return hu.float() if isinstance(hu, torch.Tensor) else np.asarray(hu, np.float32)
 
     def fbp(self, sinogram: ArrayLike, *, filter: str = "ram-lak") -> ArrayLike:
         """Filtered back-projection of ``[N, V, D]`` line integrals -> ``mu`` ``[N, H, W]``.

@@ -3,7 +3,7 @@ by default; the paper's CSSS sub-sampled pairs as an option)."""
 
 from .model import ProjectionDenoiser, Stage1Config, train_projection_denoiser
 from .objective import CSSSObjective, RecorruptedObjective, SureObjective, ramp_weighted_mean_square
-from .similarity import SimilarityConfig, estimate_photons, noise_variance, similarity_map
+from .similarity import SimilarityConfig, similarity_map
 from .subsample import draw_cell_positions, subsample
 from .sure import sure_calibrate, sure_mse
 
@@ -15,8 +15,6 @@ __all__ = [
     "SimilarityConfig",
     "Stage1Config",
     "draw_cell_positions",
-    "estimate_photons",
-    "noise_variance",
     "ramp_weighted_mean_square",
     "similarity_map",
     "subsample",

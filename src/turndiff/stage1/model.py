@@ -19,26 +19,18 @@ import torch
 from .._checks import as_stack
 from ..errors import InputError
 from ..nets import ResidualDenoiser
+from ..training import TrainConfig, resolve_device, train
 from .objective import CSSSObjective, RecorruptedObjective, SureObjective
-from .similarity import SimilarityConfig, estimate_photons
+from ..dose import estimate_photons
+from .similarity import SimilarityConfig
 from .subsample import CELLS, pad_even
 
-__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "resolve_device"]
+__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser"]
 
 COMPONENT = "projection_denoiser"
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; refuses ``cuda`` without a GPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available")
-    return dev
-
-
-@dataclass
+@dataclass(frozen=True)
 class Stage1Config:
     """Hyper-parameters of stage 1 (JSON-serialisable). Presets: ``fast`` (CPU, minutes)
     and ``paper`` (GPU).
@@ -99,13 +91,43 @@ class Stage1Config:
         }
         if name not in presets:
             raise InputError(f"unknown preset {name!r}; choose fast or paper")
-        cfg = cls(**presets[name])
+        values = dict(presets[name])
         for k, v in overrides.items():
             if v is not None:
-                if not hasattr(cfg, k):
-                    raise ValueError(f"unknown stage-1 option {k!r}")
-                setattr(cfg, k, v)
-        return cfg
+                values[k] = v
+        return cls.from_dict(values)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(int(f) for f in self.features))
+        object.__setattr__(self, "crop", tuple(int(c) for c in self.crop))
+        checks = [
+            (len(self.features) == 6, f"features must hold 6 numbers, got {list(self.features)}"),
+            (len(self.crop) == 2 and min(self.crop) >= 2, f"crop must be two sizes >= 2, got {list(self.crop)}"),
+            (self.iters >= 1, f"iters must be >= 1, got {self.iters}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup >= 0 and self.alpha_warmup >= 0, "warmup and alpha_warmup must be >= 0"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (self.sure_every >= 0 and self.sure_slices >= 1, "sure_every must be >= 0 and sure_slices >= 1"),
+            (self.objective in ("r2r", "csss", "sure"),
+             f"objective must be 'r2r', 'csss' or 'sure', got {self.objective!r}"),
+            (self.pairs in CELLS, f"pairs must be one of {', '.join(CELLS)}, got {self.pairs!r}"),
+            (self.targets in (1, 2), f"targets must be 1 or 2, got {self.targets}"),
+            (self.loss_weighting in ("none", "ramp"), f"loss_weighting must be 'none' or 'ramp', got {self.loss_weighting!r}"),
+            (0 <= self.ramp_floor <= 1, f"ramp_floor must be in [0, 1], got {self.ramp_floor}"),
+            (self.recorrupt > 0, f"recorrupt must be > 0, got {self.recorrupt}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"stage-1 config: {message}")
+
+    def replace(self, **changes: Any) -> "Stage1Config":
+        """A validated copy with ``changes`` applied (unknown names raise)."""
+        return self.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -114,12 +136,12 @@ class Stage1Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Stage1Config":
+        """Rebuild from :meth:`to_dict`; unknown keys raise :class:`InputError` (a typo
+        must not silently fall back to a default)."""
         known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "features" in d:
-            d["features"] = tuple(d["features"])
-        if "crop" in d:
-            d["crop"] = tuple(d["crop"])
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"unknown stage-1 option(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
         return cls(**d)
 
 
@@ -276,16 +298,16 @@ def train_projection_denoiser(
         Stop after this many steps in total (the schedule still spans ``config.iters``);
         with ``run_dir``, a later call resumes where this one stopped.
     """
-    from ..training import TrainConfig, train
 
     cfg = config or Stage1Config.preset("fast")
     y, _ = as_stack(sinogram, "sinogram", "V, D")
     dev = resolve_device(device)
     i0 = float(photons) if photons else estimate_photons(y)
-    torch.manual_seed(cfg.seed)
-    net = ResidualDenoiser(
-        1, features=cfg.features, shift=float(y.mean()), scale=float(max(y.std(), 1e-3)), circular_rows=True
-    )
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        net = ResidualDenoiser(
+            1, features=cfg.features, shift=float(y.mean()), scale=float(max(y.std(), 1e-3)), circular_rows=True
+        )
     objective = _make_objective(net, cfg).to(dev)
     data = pad_even(torch.from_numpy(y)[:, None])[:, 0]
     tcfg = TrainConfig(

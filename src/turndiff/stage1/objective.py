@@ -45,7 +45,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .similarity import SimilarityConfig, noise_variance, similarity_map
+from ..dose import postlog_variance
+from .similarity import SimilarityConfig, similarity_map
 from .subsample import draw_cell_positions, subsample
 
 __all__ = ["CSSSObjective", "RecorruptedObjective", "SureObjective", "ramp_weighted_mean_square"]
@@ -140,7 +141,7 @@ class CSSSObjective(nn.Module):
         alpha = self.alpha_at(int(batch.get("step", 0)))
         with torch.no_grad():
             fy = self.network(y) if alpha > 0 or self.use_similarity else None
-            var = noise_variance(y, photons)
+            var = postlog_variance(y, photons)
             v1, v2 = self._pair(var, pos, variance=True)
             w_noise = torch.rsqrt(v2) if self.normalise else torch.ones_like(v2)
             if fy is not None:
@@ -176,7 +177,7 @@ class CSSSObjective(nn.Module):
 class RecorruptedObjective(nn.Module):
     """Recorrupted-to-recorrupted training on the known post-log noise model.
 
-    With ``sigma^2`` the predicted variance of every bin (:func:`noise_variance`) and
+    With ``sigma^2`` the predicted variance of every bin (:func:`turndiff.dose.postlog_variance`) and
     ``z ~ N(0, sigma^2)`` drawn afresh each step, the input is ``y + a z`` and the target
     ``y - z / a``. For Gaussian noise the two noises are independent, so
     ``E ||f(y + a z) - (y - z / a)||^2 = E ||f(y + a z) - p||^2 + const`` (Pang et al.,
@@ -201,7 +202,7 @@ class RecorruptedObjective(nn.Module):
         photons = batch["photons"].to(y)
         a = self.recorrupt
         with torch.no_grad():
-            sigma = noise_variance(y, photons).sqrt()
+            sigma = postlog_variance(y, photons).sqrt()
             z = torch.randn(y.shape, generator=batch.get("generator"), dtype=y.dtype).to(y.device) * sigma
         out = self.network(y + a * z)
         loss = _mean_square(out - (y - z / a), self.loss_weighting, self.ramp_floor)
@@ -238,7 +239,7 @@ class SureObjective(nn.Module):
         y = batch["sinogram"]
         photons = batch["photons"].to(y)
         with torch.no_grad():
-            sigma = noise_variance(y, photons).sqrt()
+            sigma = postlog_variance(y, photons).sqrt()
             u = torch.randn(y.shape, generator=batch.get("generator"), dtype=y.dtype).to(y.device) * sigma
         out = self.network(torch.cat([y, y + self.eps * u]))
         f, f_probe = out.chunk(2)

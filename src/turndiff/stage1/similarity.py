@@ -26,21 +26,19 @@ sub-sample shift is larger than the noise; the loss down-weights those places by
 denoised sinogram the difference is nearly noise-free, so ``e2`` marks structure only).
 Maps are computed without gradient.
 
-``estimate_photons`` recovers ``I0`` from a sinogram alone (used when a file does not
-state it, and by the inference's automatic dose strategy).
+The noise model (:func:`turndiff.dose.postlog_variance`) and the photon estimator
+(:func:`turndiff.dose.estimate_photons`) live in :mod:`turndiff.dose`.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..dose import ELECTRONIC_NOISE_STD
 
-__all__ = ["SimilarityConfig", "noise_variance", "similarity_map", "estimate_photons"]
+__all__ = ["SimilarityConfig", "similarity_map"]
 
 
 class SimilarityConfig:
@@ -53,17 +51,6 @@ class SimilarityConfig:
 
     def to_dict(self) -> dict:
         return {"window": self.window, "z0": self.z0, "z1": self.z1, "e_max": self.e_max}
-
-
-def noise_variance(p: torch.Tensor, photons: torch.Tensor | float, electronic_std: float = ELECTRONIC_NOISE_STD) -> torch.Tensor:
-    """Predicted post-log variance of bins with line integral ``p`` at ``I0 = photons``.
-
-    ``photons`` may be a float or a ``[B]`` tensor (one I0 per sample).
-    """
-    if isinstance(photons, torch.Tensor) and photons.ndim == 1:
-        photons = photons.view(-1, *([1] * (p.ndim - 1)))
-    counts = (photons * torch.exp(-p.clamp(min=-1.0, max=20.0))).clamp_min(1e-3)
-    return (counts + electronic_std**2) / counts**2
 
 
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -84,38 +71,3 @@ def similarity_map(
     r = _box((a - b) ** 2, k) / _box(var_a + var_b, k).clamp_min(1e-12)
     z = (r - 1.0) * k / math.sqrt(2.0)
     return ((z - cfg.z0) / cfg.z1).clamp(0.0, cfg.e_max)
-
-
-def estimate_photons(sinogram: np.ndarray | torch.Tensor, *, electronic_std: float = ELECTRONIC_NOISE_STD) -> float:
-    """Estimate ``I0`` (photons per bin) from noisy post-log sinograms ``[..., V, D]`` alone.
-
-    A cubic prediction from the neighbours, ``d = y[j] - (4 (y[j-1] + y[j+1]) - (y[j-2] + y[j+2])) / 6``,
-    removes smooth anatomy; for independent noise ``var(d) = (1 + 34/36) sigma^2`` with
-    ``sigma^2 = (I + sigma_e^2) / I^2`` and ``I = I0 exp(-y)``. Each residual is
-    normalised by its own predicted variance per unit ``1/I0``,
-    ``u = d^2 / ((1 + 34/36) exp(y) (1 + sigma_e^2 exp(y) / I0))`` (mean ``1 / I0``; the
-    electronic term is refined by a fixed-point iteration). Edges only add variance, so
-    ``u`` is averaged over windows of 9 bins and the median window is taken, corrected
-    by the median of a chi-square with 9 degrees of freedom.
-
-    Accuracy on simulated 256 x 256 fan-beam scans is a few percent (tests check 15%);
-    on coarse sinograms of sharp-edged objects it underestimates. The automatic dose
-    strategy uses the *ratio* of two such estimates, where the bias cancels.
-    """
-    y = torch.as_tensor(sinogram, dtype=torch.float64)
-    y = y.reshape(-1, y.shape[-1])
-    pred = (4.0 * (y[:, 1:-3] + y[:, 3:-1]) - (y[:, :-4] + y[:, 4:])) / 6.0
-    d = y[:, 2:-2] - pred
-    ym = y[:, 2:-2]
-    w = 9
-    keep = F.avg_pool1d(((ym > 0.5) & (ym < 7.0)).double()[:, None], w, stride=w).flatten() == 1.0
-    if keep.sum() < 16:
-        keep = torch.ones_like(keep)
-    e = torch.exp(ym)
-    chi2_median = (1.0 - 2.0 / (9.0 * w)) ** 3  # Wilson-Hilferty: median of chi2_w / w
-    i0 = float("inf")
-    for _ in range(4):
-        u = d**2 / ((1.0 + 34.0 / 36.0) * e * (1.0 + electronic_std**2 * e / i0))
-        um = F.avg_pool1d(u[:, None], w, stride=w).flatten()[keep]
-        i0 = chi2_median / max(float(um.median()), 1e-30)
-    return i0

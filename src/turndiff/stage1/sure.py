@@ -1,7 +1,7 @@
 """Stein's unbiased risk estimate (SURE) of a sinogram denoiser's error, from noisy data only.
 
 For ``y = p + n`` with independent zero-mean noise of known variance ``sigma_i^2`` (the
-post-log noise model of :func:`~turndiff.stage1.similarity.noise_variance`, Gaussian to a
+post-log noise model of :func:`~turndiff.dose.postlog_variance`, Gaussian to a
 good approximation at CT counts), and a denoiser ``f``,
 
     E ||f(y) - p||^2 = E[ ||y - f(y)||^2 - sum_i sigma_i^2 + 2 sum_i sigma_i^2 df_i/dy_i ]
@@ -22,7 +22,7 @@ import torch
 
 from .._checks import as_stack
 from ..errors import InputError
-from .similarity import ELECTRONIC_NOISE_STD, noise_variance
+from ..dose import ELECTRONIC_NOISE_STD, postlog_variance
 
 __all__ = ["apply_band_weights", "sure_band_weights", "sure_calibrate", "sure_mse"]
 
@@ -87,7 +87,7 @@ def sure_mse(
     if f.shape != y.shape:
         raise InputError(f"denoise returned shape {f.shape} for input {y.shape}")
     # Variance from the denoised sinogram: the noisy one would correlate it with the noise.
-    var = noise_variance(torch.from_numpy(f), float(photons), electronic_std).numpy()
+    var = postlog_variance(torch.from_numpy(f), float(photons), electronic_std=electronic_std).numpy()
     sigma = np.sqrt(var)
     probe = np.random.default_rng(seed).standard_normal(y.shape) * sigma
     f_probe = np.asarray(denoise((y + eps * probe).astype(np.float32)), np.float64)
@@ -186,7 +186,7 @@ def sure_calibrate(
     sinogram : array [N, V, D] or [V, D]
         Noisy post-log sinograms.
     photons : float
-        ``I0`` of *this* scan (e.g. :func:`~turndiff.stage1.estimate_photons`).
+        ``I0`` of *this* scan (e.g. :func:`~turndiff.dose.estimate_photons`).
     bands : int
         Equal-width bands of detector frequency.
     denoised : array, optional
@@ -211,7 +211,7 @@ def sure_calibrate(
     out = np.empty_like(y, dtype=np.float32)
     weights = np.ones((y.shape[0], bands))
     for i in range(y.shape[0]):
-        var = noise_variance(torch.from_numpy(f[i].astype(np.float64)), float(photons), electronic_std).numpy()
+        var = postlog_variance(torch.from_numpy(f[i].astype(np.float64)), float(photons), electronic_std=electronic_std).numpy()
         probe = rng.standard_normal(var.shape) * np.sqrt(var)
         f_probe = np.asarray(denoise((y[i] + eps * probe)[None].astype(np.float32)), np.float64).reshape(var.shape)
         weights[i] = sure_band_weights(y[i].astype(np.float64), f[i].astype(np.float64), f_probe, probe, eps, bands)

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from turndiff.dose import postlog_variance
 from turndiff.errors import InputError
+from turndiff.windows import WINDOWS
 from turndiff.stage2.config import Stage2Config, hu_to_unit
 from turndiff.stage2.autoencoder import PatchSkipAutoencoder, build_autoencoder, init_patch_pca
 from turndiff.stage2.model import LatentDiffusion, _as_stack, build_unet
@@ -59,7 +61,7 @@ def recorrupted_images(
     """Image triples for the stage-2 recorrupted loss, from the noisy sinograms alone.
 
     For each slice and copy, ``z ~ N(0, sigma^2)`` with the post-log variance of the
-    noise model (:func:`turndiff.stage1.noise_variance` of the denoised sinogram, so the
+    noise model (:func:`turndiff.dose.postlog_variance` of the denoised sinogram, so the
     variance does not depend on the noise), ``y+ = y + a z`` and ``y- = y - z / a``.
     Returns ``x_ld+ = FBP(y+)``, ``x0+ = FBP(f(y+))`` and ``x- = FBP(y-)``, each float32
     ``[N * copies, H, W]`` HU. The noise of ``y-`` is independent of that of ``y+`` (and so
@@ -78,13 +80,12 @@ def recorrupted_images(
     recorrupt, copies, seed
         ``a``, recorrupted copies per slice, seed of ``z``.
     """
-    from turndiff.stage1 import noise_variance
 
     y = np.asarray(sinograms, np.float32)
     if not (np.isfinite(photons) and photons > 0):
         raise InputError(f"photons must be a positive number, got {photons!r}")
     rng = np.random.default_rng(seed)
-    sigma = np.sqrt(noise_variance(torch.from_numpy(denoise(y)).double(), float(photons)).numpy())
+    sigma = np.sqrt(postlog_variance(torch.from_numpy(denoise(y)).double(), float(photons)).numpy())
     plus, teacher, minus = [], [], []
     for _ in range(copies):
         z = (rng.standard_normal(y.shape) * sigma).astype(np.float32)
@@ -308,7 +309,8 @@ def autoencoder_error_hu(model: LatentDiffusion, images_hu: np.ndarray | torch.T
     images, _ = _as_stack(images_hu, "images_hu")
     recon = torch.from_numpy(model.reconstruct(images))
     diff = recon - images
-    soft = (images >= -160) & (images <= 240)
+    lo, hi = WINDOWS["soft"]
+    soft = (images >= lo) & (images <= hi)
     return {
         "rmse_hu": float(diff.square().mean().sqrt()),
         "mae_hu": float(diff.abs().mean()),
