@@ -117,3 +117,29 @@ def test_train_and_denoise_projections_without_reference_data(tmp_path):
     with h5py.File(tmp_path / "den.h5") as f:
         assert f["sinogram"].shape == (2, 720, 92) and f["image_hu"].shape == (2, 64, 64)
         assert np.isfinite(f["image_hu"][()]).all()
+
+
+def test_outputs_never_destroy_user_data(tmp_path):
+    """Issue 15, defects 1 and 2: a model folder is never written over a folder holding
+    other files, and no command writes its output over its own input."""
+    scan = tmp_path / "scan.h5"
+    run("simulate", "phantom:1", "--out", str(scan), "--size", "64", "--dose-fraction", "0.25")
+    before = scan.read_bytes()
+    for cmd in (("fbp", str(scan), "--out", str(scan)),
+                ("simulate", str(scan), "--out", str(scan))):
+        err = run(*cmd, expect=2)
+        assert "input" in err and err.count("\n") == 1, err
+        assert scan.read_bytes() == before
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "precious.txt").write_text("x")
+    err = run("train-proj", str(scan), "--out", str(data), "--iters", "1", expect=2)
+    assert "not written by turndiff" in err and err.count("\n") == 1, err
+    assert (data / "precious.txt").read_text() == "x" and (data / "sub").is_dir()
+    # A model folder turndiff wrote may be replaced (re-training into the same folder).
+    model = tmp_path / "proj"
+    run("train-proj", str(scan), "--out", str(model), "--iters", "1")
+    run("train-proj", str(scan), "--out", str(model), "--iters", "1")
+    assert (model / "model.safetensors").is_file()
+    err = run("denoise-proj", str(model), str(scan), "--out", str(scan), expect=2)
+    assert "input" in err and scan.read_bytes() == before

@@ -147,10 +147,16 @@ def test_atomic_output_directory(tmp_path):
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
     with atomic_output(out, directory=True) as tmp:
-        (tmp / "a.dcm").write_text("1")
-    with atomic_output(out, directory=True, overwrite=True) as tmp:
-        (tmp / "b.dcm").write_text("2")
-    assert [p.name for p in out.iterdir()] == ["b.dcm"]
+        (tmp / "a.json").write_text("1")
+    with atomic_output(out, directory=True, overwrite=True) as tmp:  # a model folder of ours: replaced
+        (tmp / "b.json").write_text("2")
+    assert [p.name for p in out.iterdir()] == ["b.json"]
+    (out / "notes.txt").write_text("keep me")  # anything else: refused, nothing deleted
+    with pytest.raises(InputError, match="not written by turndiff"):
+        with atomic_output(out, directory=True) as tmp:
+            pass
+    assert sorted(p.name for p in out.iterdir()) == ["b.json", "notes.txt"]
+    (out / "notes.txt").unlink()
     assert [p.name for p in tmp_path.iterdir()] == ["series"]
     with pytest.raises(InputError, match="not empty"):
         with atomic_output(out, directory=True, overwrite=False):
@@ -324,7 +330,7 @@ def test_dicom_folder_output_replace_policy(tmp_path, rng):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="not empty"):
+    with pytest.raises(InputError, match="not written by turndiff"):
         write_volume(mine, _hu(rng, (1, 8, 8)), format="dicom")
     assert (mine / "notes.txt").read_text() == "keep me"
 

@@ -96,3 +96,26 @@ def write_images(out: str, hu: np.ndarray, *, fmt: str | None, spacing: float | 
         sp = (spacing, spacing) if spacing else None
         write_volume(out, hu, format="nifti" if f == "nii" else f, spacing=sp, template=template, anonymize=anonymize)
     return f
+
+
+def refuse_output_over_input(out: str, *inputs: str, model_folder: bool = False) -> None:
+    """One-line error when ``--out`` names one of the command's inputs (the input would
+    be replaced by the output, and a scan may not be repeatable), or, with
+    ``model_folder``, when it could not take a model folder (checked before the work)."""
+    import os
+    from pathlib import Path
+
+    target = Path(out).expanduser()
+    for inp in inputs:
+        if inp is None or str(inp).startswith("phantom:"):
+            continue
+        src = Path(inp).expanduser()
+        same = target.resolve() == src.resolve()
+        if not same and target.exists() and src.exists():
+            same = os.path.samefile(target, src)
+        if same:
+            raise InputError(f"--out {out} is the input {inp}; write the output under another name")
+    if model_folder:
+        from ..io import check_output
+
+        check_output(target, directory=True)

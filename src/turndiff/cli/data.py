@@ -6,7 +6,7 @@ import click
 import numpy as np
 
 from . import cli
-from .common import OUTPUT_FORMATS, geometry_of, load_hu_input, to_square_grid, write_images
+from .common import OUTPUT_FORMATS, geometry_of, load_hu_input, refuse_output_over_input, to_square_grid, write_images
 
 
 @cli.command()
@@ -31,6 +31,7 @@ def simulate(input: str, out: str, photons, dose_fraction, geom, det_shape, view
     from ..io import write_h5
     from ..physics import default_fan_geometry, default_parallel_geometry
 
+    refuse_output_over_input(out, input)
     if photons is not None and dose_fraction is not None:
         raise InputError("give --photons or --dose-fraction, not both")
     i0 = float(photons) if photons is not None else photons_from_dose(0.25 if dose_fraction is None else dose_fraction)
@@ -67,6 +68,7 @@ def fbp(input: str, out: str, fmt, filt) -> None:
     from ..io import read_sinogram_h5
     from ..physics import CTProjector
 
+    refuse_output_over_input(out, input)
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     A = CTProjector(g)

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from . import cli
-from .common import OUTPUT_FORMATS, geometry_of, write_images
+from .common import OUTPUT_FORMATS, geometry_of, refuse_output_over_input, write_images
 from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 
 
@@ -32,6 +32,8 @@ def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
     from ..stage1 import ProjectionDenoiser
     from ..training import resolve_device
     from ..stage2 import Stage2Config, train_stage2
+
+    refuse_output_over_input(out, input, proj_dir, model_folder=True)
 
     stage1 = ProjectionDenoiser.load(_stage1_dir(proj_dir))
     sino, attrs = read_sinogram_h5(input)
@@ -65,6 +67,7 @@ def fit_cmd(input, out, preset, device, seed) -> None:
     from ..io import read_sinogram_h5
     from ..pipeline import fit
 
+    refuse_output_over_input(out, input, model_folder=True)
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     run_dir = Path(out).with_name(Path(out).name + ".run")
@@ -108,6 +111,7 @@ def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, s
     from ..io import read_sinogram_h5, read_volume
     from ..pipeline import TurnDiffPipeline
 
+    refuse_output_over_input(out, input, model_dir)
     pipe = TurnDiffPipeline.from_pretrained(model_dir, device=device)
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)

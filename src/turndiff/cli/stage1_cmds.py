@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import geometry_of
+from .common import geometry_of, refuse_output_over_input
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -52,6 +52,7 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs
     from ..io import read_sinogram_h5
     from ..stage1 import Stage1Config, train_projection_denoiser
 
+    refuse_output_over_input(out, input, model_folder=True)
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     cfg = Stage1Config.preset(preset, iters=iters, alpha=alpha, seed=seed, sure_every=sure_every,
@@ -86,6 +87,7 @@ def denoise_proj(model_dir, input, out, device) -> None:
     from ..physics import CTProjector
     from ..stage1 import ProjectionDenoiser
 
+    refuse_output_over_input(out, input, model_dir)
     model = ProjectionDenoiser.load(_stage1_dir(model_dir))
     sino, attrs = read_sinogram_h5(input)
     check_geometry_matches(model.info.get("geometry"), attrs, input)

@@ -12,12 +12,13 @@ Bad input raises :class:`turndiff.errors.InputError` with a one-line message nam
 file and the problem.
 """
 
-from turndiff.io.atomic import atomic_output
+from turndiff.io.atomic import atomic_output, check_output
 from turndiff.io.hdf5 import H5Data, read_h5, read_h5_dataset, read_sinogram_h5, write_h5
 from turndiff.io.volume import WINDOWS, Volume, read_volume, window_to_uint8, write_volume
 
 __all__ = [
     "atomic_output",
+    "check_output",
     "H5Data",
     "read_h5",
     "read_h5_dataset",

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from turndiff.errors import InputError
 
-__all__ = ["atomic_output"]
+__all__ = ["atomic_output", "check_output"]
 
 # Multi-part extensions that format libraries look at as a whole (nibabel: .nii.gz).
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -38,6 +38,25 @@ def _default_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+#: What a model folder holds; a non-empty folder with anything else is not replaced.
+_MODEL_SUFFIXES = (".json", ".safetensors")
+
+
+def _written_by_turndiff(folder: Path) -> bool:
+    """Whether every entry of ``folder`` is a file turndiff writes into a model folder
+    (JSON and safetensors) or a non-empty sub-folder of such files."""
+    entries = list(folder.iterdir())
+    for e in entries:
+        if e.is_symlink():
+            return False
+        if e.is_dir():
+            if not any(e.iterdir()) or not _written_by_turndiff(e):
+                return False
+        elif not e.name.endswith(_MODEL_SUFFIXES):
+            return False
+    return True
+
+
 def _remove(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
@@ -48,9 +67,38 @@ def _remove(p: Path) -> None:
             pass
 
 
+def check_output(
+    path: str | os.PathLike[str],
+    *,
+    directory: bool = False,
+    overwrite: bool = True,
+    replaceable: Callable[[Path], bool] | None = None,
+) -> None:
+    """Raise :class:`InputError` now if :func:`atomic_output` would refuse ``path``, so a
+    command can fail before its work instead of after it. Same arguments."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if directory and not path.is_dir():
+            raise InputError(f"{path}: exists and is not a folder")
+        if not directory and path.is_dir():
+            raise InputError(f"{path}: is a folder, expected a file name")
+        if directory and any(path.iterdir()):
+            if not overwrite:
+                raise InputError(f"{path}: folder exists and is not empty")
+            if not (replaceable or _written_by_turndiff)(path):
+                raise InputError(f"{path}: folder exists and holds files not written by turndiff; "
+                                 "choose a new folder or empty it")
+        if not directory and not overwrite:
+            raise InputError(f"{path}: file exists")
+
+
 @contextmanager
 def atomic_output(
-    path: str | os.PathLike[str], *, directory: bool = False, overwrite: bool = True
+    path: str | os.PathLike[str],
+    *,
+    directory: bool = False,
+    overwrite: bool = True,
+    replaceable: Callable[[Path], bool] | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
@@ -64,8 +112,13 @@ def atomic_output(
     overwrite : bool
         Replace an existing output. For files the replacement is a single atomic
         rename. For folders the old folder is moved aside, the new one renamed in, and
-        the old one deleted; with ``overwrite=False`` only a missing or empty folder is
-        replaced.
+        the old one deleted, but only when it holds nothing but what turndiff writes
+        into model folders (JSON and safetensors files): a folder with anything else is
+        refused, so a user's data is never deleted. With ``overwrite=False`` only a
+        missing or empty folder is replaced.
+    replaceable : callable, optional
+        For folders: which non-empty folders count as earlier outputs that may be
+        replaced (default: only JSON and safetensors files, a model folder).
 
     Yields
     ------
@@ -91,15 +144,7 @@ def atomic_output(
     True
     """
     path = Path(path)
-    if path.exists() or path.is_symlink():
-        if directory and not path.is_dir():
-            raise InputError(f"{path}: exists and is not a folder")
-        if not directory and path.is_dir():
-            raise InputError(f"{path}: is a folder, expected a file name")
-        if directory and not overwrite and any(path.iterdir()):
-            raise InputError(f"{path}: folder exists and is not empty")
-        if not directory and not overwrite:
-            raise InputError(f"{path}: file exists")
+    check_output(path, directory=directory, overwrite=overwrite, replaceable=replaceable)
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -417,7 +417,7 @@ def write_volume(
 
         u8 = window_to_uint8(hu, lohi)
         width = max(4, len(str(hu.shape[0])))
-        with atomic_output(path, directory=True, overwrite=_replaceable(path, ".png")) as tmp:
+        with atomic_output(path, directory=True, replaceable=lambda p: _replaceable(p, ".png")) as tmp:
             for k in range(hu.shape[0]):
                 imsave(tmp / f"slice_{k + 1:0{width}d}.png", u8[k], check_contrast=False)
         return path
@@ -427,7 +427,7 @@ def write_volume(
         _write_nifti(path, hu, place)
         return path
     ds = template.dicom_template if isinstance(template, Volume) else template
-    with atomic_output(path, directory=True, overwrite=_replaceable(path, ".dcm")) as tmp:
+    with atomic_output(path, directory=True, replaceable=lambda p: _replaceable(p, ".dcm")) as tmp:
         _dicom.write_dicom_series(
             tmp,
             hu,
