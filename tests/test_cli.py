@@ -143,3 +143,15 @@ def test_outputs_never_destroy_user_data(tmp_path):
     assert (model / "model.safetensors").is_file()
     err = run("denoise-proj", str(model), str(scan), "--out", str(scan), expect=2)
     assert "input" in err and scan.read_bytes() == before
+
+
+@pytest.mark.parametrize("option", [("--electronic-noise", "nan"), ("--photons", "nan"), ("--photons", "1e-3"),
+                                    ("--photons", "1e30"), ("--dose-fraction", "1e-9")])
+def test_simulate_refuses_unphysical_values_before_work(tmp_path, option):
+    """Issue 15, defect 11: NaN and absurd doses give a one-line error naming the option,
+    and no file."""
+    out = tmp_path / "scan.h5"
+    err = run("simulate", "phantom:1", "--out", str(out), "--size", "32", *option, expect=2)
+    assert err.strip().count("\n") == 0 and err.startswith("turndiff: error:"), err
+    assert option[0].lstrip("-").split("-")[0] in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -693,3 +693,19 @@ def test_real_dicomdir_tree():
         read_volume(tree / "98892001" / "CT2N")
     with pytest.raises(InputError, match="Modality is MR"):
         read_volume(tree / "98892003")
+
+
+@pytest.mark.parametrize("bad", [-100.0, 0.0, float("nan"), "lots"])
+def test_photons_attribute_is_validated_on_read(tmp_path, bad):
+    """Issue 15, defect 8: a bad ``photons`` attribute is refused when the file is read,
+    naming the file and the attribute, before any training or reconstruction."""
+    import h5py
+
+    from turndiff.io import read_sinogram_h5
+
+    path = tmp_path / "scan.h5"
+    with h5py.File(path, "w") as f:
+        f["sinogram"] = np.ones((1, 8, 6), np.float32)
+        f.attrs["photons"] = bad
+    with pytest.raises(InputError, match=r"scan\.h5: attribute 'photons' must be"):
+        read_sinogram_h5(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 import numpy as np
 
@@ -26,7 +28,7 @@ from .common import OUTPUT_FORMATS, geometry_of, load_hu_input, refuse_output_ov
 def simulate(input: str, out: str, photons, dose_fraction, geom, det_shape, views, size, seed, keep_clean,
              electronic_noise) -> None:
     """Simulate a low-dose scan of INPUT (DICOM file/folder, .nii(.gz), .npy in HU, or phantom:N)."""
-    from ..dose import ELECTRONIC_NOISE_STD, photons_from_dose, simulate_scan
+    from ..dose import ELECTRONIC_NOISE_STD, check_photons, photons_from_dose, simulate_scan
     from ..errors import InputError
     from ..io import write_h5
     from ..physics import default_fan_geometry, default_parallel_geometry
@@ -34,9 +36,12 @@ def simulate(input: str, out: str, photons, dose_fraction, geom, det_shape, view
     refuse_output_over_input(out, input)
     if photons is not None and dose_fraction is not None:
         raise InputError("give --photons or --dose-fraction, not both")
-    i0 = float(photons) if photons is not None else photons_from_dose(0.25 if dose_fraction is None else dose_fraction)
-    if i0 <= 0:
-        raise InputError("--photons must be positive")
+    if dose_fraction is not None:
+        check_photons(photons_from_dose(dose_fraction), "--dose-fraction x 1e5")
+    i0 = check_photons(photons, "--photons") if photons is not None else photons_from_dose(
+        0.25 if dose_fraction is None else dose_fraction)
+    if electronic_noise is not None and not math.isfinite(electronic_noise):
+        raise InputError(f"--electronic-noise must be a finite number of photons, got {electronic_noise}")
     hu, spacing, source, _ = load_hu_input(input, size=size, seed=seed)
     hu, ps = to_square_grid(hu, spacing, size)
     n = hu.shape[-1]

@@ -30,6 +30,8 @@ __all__ = [
     "hu_to_mu",
     "mu_to_hu",
     "add_noise",
+    "check_photons",
+    "PHOTONS_RANGE",
     "postlog_variance",
     "estimate_photons",
 ]
@@ -49,6 +51,24 @@ def photons_from_dose(fraction: float) -> float:
 def dose_from_photons(photons: float) -> float:
     """Dose fraction for an ``I0`` (``2.5e4 -> 0.25``)."""
     return float(photons) / FULL_DOSE_PHOTONS
+
+
+#: Simulated ``I0`` must lie in this range: below one photon per bin there is no scan
+#: (every ray is starved), above it NumPy's Poisson sampler overflows.
+PHOTONS_RANGE: tuple[float, float] = (1.0, 1e15)
+
+
+def check_photons(photons: float, name: str = "photons (I0)") -> float:
+    """``photons`` as a float, or :class:`InputError` unless it is finite and in
+    :data:`PHOTONS_RANGE` (photons per detector bin before the object)."""
+    try:
+        value = float(photons)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {photons!r}") from None
+    lo, hi = PHOTONS_RANGE
+    if not (np.isfinite(value) and lo <= value <= hi):
+        raise InputError(f"{name} must be between {lo:g} and {hi:g} photons per bin, got {photons!r}")
+    return value
 
 
 def add_noise(
@@ -81,8 +101,9 @@ def add_noise(
     >>> bool(np.isfinite(y).all()) and y.shape == (2, 4, 4)
     True
     """
-    if not (np.isfinite(photons) and photons > 0):
-        raise InputError(f"photons (I0) must be positive, got {photons}")
+    check_photons(photons)
+    if not (np.isfinite(electronic_std) and electronic_std >= 0):
+        raise InputError(f"electronic noise std must be a finite number >= 0 photons, got {electronic_std}")
     p = np.asarray(clean_sinogram, np.float64)
     if not np.isfinite(p).all():
         raise InputError("clean sinogram holds NaN or inf")

@@ -232,15 +232,32 @@ def read_sinogram_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str
     Raises
     ------
     InputError
-        Missing file, not HDF5, no ``sinogram``, wrong rank, NaN/inf values, or a
-        ``geometry`` attribute whose ``(views, det_count)`` disagrees with the data.
+        Missing file, not HDF5, no ``sinogram``, wrong rank, NaN/inf values, a
+        ``geometry`` attribute whose ``(views, det_count)`` disagrees with the data, or a
+        ``photons`` attribute that is not a positive number.
     """
     where = str(path)
     with _open(path) as f:
         sino = _read_dataset(f, "sinogram", where)
         attrs = _read_attrs(f)
     _check_geometry(sino, attrs, where)
+    _check_photons(attrs, where)
     return sino, attrs
+
+
+def _check_photons(attrs: dict[str, Any], where: str) -> None:
+    """The ``photons`` attribute, when present, must be a positive finite number: it sets
+    the noise model of training and of the dose strategy (checked before any work)."""
+    if "photons" not in attrs:
+        return
+    value = attrs["photons"]
+    try:
+        photons = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: attribute 'photons' must be a number (I0, photons per bin), got {value!r}") from None
+    if not (math.isfinite(photons) and photons > 0):
+        raise InputError(f"{where}: attribute 'photons' must be a positive number (I0, photons per bin), got {value!r}")
+    attrs["photons"] = photons
 
 
 def write_h5(
