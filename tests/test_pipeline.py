@@ -134,3 +134,30 @@ def test_stage1_calibration_follows_the_input_dose(tiny_model):
     assert not np.allclose(same.x0, off.x0)
     forced = pipe(data.test_sinograms[0.1], calibrate=True, progress=False)
     assert forced.calibration is not None
+
+
+def test_damaged_model_folders_give_one_line_errors(tiny_model, tmp_path):
+    """Issue 15, defects 4 and 5: a damaged stage-1 weights file, a config of the wrong
+    type, a missing stage-2 folder that the index lists, and a stage 1 trained on another
+    geometry are refused with an InputError, never a traceback or a silent stage-1 result."""
+    import shutil
+
+    from turndiff.errors import InputError
+
+    _, _, d = tiny_model
+    cases = {
+        "truncated weights": lambda m: (m / "projection_denoiser" / "model.safetensors").write_bytes(b"\x00" * 7),
+        "pickle weights": lambda m: (m / "projection_denoiser" / "model.safetensors").write_bytes(b"\x80\x04K\x01."),
+        "config is a list": lambda m: (m / "projection_denoiser" / "config.json").write_text("[1, 2]"),
+        "stage 2 deleted": lambda m: shutil.rmtree(m / "latent_diffusion"),
+        "index geometry changed": lambda m: (m / "turndiff.json").write_text(json.dumps(
+            {**json.loads((m / "turndiff.json").read_text()),
+             "geometry": json.dumps({**json.loads(json.loads((m / "turndiff.json").read_text())["geometry"]),
+                                     "views": 7})})),
+    }
+    for name, damage in cases.items():
+        m = tmp_path / name.replace(" ", "_")
+        shutil.copytree(d, m)
+        damage(m)
+        with pytest.raises(InputError):
+            TurnDiffPipeline.from_pretrained(m, device="cpu")

@@ -71,6 +71,16 @@ class TurnDiffOutput:
 CALIBRATE_MAX_NOISE_RATIO: float = 1.25
 
 
+def _geometry_dict(geometry, where) -> dict:
+    try:
+        value = json.loads(geometry) if isinstance(geometry, str) else geometry
+    except json.JSONDecodeError:
+        raise InputError(f"{where}: the stored geometry is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: the stored geometry is not a JSON object")
+    return value
+
+
 class TurnDiffPipeline:
     """The trained TurnDiff model: stage 1, stage 2 and the geometry they were trained on.
 
@@ -104,9 +114,18 @@ class TurnDiffPipeline:
             info = json.loads(meta.read_text())
         except json.JSONDecodeError as e:
             raise InputError(f"{meta}: not valid JSON ({e.msg})") from None
+        if not isinstance(info, dict) or not isinstance(info.get("geometry"), str):
+            raise InputError(f"{meta}: not a TurnDiff model index (needs a 'geometry' string)")
         dev = resolve_device(device)
         stage1 = ProjectionDenoiser.load(d / STAGE1_DIR)
-        stage2 = LatentDiffusion.load(d / STAGE2_DIR, device=dev) if (d / STAGE2_DIR).is_dir() else None
+        components = info.get("components") if isinstance(info.get("components"), dict) else {}
+        wants_stage2 = components.get("stage2") is not None if "stage2" in components else (d / STAGE2_DIR).is_dir()
+        if wants_stage2 and not (d / STAGE2_DIR).is_dir():
+            raise InputError(f"{d}: {MODEL_JSON} lists the stage-2 model but {STAGE2_DIR}/ is missing")
+        stage2 = LatentDiffusion.load(d / STAGE2_DIR, device=dev) if wants_stage2 else None
+        s1_geometry = stage1.info.get("geometry")
+        if s1_geometry is not None and _geometry_dict(s1_geometry, d) != _geometry_dict(info["geometry"], meta):
+            raise InputError(f"{d}: the stage-1 model was trained on another geometry than {MODEL_JSON} states")
         return cls(stage1, stage2, info, device=dev)
 
     def save(self, model_dir: str | Path) -> Path:

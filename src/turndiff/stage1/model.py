@@ -198,7 +198,7 @@ class ProjectionDenoiser:
     @classmethod
     def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "ProjectionDenoiser":
         """Load a folder written by :meth:`save` (CPU float32 by default)."""
-        from safetensors.torch import load_file
+        from ..checkpoint import CheckpointError, load_tensors
 
         d = Path(directory)
         cfg_path, w_path = d / "config.json", d / "model.safetensors"
@@ -206,10 +206,13 @@ class ProjectionDenoiser:
             raise InputError(f"{d}: not a stage-1 model folder (needs config.json and model.safetensors)")
         try:
             cfg = json.loads(cfg_path.read_text())
+            if not isinstance(cfg, dict) or not isinstance(cfg.get("network"), dict):
+                raise TypeError("config.json has no 'network' object")
             net = ResidualDenoiser(**cfg.pop("network"))
             cfg.pop("class", None)
-            net.load_state_dict(load_file(str(w_path), device=str(device)))
-        except (json.JSONDecodeError, KeyError, RuntimeError, TypeError) as e:
+            net.load_state_dict(load_tensors(w_path, device=device))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, RuntimeError, TypeError, ValueError,
+                AttributeError, CheckpointError) as e:
             raise InputError(f"{d}: cannot load the stage-1 model ({str(e).splitlines()[0]})") from None
         return cls(net.to(device), cfg)
 
