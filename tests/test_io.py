@@ -709,3 +709,25 @@ def test_photons_attribute_is_validated_on_read(tmp_path, bad):
         f.attrs["photons"] = bad
     with pytest.raises(InputError, match=r"scan\.h5: attribute 'photons' must be"):
         read_sinogram_h5(path)
+
+
+def test_folder_outputs_get_ordinary_permissions(tmp_path):
+    """Issue 15, defect 14: files inside a folder output (model weights written 0600 by
+    their library) get the permissions an ordinary open() gives, so a shared model folder
+    is readable by colleagues."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        out = tmp_path / "model"
+        with atomic_output(out, directory=True) as tmp:
+            (tmp / "sub").mkdir()
+            for f in (tmp / "a.json", tmp / "sub" / "b.safetensors"):
+                f.write_text("x")
+                os.chmod(f, 0o600)
+        for f in (out / "a.json", out / "sub" / "b.safetensors"):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+        assert stat.S_IMODE((out / "sub").stat().st_mode) == 0o755
+    finally:
+        os.umask(umask)

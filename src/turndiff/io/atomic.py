@@ -164,6 +164,14 @@ def atomic_output(
     try:
         yield tmp
         os.chmod(tmp, _default_mode(directory))
+        if directory:
+            # Some writers (safetensors, mkstemp) create private 0600 files; a shared
+            # model folder must be readable by colleagues, as open() would have made it.
+            for root, dirs, files in os.walk(tmp):
+                for name in dirs:
+                    os.chmod(os.path.join(root, name), _default_mode(True))
+                for name in files:
+                    os.chmod(os.path.join(root, name), _default_mode(False))
         if directory and path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{stem}.old-", dir=parent))
             os.replace(path, old / "x")
