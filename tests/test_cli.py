@@ -155,3 +155,20 @@ def test_simulate_refuses_unphysical_values_before_work(tmp_path, option):
     assert err.strip().count("\n") == 0 and err.startswith("turndiff: error:"), err
     assert option[0].lstrip("-").split("-")[0] in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_a_run_started_on_other_data(tmp_path):
+    """Issue 15, defect 6: an interrupted run folder is tied to its input; training on
+    another scan into the same --out is refused instead of resuming from the first
+    scan's weights, and the same command still resumes."""
+    from turndiff.cli.common import claim_run_dir
+    from turndiff.io import read_sinogram_h5
+
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    run("simulate", "phantom:1", "--out", str(a), "--size", "32", "--seed", "0")
+    run("simulate", "phantom:1", "--out", str(b), "--size", "32", "--seed", "1")
+    run_dir = tmp_path / "m.run"
+    claim_run_dir(run_dir, read_sinogram_h5(a)[0], {"command": "fit"})  # "interrupted" on a
+    err = run("train-proj", str(b), "--out", str(tmp_path / "m"), "--iters", "1", expect=2)
+    assert "other data or settings" in err and not (tmp_path / "m").exists()
+    claim_run_dir(run_dir, read_sinogram_h5(a)[0], {"command": "fit"})  # same input: accepted

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from . import cli
-from .common import OUTPUT_FORMATS, geometry_of, refuse_output_over_input, write_images
+from .common import OUTPUT_FORMATS, claim_run_dir, geometry_of, refuse_output_over_input, write_images
 from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 
 
@@ -71,6 +71,7 @@ def fit_cmd(input, out, preset, device, seed) -> None:
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     run_dir = Path(out).with_name(Path(out).name + ".run")
+    claim_run_dir(run_dir, sino, {"command": "fit", "preset": preset, "seed": seed})
     pipe = fit(sino, geometry=g, photons=attrs.get("photons"), preset=preset, device=device, seed=seed,
                run_dir=run_dir)
     pipe.save(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import geometry_of, refuse_output_over_input
+from .common import claim_run_dir, geometry_of, refuse_output_over_input
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -59,6 +59,7 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs
                               use_similarity=False if no_similarity else None, objective=objective, pairs=pairs,
                               loss_weighting=loss_weighting)
     run_dir = Path(out).with_name(Path(out).name + ".run")
+    claim_run_dir(run_dir, sino, {"command": "train-proj", "stage1": cfg.to_dict()})
     model = train_projection_denoiser(sino, photons=attrs.get("photons"), geometry_json=g.to_json(), config=cfg,
                                       run_dir=run_dir, device=device)
     model.save(out)
