@@ -97,6 +97,11 @@ def test_unknown_option_exits_nonzero(tmp_path):
     out = subprocess.run([sys.executable, "-m", "turndiff", "simulate", "phantom:1", "--out", str(tmp_path / "a.h5"),
                           "--bogus"], capture_output=True, text=True)
     assert out.returncode == 2 and "No such option" in out.stderr and "Traceback" not in out.stderr
+    # Issue 15, defect 13: option errors are one line like every other error.
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("turndiff: error:"), out.stderr
+    bad = subprocess.run([sys.executable, "-m", "turndiff", "simulate", "phantom:1", "--out", str(tmp_path / "b.h5"),
+                          "--photons", "abc"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--photons" in bad.stderr
 
 
 def test_train_and_denoise_projections_without_reference_data(tmp_path):

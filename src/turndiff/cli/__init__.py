@@ -53,8 +53,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(rv if isinstance(rv, int) else 0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.UsageError as e:
+        # One line, like every other error; the command's --help has the usage.
+        where = f"turndiff {e.ctx.command_path.split(' ', 1)[1]}" if e.ctx and " " in e.ctx.command_path else "turndiff"
+        click.echo(f"turndiff: error: {_one_line(e.format_message())} (see '{where} --help')", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"turndiff: error: {_one_line(e.format_message())}", err=True)
         sys.exit(e.exit_code)
     except click.Abort:
         click.echo("turndiff: aborted", err=True)
