@@ -177,3 +177,23 @@ def test_resume_refuses_a_run_started_on_other_data(tmp_path):
     err = run("train-proj", str(b), "--out", str(tmp_path / "m"), "--iters", "1", expect=2)
     assert "other data or settings" in err and not (tmp_path / "m").exists()
     claim_run_dir(run_dir, read_sinogram_h5(a)[0], {"command": "fit"})  # same input: accepted
+
+
+def test_sigterm_leaves_no_partial_output(tmp_path):
+    """Issue 15, defect 9: SIGTERM (timeout, Slurm, docker) ends the command with exit 143
+    and removes its temporary output; nothing is left in the output folder."""
+    import signal
+    import time
+
+    out = tmp_path / "out" / "scan.h5"
+    out.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "turndiff", "simulate", "phantom:24", "--size", "256",
+                             "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # "simulating ...": the work is under way
+    assert first.startswith("simulating"), first
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-500:]
+    assert "Traceback" not in err
+    assert not out.exists() and list((tmp_path / "out").iterdir()) == []

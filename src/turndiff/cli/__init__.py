@@ -45,9 +45,24 @@ def _one_line(e: BaseException) -> str:
     return msg[0] if msg else type(e).__name__
 
 
+class _Terminated(BaseException):
+    """SIGTERM (sent by ``timeout``, Slurm, docker stop) turned into an exception, so that
+    every ``atomic_output`` removes its temporary output on the way out."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``turndiff`` executable."""
+    import signal
+
     _register()
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave the handler alone
+        pass
     try:
         rv = cli.main(args=argv, prog_name="turndiff", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -64,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("turndiff: aborted", err=True)
         sys.exit(130)
+    except _Terminated:
+        click.echo("turndiff: terminated; no partial output was left", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("turndiff: interrupted", err=True)
         sys.exit(130)
