@@ -161,3 +161,30 @@ def test_damaged_model_folders_give_one_line_errors(tiny_model, tmp_path):
         damage(m)
         with pytest.raises(InputError):
             TurnDiffPipeline.from_pretrained(m, device="cpu")
+
+
+def test_bad_settings_fail_before_the_work(tiny_model, tmp_path):
+    """Issue 15, defect 12: a sampler setting the model cannot take, an output name with
+    no known format and an unreadable DICOM template are refused before stage 1 runs."""
+    from turndiff.cli import main
+    from turndiff.errors import InputError
+    from turndiff.io import write_h5
+
+    data, pipe, d = tiny_model
+    sino = data.test_sinograms[0.25]
+    calls = []
+    original = pipe.stage1.denoise
+    pipe.stage1.denoise = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        with pytest.raises(InputError):
+            pipe(sino, steps=10_000, progress=False)
+        assert calls == []  # refused before stage 1
+    finally:
+        pipe.stage1.denoise = original
+    scan = tmp_path / "scan.h5"
+    write_h5(scan, {"sinogram": sino}, geometry_json=data.geometry.to_json(), photons=2.5e4)
+    for args in (["--out", str(tmp_path / "recon.xyz")],
+                 ["--out", str(tmp_path / "r.h5"), "--template", str(scan)]):
+        with pytest.raises(SystemExit) as e:
+            main(["reconstruct", str(d), str(scan), *args])
+        assert e.value.code == 2 and not list(tmp_path.glob("r*"))

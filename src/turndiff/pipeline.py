@@ -198,6 +198,11 @@ class TurnDiffPipeline:
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
         y = self.check_sinogram(sinogram)
+        if self.stage2 is not None:  # refuse bad sampler settings before stage 1 runs, not after
+            from .stage2 import sampling_timesteps
+
+            cfg2 = self.stage2.config
+            sampling_timesteps(cfg2, cfg2.sample_steps if steps is None else steps, strength=strength)
         t = {}
         t0 = time.perf_counter()
         x_ld = self.projector.fbp_hu(y)

@@ -81,6 +81,16 @@ def geometry_of(attrs: dict, where: str):
         raise InputError(f"{where}: {e}") from None
 
 
+def check_image_output(out: str, fmt: str | None) -> str:
+    """Check ``--out`` / ``--format`` of an image output before any work; returns the format."""
+    from ..io import check_output
+
+    f = output_format(out, fmt)
+    if f in ("h5", "npy", "nii"):
+        check_output(out)
+    return f
+
+
 def write_images(out: str, hu: np.ndarray, *, fmt: str | None, spacing: float | None, extra: dict | None = None,
                  attrs: dict | None = None, template=None, anonymize: bool = False) -> str:
     """Write HU images in the format the extension (or ``fmt``) names. Returns the format."""

@@ -8,7 +8,8 @@ import click
 import numpy as np
 
 from . import cli
-from .common import OUTPUT_FORMATS, geometry_of, load_hu_input, refuse_output_over_input, to_square_grid, write_images
+from .common import (OUTPUT_FORMATS, check_image_output, geometry_of, load_hu_input, refuse_output_over_input,
+                     to_square_grid, write_images)
 
 
 @cli.command()
@@ -74,6 +75,7 @@ def fbp(input: str, out: str, fmt, filt) -> None:
     from ..physics import CTProjector
 
     refuse_output_over_input(out, input)
+    check_image_output(out, fmt)
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     A = CTProjector(g)

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from . import cli
-from .common import OUTPUT_FORMATS, claim_run_dir, geometry_of, refuse_output_over_input, write_images
+from .common import OUTPUT_FORMATS, check_image_output, claim_run_dir, geometry_of, refuse_output_over_input, write_images
 from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 
 
@@ -113,6 +113,8 @@ def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, s
     from ..pipeline import TurnDiffPipeline
 
     refuse_output_over_input(out, input, model_dir)
+    check_image_output(out, fmt)
+    tmpl = read_volume(template).dicom_template if template else None  # a bad template fails before the work
     pipe = TurnDiffPipeline.from_pretrained(model_dir, device=device)
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
@@ -130,7 +132,6 @@ def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, s
     extra = {k: v for k, v in res.intermediates().items()} if save_intermediates else None
     keep = {k: attrs[k] for k in ("geometry", "photons") if k in attrs}
     keep["source"] = f"turndiff reconstruct ({c.strategy}, fusion {fusion}) of {input}"
-    tmpl = read_volume(template).dicom_template if template else None
     write_images(out, res.image_hu.astype(np.float32), fmt=fmt, spacing=g.pixel_spacing, extra=extra, attrs=keep,
                  template=tmpl, anonymize=anonymize)
     click.echo(f"wrote {out}", err=True)
