@@ -731,3 +731,20 @@ def test_folder_outputs_get_ordinary_permissions(tmp_path):
         assert stat.S_IMODE((out / "sub").stat().st_mode) == 0o755
     finally:
         os.umask(umask)
+
+
+def test_special_files_are_never_replaced(tmp_path):
+    """Issue 15, defect 3: an output named after a device or a FIFO is refused; the
+    special file stays what it was."""
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="special file"):
+        with atomic_output(fifo):
+            pass
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    with pytest.raises(InputError, match="special file"):
+        with atomic_output("/dev/null"):
+            pass

@@ -77,6 +77,9 @@ def check_output(
     """Raise :class:`InputError` now if :func:`atomic_output` would refuse ``path``, so a
     command can fail before its work instead of after it. Same arguments."""
     path = Path(path)
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        # A device, FIFO or socket: the rename would replace it with a regular file.
+        raise InputError(f"{path}: is a special file (device, pipe or socket), not an output file name")
     if path.exists() or path.is_symlink():
         if directory and not path.is_dir():
             raise InputError(f"{path}: exists and is not a folder")
