@@ -322,3 +322,22 @@ def test_sure_band_weights_give_back_what_an_oversmoothing_denoiser_took():
     assert mean_weight[1e5] < 0.5 * mean_weight[1e4]
     np.testing.assert_allclose(apply_band_weights(noisy, f, np.ones(8)), f, atol=1e-5)
     np.testing.assert_allclose(apply_band_weights(noisy, f, np.zeros(8)), noisy, atol=1e-5)
+
+
+def test_sure_selection_survives_a_resume(tmp_path):
+    """Issue 15, defect 7: the SURE scores and best weights seen before an interruption are
+    kept in the run folder, so the resumed run selects among all of them."""
+    from turndiff.stage1 import Stage1Config, train_projection_denoiser
+
+    noisy = np.stack([_noisy_sino(seed=s)[1] for s in range(2)])
+    cfg = Stage1Config.preset("tiny", iters=4, sure_every=2, sure_slices=1, checkpoint_every=2)
+    run = tmp_path / "run"
+    train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu", run_dir=run,
+                              max_steps=2)  # "interrupted" after the first score and checkpoint
+    assert (run / "sure_selection" / "history.json").is_file()
+    resumed = train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu", run_dir=run)
+    whole = train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu")
+    steps = [(h["step"], h["weights"]) for h in resumed.info["sure_selection"]["history"]]
+    assert steps == [(2, "raw"), (4, "raw"), (4, "ema")]
+    np.testing.assert_allclose([h["sure_mse"] for h in resumed.info["sure_selection"]["history"]],
+                               [h["sure_mse"] for h in whole.info["sure_selection"]["history"]], rtol=1e-4)

@@ -319,7 +319,7 @@ def train_projection_denoiser(
         device=str(dev),
     )
     t0 = time.time()
-    selector = _SureSelector(net, y, i0, cfg, dev) if cfg.sure_every > 0 else None
+    selector = _SureSelector(net, y, i0, cfg, dev, run_dir=run_dir) if cfg.sure_every > 0 else None
     result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
                    progress=progress, desc=f"stage 1: {cfg.objective.upper()}", max_steps=max_steps, callback=selector)
     info = {
@@ -336,16 +336,49 @@ def train_projection_denoiser(
 
 
 class _SureSelector:
-    """Training callback: SURE of the sinogram MSE every ``sure_every`` steps; keeps the best weights."""
+    """Training callback: SURE of the sinogram MSE every ``sure_every`` steps; keeps the best weights.
+
+    With a ``run_dir`` the scores and the best weights so far are kept in
+    ``run_dir/sure_selection/`` (JSON + safetensors), so a resumed run still knows the best
+    checkpoint it saw before the interruption.
+    """
 
     def __init__(self, net: ResidualDenoiser, y: np.ndarray, photons: float, cfg: Stage1Config,
-                 device: torch.device) -> None:
+                 device: torch.device, run_dir: str | Path | None = None) -> None:
         n = min(max(cfg.sure_slices, 1), y.shape[0])
         self.net, self.photons, self.every, self.device = net, photons, cfg.sure_every, device
         self.y = y[np.linspace(0, y.shape[0] - 1, n).round().astype(int)]
         self.seed = cfg.seed
         self.history: list[dict] = []
-        self.best: tuple[float, int, dict] | None = None
+        self.best: tuple[float, dict, dict] | None = None  # (SURE, history entry, weights)
+        self.folder = Path(run_dir) / "sure_selection" if run_dir is not None else None
+        self._load()
+
+    def _load(self) -> None:
+        from ..checkpoint import CheckpointError, load_tensors
+
+        if self.folder is None or not (self.folder / "history.json").is_file():
+            return
+        try:
+            record = json.loads((self.folder / "history.json").read_text())
+            state = load_tensors(self.folder / "best.safetensors", device=self.device)
+        except (json.JSONDecodeError, CheckpointError) as e:
+            raise InputError(f"{self.folder}: cannot resume the SURE selection ({e})") from None
+        self.history = list(record["history"])
+        self.best = (float(record["best"]["sure_mse"]), record["best"], state)
+
+    def _save(self) -> None:
+        import os
+
+        from ..checkpoint import save_tensors
+
+        if self.folder is None or self.best is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(self.folder / "best.safetensors", self.best[2])
+        tmp = self.folder / ".history.json.tmp"
+        tmp.write_text(json.dumps({"history": self.history, "best": self.best[1]}))
+        os.replace(tmp, self.folder / "history.json")
 
     def _score(self, step: int, weights: str) -> None:
         from .sure import sure_mse
@@ -357,10 +390,14 @@ class _SureSelector:
             value = sure_mse(lambda s: current.denoise(s, device=self.device), self.y, self.photons, seed=self.seed)
         finally:
             self.net.train(was_training)
-        self.history.append({"step": step, "weights": weights, "sure_mse": value})
+        # A resumed run may score a step again: keep the newest score of each (step, weights).
+        self.history = [h for h in self.history if (h["step"], h["weights"]) != (step, weights)]
+        entry = {"step": step, "weights": weights, "sure_mse": value}
+        self.history.append(entry)
         if self.best is None or value < self.best[0]:
             state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-            self.best = (value, len(self.history) - 1, state)
+            self.best = (value, entry, state)
+        self._save()
 
     def __call__(self, step: int, loss: float) -> bool:
         if step % self.every == 0:
@@ -371,8 +408,7 @@ class _SureSelector:
         """Score the final weights, load the best ones into the network, return the record."""
         if ema or not self.history or self.history[-1]["step"] != final_step:
             self._score(final_step, "ema" if ema else "raw")
-        value, index, state = self.best
+        value, chosen, state = self.best
         self.net.load_state_dict(state)
-        chosen = self.history[index]
         return {"history": self.history, "selected_step": chosen["step"], "selected_weights": chosen["weights"],
                 "selected_sure_mse": value}
