@@ -51,6 +51,20 @@ def test_phantom_simulate_fbp_metrics_roundtrip(tmp_path):
         run("fbp", str(scan), "--out", str(target), *(["--format", fmt] if fmt else []))
         assert target.exists()
     assert len(list((tmp_path / "outdcm").glob("*.dcm"))) == 2
+    # Issue 15, defect 10: fbp keeps the patient/study link of a template, or drops it.
+    import pydicom
+
+    src = sorted((tmp_path / "outdcm").glob("*.dcm"))
+    for f in src:
+        ds = pydicom.dcmread(f)
+        ds.PatientID, ds.PatientName = "P-123", "Doe^Jane"
+        ds.save_as(f)
+    run("fbp", str(scan), "--out", str(tmp_path / "linked"), "--format", "dicom", "--template", str(tmp_path / "outdcm"))
+    linked = pydicom.dcmread(sorted((tmp_path / "linked").glob("*.dcm"))[0])
+    assert linked.PatientID == "P-123" and linked.StudyInstanceUID == pydicom.dcmread(src[0]).StudyInstanceUID
+    run("fbp", str(scan), "--out", str(tmp_path / "anon"), "--format", "dicom", "--template", str(tmp_path / "outdcm"),
+        "--anonymize")
+    assert pydicom.dcmread(sorted((tmp_path / "anon").glob("*.dcm"))[0]).PatientID != "P-123"
 
 
 def test_simulate_from_npy_parallel_and_views(tmp_path):

@@ -291,6 +291,8 @@ def test_dicom_round_trip_within_rounding(tmp_path, rng):
     assert ds.SOPClassUID == CTImageStorage and list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
     assert ds.PixelRepresentation == 1 and float(ds.RescaleIntercept) == -1024.0
     assert (float(ds.WindowCenter), float(ds.WindowWidth)) == (50.0, 300.0)
+    # Issue 15, defect 10: the Type 2C elements the DICOM validator asks for are present.
+    assert "Laterality" in ds and ds.PatientPosition == "HFS"
 
 
 def test_dicom_write_with_template_copies_and_anonymizes(tmp_path, rng):

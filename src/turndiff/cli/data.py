@@ -67,15 +67,19 @@ def simulate(input: str, out: str, photons, dose_fraction, geom, det_shape, view
 @click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None, help="Override the output format.")
 @click.option("--filter", "filt", type=click.Choice(["ram-lak", "shepp-logan", "hann"]), default="ram-lak",
               show_default=True)
-def fbp(input: str, out: str, fmt, filt) -> None:
+@click.option("--template", type=click.Path(exists=True), default=None,
+              help="Source DICOM series whose patient/study tags a DICOM output copies.")
+@click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers.")
+def fbp(input: str, out: str, fmt, filt, template, anonymize) -> None:
     """Filtered back-projection of the `sinogram` of IN.h5."""
     from tqdm.auto import tqdm
 
-    from ..io import read_sinogram_h5
+    from ..io import read_sinogram_h5, read_volume
     from ..physics import CTProjector
 
     refuse_output_over_input(out, input)
     check_image_output(out, fmt)
+    tmpl = read_volume(template).dicom_template if template else None  # checked before the work
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     A = CTProjector(g)
@@ -83,5 +87,5 @@ def fbp(input: str, out: str, fmt, filt) -> None:
     for i in tqdm(range(sino.shape[0]), desc="fbp", unit="slice"):
         hu[i] = A.fbp_hu(sino[i], filter=filt)
     keep = {k: attrs[k] for k in ("geometry", "photons", "source") if k in attrs}
-    write_images(out, hu, fmt=fmt, spacing=g.pixel_spacing, attrs=keep)
+    write_images(out, hu, fmt=fmt, spacing=g.pixel_spacing, attrs=keep, template=tmpl, anonymize=anonymize)
     click.echo(f"wrote {out}", err=True)

@@ -393,6 +393,10 @@ def write_dicom_series(
     for kw in _PATIENT_TAGS[:4] + _STUDY_TAGS[1:6] + ("PositionReferenceIndicator",):
         setattr(base, kw, "")
     base.KVP = ""
+    # Type 2C elements dciodvfy asks for: Laterality (empty: an unpaired body part) and
+    # PatientPosition (head first supine unless the template says otherwise).
+    base.Laterality = ""
+    base.PatientPosition = "HFS"
     base.AcquisitionNumber = None
     base.Manufacturer = "turndiff"
     base.SoftwareVersions = str(version)
