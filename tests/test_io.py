@@ -633,7 +633,7 @@ def _bad_h5_without_image(tmp_path, rng):
         (_bad_mr_folder, "Modality is MR, expected CT"),
         (_bad_nan_npy, "1 NaN/inf"),
         (_bad_rank_npy, r"must be \[H, W\] or \[N, H, W\], got shape \(2, 2, 4, 4\)"),
-        (_bad_object_npy, "cannot read .npy"),
+        (_bad_object_npy, "not a NumPy array file"),
         (_bad_corrupt_nifti, "cannot read NIfTI"),
         (_bad_missing, "no such file"),
         (_bad_extension, "unknown file type '.tiff'"),
@@ -750,3 +750,12 @@ def test_special_files_are_never_replaced(tmp_path):
     with pytest.raises(InputError, match="special file"):
         with atomic_output("/dev/null"):
             pass
+
+
+def test_a_text_file_named_npy_gets_no_pickle_advice(tmp_path):
+    """Issue 15, defect 13: a non-array .npy is refused without suggesting ``allow_pickle``."""
+    bad = tmp_path / "notes.npy"
+    bad.write_text("hello world\n")
+    with pytest.raises(InputError, match="not a NumPy array file") as e:
+        read_volume(bad)
+    assert "allow_pickle" not in str(e.value)

@@ -178,6 +178,9 @@ def _read_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
+        if "pickle" in str(e):  # NumPy's hint to load it unsafely is not advice we give
+            raise InputError(f"{path}: not a NumPy array file (a text file, or pickled Python objects, "
+                             "which turndiff never loads)") from None
         raise InputError(f"{path}: cannot read .npy ({_short(e)})") from None
     except (OSError, EOFError) as e:
         raise InputError(f"{path}: corrupt .npy file ({_short(e)})") from None
