@@ -288,7 +288,8 @@ def fit(
     t1 = time.perf_counter() - t0
     A = CTProjector(geometry)
     x_ld = A.fbp_hu(y)
-    x0 = A.fbp_hu(stage1.denoise(y, device=dev, progress=progress))
+    y0 = stage1.denoise(y, device=dev, progress=progress)
+    x0 = A.fbp_hu(y0)
     info = {
         "format": "turndiff-model",
         "version": __version__,
@@ -311,7 +312,7 @@ def fit(
             recorrupted = recorrupted_images(
                 y, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
                 A.fbp_hu, recorrupt=cfg2.r2r_recorrupt, copies=cfg2.r2r_copies,
-                seed=seed)
+                seed=seed, denoised=y0)
         stage2 = _train_stage2(x_ld, x0, cfg2, recorrupted=recorrupted, run_dir=run / "stage2" if run else None,
                                device=dev, seed=seed, progress=progress)
         info["train_seconds"]["stage2"] = time.perf_counter() - t0

@@ -223,10 +223,7 @@ def _make_objective(net: ResidualDenoiser, cfg: Stage1Config) -> torch.nn.Module
                                     ramp_floor=cfg.ramp_floor)
     if cfg.objective == "sure":
         return SureObjective(net, loss_weighting=cfg.loss_weighting, ramp_floor=cfg.ramp_floor)
-    if cfg.objective != "csss":
-        raise InputError(f"stage-1 objective must be 'csss', 'r2r' or 'sure', got {cfg.objective!r}")
-    if cfg.pairs not in CELLS:
-        raise InputError(f"stage-1 pairs must be one of {', '.join(CELLS)}, got {cfg.pairs!r}")
+    # "csss" (Stage1Config has validated objective and pairs)
     return CSSSObjective(
         net,
         alpha=cfg.alpha,

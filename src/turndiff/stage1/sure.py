@@ -95,6 +95,11 @@ def sure_mse(
     return float((np.sum((y - f) ** 2) - np.sum(var) + 2.0 * divergence) / y.size)
 
 
+def _band_index(n_freq: int, bands: int) -> np.ndarray:
+    """Band of each of ``n_freq`` rfft bins: ``bands`` equal-width bands of ``|omega|``."""
+    return np.minimum((np.arange(n_freq) * bands) // n_freq, bands - 1)
+
+
 def sure_band_weights(
     y: np.ndarray,
     f: np.ndarray,
@@ -135,7 +140,7 @@ def sure_band_weights(
     r = np.fft.rfft(f - y, n=n, axis=-1)
     u = np.fft.rfft(probe, n=n, axis=-1)
     d = np.fft.rfft((f_probe - f) / eps, n=n, axis=-1)
-    band = np.minimum((np.arange(r.shape[-1]) * bands) // r.shape[-1], bands - 1)
+    band = _band_index(r.shape[-1], bands)
     mult = np.full(r.shape[-1], 2.0)  # rfft keeps one of each +-omega pair
     mult[0] = 1.0
     if n % 2 == 0:
@@ -155,9 +160,7 @@ def apply_band_weights(y: np.ndarray, f: np.ndarray, weights: np.ndarray) -> np.
     """``y + sum_k weights[k] P_k (f - y)`` for one slice ``[V, D]`` (see :func:`sure_band_weights`)."""
     n = y.shape[-1]
     r = np.fft.rfft(f - y, n=n, axis=-1)
-    bands = len(weights)
-    band = np.minimum((np.arange(r.shape[-1]) * bands) // r.shape[-1], bands - 1)
-    r = r * np.asarray(weights)[band]
+    r = r * np.asarray(weights)[_band_index(r.shape[-1], len(weights))]
     return (y + np.fft.irfft(r, n=n, axis=-1)).astype(np.float32)
 
 

@@ -57,6 +57,7 @@ def recorrupted_images(
     recorrupt: float = 0.5,
     copies: int = 2,
     seed: int = 0,
+    denoised: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image triples for the stage-2 recorrupted loss, from the noisy sinograms alone.
 
@@ -79,13 +80,16 @@ def recorrupted_images(
         Sinograms ``[N, V, D]`` to HU images ``[N, H, W]``.
     recorrupt, copies, seed
         ``a``, recorrupted copies per slice, seed of ``z``.
+    denoised : array [N, V, D], optional
+        ``denoise(sinograms)`` if the caller has it already (saves a stage-1 pass).
     """
 
     y = np.asarray(sinograms, np.float32)
     if not (np.isfinite(photons) and photons > 0):
         raise InputError(f"photons must be a positive number, got {photons!r}")
     rng = np.random.default_rng(seed)
-    sigma = np.sqrt(postlog_variance(torch.from_numpy(denoise(y)).double(), float(photons)).numpy())
+    f = denoise(y) if denoised is None else np.asarray(denoised, np.float32)
+    sigma = np.sqrt(postlog_variance(torch.from_numpy(f).double(), float(photons)).numpy())
     plus, teacher, minus = [], [], []
     for _ in range(copies):
         z = (rng.standard_normal(y.shape) * sigma).astype(np.float32)
