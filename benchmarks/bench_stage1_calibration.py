@@ -38,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("stage1_dir", help="a saved stage-1 model folder")
     ap.add_argument("--train", action="append", default=[], help="NAME=k=v,... stage-1 overrides to train and add")
+    ap.add_argument("--bands", type=int, default=8, help="detector-frequency bands of the calibration")
     args = ap.parse_args()
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
     A, ref = CTProjector(data.geometry), data.test_reference_hu
@@ -60,7 +61,7 @@ def main() -> None:
             y = data.test_sinograms[d]
             f = den.denoise(y)
             calibrated, _ = sure_calibrate(den.denoise, y, float(den.photons) * estimate_photons(y) / i0_train,
-                                           denoised=f)
+                                           denoised=f, bands=args.bands)
             cells += [metrics(f), metrics(calibrated)]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
