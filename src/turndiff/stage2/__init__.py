@@ -9,7 +9,8 @@ condition (partial diffusion). See docs/STAGE2.md.
 
 from turndiff.stage2.autoencoder import PatchSkipAutoencoder, build_autoencoder, init_patch_pca
 from turndiff.stage2.config import Stage2Config, hu_to_unit, unit_to_hu
-from turndiff.stage2.model import LatentDiffusion, SampleSpread, sample_spread, sampling_timesteps
+from turndiff.stage2.model import LatentDiffusion, SampleSpread, sample_spread
+from turndiff.stage2.scheduler import PartialDDIMScheduler, sampling_timesteps
 from turndiff.stage2.objectives import AutoencoderObjective, DiffusionObjective
 from turndiff.stage2.train import (
     autoencoder_error_hu,
@@ -22,6 +23,7 @@ from turndiff.stage2.train import (
 __all__ = [
     "Stage2Config",
     "LatentDiffusion",
+    "PartialDDIMScheduler",
     "PatchSkipAutoencoder",
     "build_autoencoder",
     "init_patch_pca",

@@ -1,20 +1,18 @@
 """The stage-2 model: autoencoder + conditional latent diffusion U-Net + DDIM sampler.
 
 ``LatentDiffusion`` bundles MONAI's ``AutoencoderKL`` (encoder E, decoder D) and
-``DiffusionModelUNet``; the noise schedule comes from MONAI's ``DDIMScheduler``. The
+``DiffusionModelUNet`` with a :class:`~turndiff.stage2.scheduler.PartialDDIMScheduler`
+(the noise schedule and the DDIM step, kept apart from the networks). The
 U-Net sees the noisy latent of the teacher image concatenated with the condition (the
 low-dose image during training, the blended image of the tunable strategy at
 inference), and predicts epsilon, v or the clean latent.
 
-Sampling is DDIM over an explicit list of timesteps. MONAI's ``DDIMScheduler.step``
-derives the previous timestep as ``t - T // K``, which cannot express a chain that starts
-part-way (partial diffusion) and drifts from its own ``linspace`` timesteps, so the
-update below (Song et al. 2021, eq. 12) takes both timesteps explicitly.
+Sampling is DDIM over an explicit list of timesteps that may start part-way (partial
+diffusion); why MONAI's own ``step`` cannot do that is in :mod:`turndiff.stage2.scheduler`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from turndiff.checkpoint import (
 from turndiff.errors import InputError
 from turndiff.stage2.autoencoder import autoencoder_component_config, build_autoencoder
 from turndiff.stage2.config import Stage2Config, hu_to_unit, unit_to_hu
+from turndiff.stage2.scheduler import PartialDDIMScheduler, sampling_timesteps
 
 __all__ = [
     "LatentDiffusion",
@@ -43,7 +42,6 @@ __all__ = [
     "build_unet",
     "unet_kwargs",
     "sample_spread",
-    "sampling_timesteps",
 ]
 
 MODEL_JSON = "stage2.json"
@@ -68,66 +66,6 @@ def build_unet(config: Stage2Config) -> torch.nn.Module:
     from monai.networks.nets import DiffusionModelUNet
 
     return DiffusionModelUNet(**unet_kwargs(config))
-
-
-def _alphas_cumprod(config: Stage2Config) -> torch.Tensor:
-    from monai.networks.schedulers import DDIMScheduler
-
-    scheduler = DDIMScheduler(
-        num_train_timesteps=config.num_train_timesteps,
-        schedule=config.schedule,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
-        # "residual" is a clean-latent prediction, expressed relative to the condition.
-        prediction_type="sample" if config.prediction_type == "residual" else config.prediction_type,
-        clip_sample=False,
-    )
-    return scheduler.alphas_cumprod.detach().to(torch.float64).clone()
-
-
-def sampling_timesteps(
-    config: Stage2Config, steps: int, *, strength: float | None = None, start_step: int | None = None
-) -> torch.Tensor:
-    """Decreasing DDIM timesteps from the start step down to 0.
-
-    Parameters
-    ----------
-    config : Stage2Config
-        Gives the chain length T and the largest trained strength.
-    steps : int
-        Number of denoising steps (network evaluations), >= 1.
-    strength : float, optional
-        Start at ``round(strength * (T - 1))``; 1 starts from pure noise.
-    start_step : int, optional
-        Start at this timestep instead (0 <= start_step < T). Not with ``strength``.
-
-    Returns
-    -------
-    torch.Tensor
-        int64 ``[steps]``, strictly decreasing, first = start step, last = 0.
-    """
-    T = config.num_train_timesteps
-    if strength is not None and start_step is not None:
-        raise InputError("give strength or start_step, not both")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
-    if start_step is None:
-        strength = config.sample_strength if strength is None else float(strength)
-        if not 0 < strength <= 1:
-            raise InputError(f"strength must be in (0, 1], got {strength}")
-        start_step = int(round(strength * (T - 1)))
-    elif not 0 <= int(start_step) < T:
-        raise InputError(f"start_step must be in [0, {T - 1}], got {start_step}")
-    start_step = int(start_step)
-    max_start = int(math.ceil(config.max_train_strength * T)) - 1
-    if start_step > max_start:
-        raise InputError(
-            f"start step {start_step} is beyond the trained range (max_train_strength="
-            f"{config.max_train_strength} -> {max_start})"
-        )
-    if steps > start_step + 1:
-        raise InputError(f"{steps} steps do not fit between timestep {start_step} and 0 (at most {start_step + 1})")
-    return torch.linspace(start_step, 0, steps, dtype=torch.float64).round().long()
 
 
 def _as_stack(images: Any, name: str) -> tuple[torch.Tensor, bool]:
@@ -219,7 +157,7 @@ class LatentDiffusion(torch.nn.Module):
         self.config = config
         self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(config)
         self.unet = unet if unet is not None else build_unet(config)
-        self.register_buffer("alphas_cumprod", _alphas_cumprod(config).float(), persistent=False)
+        self.scheduler = PartialDDIMScheduler.from_config(config)
         self.register_buffer("_shift", torch.zeros(1, config.latent_channels, 1, 1), persistent=False)
         self.register_buffer("_scale", torch.ones(1, config.latent_channels, 1, 1), persistent=False)
         self.set_latent_stats(latent_shift, latent_scale)
@@ -229,7 +167,7 @@ class LatentDiffusion(torch.nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.alphas_cumprod.device
+        return self._shift.device
 
     def set_latent_stats(self, shift: float | Sequence[float], scale: float | Sequence[float]) -> None:
         """Set the per-channel latent normalisation ``(mu - shift) * scale``."""
@@ -288,52 +226,6 @@ class LatentDiffusion(torch.nn.Module):
     def denoise(self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """U-Net output (epsilon, v or latent, per ``prediction_type``)."""
         return self.unet(torch.cat([noisy_latent, features], dim=1), timesteps=timesteps)
-
-    def _ab(self, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
-        return self.alphas_cumprod[timesteps].reshape(-1, *([1] * (ndim - 1)))
-
-    def add_noise(self, latent: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Forward diffusion ``sqrt(ab) z + sqrt(1 - ab) noise``."""
-        ab = self._ab(timesteps, latent.ndim).to(latent.dtype)
-        return ab.sqrt() * latent + (1 - ab).sqrt() * noise
-
-    def target(self, latent: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-               condition_latent: torch.Tensor | None = None) -> torch.Tensor:
-        """Regression target of the U-Net for ``prediction_type``.
-
-        ``condition_latent`` (the scaled latent of the condition image) is needed for
-        ``"residual"``, whose target is ``latent - condition_latent``.
-        """
-        kind = self.config.prediction_type
-        if kind == "epsilon":
-            return noise
-        if kind == "sample":
-            return latent
-        if kind == "residual":
-            if condition_latent is None:
-                raise ValueError("prediction_type 'residual' needs condition_latent")
-            return latent - condition_latent
-        ab = self._ab(timesteps, latent.ndim).to(latent.dtype)
-        return ab.sqrt() * noise - (1 - ab).sqrt() * latent
-
-    def split_prediction(
-        self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, output: torch.Tensor,
-        condition_latent: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z0_hat, eps_hat)`` from the U-Net output at ``timesteps``."""
-        ab = self._ab(timesteps, noisy_latent.ndim).to(noisy_latent.dtype)
-        a, b = ab.sqrt(), (1 - ab).sqrt()
-        kind = self.config.prediction_type
-        if kind == "epsilon":
-            z0 = (noisy_latent - b * output) / a
-            return z0, output
-        if kind in ("sample", "residual"):
-            if kind == "residual":
-                if condition_latent is None:
-                    raise ValueError("prediction_type 'residual' needs condition_latent")
-                output = condition_latent + output
-            return output, (noisy_latent - a * output) / b.clamp_min(1e-8)
-        return a * noisy_latent - b * output, a * output + b * noisy_latent
 
     # ------------------------------------------------------------------------- sampling
 
@@ -442,31 +334,19 @@ class LatentDiffusion(torch.nn.Module):
                         z = noise
                     else:
                         z_init = z_cond if (z_cond is not None and init_hu is None) else self.encode(i_img).float()
-                        z = self.add_noise(z_init, noise, t0)
+                        z = self.scheduler.add_noise(z_init, noise, t0)
                     for k, t in enumerate(timesteps.tolist()):
                         t_batch = torch.full((hi - lo,), t, device=device, dtype=torch.long)
                         output = self.denoise(z, t_batch, feats).float()
-                        z0, eps = self.split_prediction(z, t_batch, output, z_cond)
+                        z0, eps = self.scheduler.split_prediction(z, t_batch, output, z_cond)
                         t_prev = int(timesteps[k + 1]) if k + 1 < len(timesteps) else -1
-                        z = self._ddim_update(z0, eps, t, t_prev, eta, gens)
+                        z = self.scheduler.step(z0, eps, t, t_prev, eta, gens)
                     image = self.decode(z).float()
                 out[lo:hi] = self.to_hu(image[:, 0, :h, :w]).cpu()
         finally:
             self.train(was_training)
         result = out.numpy()
         return result[0] if squeeze else result
-
-    def _ddim_update(self, z0: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, eta: float,
-                     gens: Sequence[torch.Generator]) -> torch.Tensor:
-        if t_prev < 0:
-            return z0
-        ab_t, ab_prev = self.alphas_cumprod[t], self.alphas_cumprod[t_prev]
-        sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
-        z = ab_prev.sqrt() * z0 + torch.sqrt((1 - ab_prev - sigma**2).clamp_min(0)) * eps
-        if eta > 0:
-            noise = torch.stack([torch.randn(z.shape[1:], generator=g) for g in gens]).to(z.device)
-            z = z + sigma * noise
-        return z
 
     @torch.no_grad()
     def reconstruct(self, images_hu: np.ndarray | torch.Tensor, *, batch_size: int = 8) -> np.ndarray:
@@ -501,14 +381,7 @@ class LatentDiffusion(torch.nn.Module):
             "config": self.config.to_dict(),
             "latent_shift": self.latent_shift,
             "latent_scale": self.latent_scale,
-            "scheduler": {
-                "class": "monai.networks.schedulers.DDIMScheduler",
-                "num_train_timesteps": self.config.num_train_timesteps,
-                "schedule": self.config.schedule,
-                "beta_start": self.config.beta_start,
-                "beta_end": self.config.beta_end,
-                "prediction_type": self.config.prediction_type,
-            },
+            "scheduler": self.scheduler.to_dict(),
             "training": self.training_info,
         })
         return directory

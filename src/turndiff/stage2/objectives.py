@@ -97,13 +97,13 @@ class DiffusionObjective(torch.nn.Module):
             z0 = model.encode(x0).float()
             z_cond = model.encode(condition).float() if model.needs_condition_latent else None
         features = model.condition_features(condition, z_cond)
-        z_t = model.add_noise(z0, noise, t)
+        z_t = model.scheduler.add_noise(z0, noise, t)
         output = model.denoise(z_t, t, features).float()
-        l_diff = F.mse_loss(output, model.target(z0, noise, t, z_cond))
+        l_diff = F.mse_loss(output, model.scheduler.target(z0, noise, t, z_cond))
         loss, logs = l_diff, {"diffusion": l_diff.detach()}
         use_r2r = self.r2r_weight > 0 and "target" in batch
         if self.image_loss_weight > 0 or use_r2r:
-            z0_hat, _ = model.split_prediction(z_t, t, output, z_cond)
+            z0_hat, _ = model.scheduler.split_prediction(z_t, t, output, z_cond)
             image = model.decode(z0_hat).float()
             weights = soft_tissue_weights(x0, model.config)
         if self.image_loss_weight > 0:
