@@ -128,7 +128,7 @@ def test_save_then_load_gives_identical_output(name, tiny_data, fitted, tmp_path
     state = fitted[name]
     folder = state.save(tmp_path / "model")
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["method"] == name
+    assert cfg["class"] == "FittedBaseline" and cfg["config"]["method"] == name and "turndiff_version" in cfg
     assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl"))
     assert (folder / "model.safetensors").is_file() == BASELINES[name].trained
     loaded = BASELINES[name].load(folder)

@@ -11,11 +11,11 @@ import torch
 
 from turndiff.checkpoint import (
     CheckpointError,
-    load_component_config,
+    load_pretrained_config,
     load_state,
     optimizer_state_from_tensors,
     optimizer_state_to_tensors,
-    save_component,
+    save_pretrained,
 )
 from turndiff.errors import InputError, TurnDiffError
 from turndiff.training import TrainConfig, latest_checkpoint, lr_factor, resolve_device, train
@@ -215,25 +215,25 @@ def test_objective_without_trainable_parameters_is_rejected() -> None:
 # ------------------------------------------------------------------------ checkpoint.py
 
 
-def test_component_round_trip(tmp_path) -> None:
+def test_save_pretrained_round_trip(tmp_path) -> None:
     net = make().net
-    save_component(tmp_path, net, {"channels": 4, "tuple": [1, 2]}, "denoiser")
+    save_pretrained(tmp_path / "denoiser", {"channels": 4, "tuple": [1, 2]}, net)
     meta = json.loads((tmp_path / "denoiser" / "config.json").read_text())
     assert meta["class"] == "torch.nn.modules.container.Sequential"
     assert meta["config"] == {"channels": 4, "tuple": [1, 2]} and "turndiff_version" in meta
-    assert load_component_config(tmp_path, "denoiser", expected_class="Sequential")["channels"] == 4
+    assert load_pretrained_config(tmp_path / "denoiser", expected_class="Sequential")["channels"] == 4
     other = make(seed=3).net
     load_state(other, tmp_path / "denoiser")
     _assert_same_state(net, other)
 
 
-def test_component_errors_are_explicit(tmp_path) -> None:
+def test_save_pretrained_errors_are_explicit(tmp_path) -> None:
     net = make().net
-    with pytest.raises(CheckpointError, match="no component"):
-        load_component_config(tmp_path, "denoiser")
-    save_component(tmp_path, net, {}, "denoiser")
+    with pytest.raises(CheckpointError, match="missing model folder"):
+        load_pretrained_config(tmp_path / "denoiser")
+    save_pretrained(tmp_path / "denoiser", {}, net)
     with pytest.raises(CheckpointError, match="expected"):
-        load_component_config(tmp_path, "denoiser", expected_class="UNet")
+        load_pretrained_config(tmp_path / "denoiser", expected_class="UNet")
     wider = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.GELU(), torch.nn.Dropout(0.1),
                                 torch.nn.Conv2d(8, 1, 3, padding=1))
     with pytest.raises(CheckpointError, match="shape"):
@@ -244,7 +244,7 @@ def test_component_errors_are_explicit(tmp_path) -> None:
         load_state(torch.nn.Sequential(*net, torch.nn.Conv2d(1, 1, 1)), tmp_path / "denoiser")
     (tmp_path / "denoiser" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="missing file"):
-        load_component_config(tmp_path, "denoiser")
+        load_pretrained_config(tmp_path / "denoiser")
 
 
 def test_optimizer_state_flattening_round_trip() -> None:

@@ -1,9 +1,12 @@
 """Safetensors + JSON persistence: model components and training state, no pickles.
 
-A *component* is one network saved as a folder::
+Every model is saved the same way, as a folder (:func:`save_pretrained`)::
 
-    DIR/NAME/config.json        sorted JSON: class, constructor arguments, turndiff version
-    DIR/NAME/model.safetensors  the weights (float32 on CPU)
+    DIR/config.json        sorted JSON: class, config (enough to rebuild it), turndiff version
+    DIR/model.safetensors  the weights (CPU), absent for a model without weights
+
+Composite models are folders of such folders (the pipeline: ``projection_denoiser/``
+and ``latent_diffusion/{autoencoder,unet}/``) plus their own index JSON.
 
 Training state (for resume) is a folder of safetensors files whose tensors are named,
 plus a JSON file for everything that is not a tensor (optimizer hyper-parameters,
@@ -34,8 +37,8 @@ __all__ = [
     "read_json",
     "save_tensors",
     "load_tensors",
-    "save_component",
-    "load_component_config",
+    "save_pretrained",
+    "load_pretrained_config",
     "load_state",
     "optimizer_state_to_tensors",
     "optimizer_state_from_tensors",
@@ -125,55 +128,64 @@ def _class_path(module: torch.nn.Module) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def save_component(
-    directory: str | os.PathLike, module: torch.nn.Module, config: Mapping[str, Any], name: str
+def save_pretrained(
+    folder: str | os.PathLike,
+    config: Mapping[str, Any],
+    module: torch.nn.Module | None = None,
+    *,
+    class_name: str | None = None,
 ) -> Path:
-    """Save one network as ``directory/name/{config.json, model.safetensors}``.
+    """Save one model as ``folder/{config.json, model.safetensors}``: the one way to save.
+
+    Stage 1, each stage-2 network, every baseline and (through them) the pipeline are
+    written by this function, so every model folder reads the same way.
 
     Parameters
     ----------
-    directory : path
-        Model folder; created if missing.
-    module : torch.nn.Module
-        The network; its ``state_dict()`` is stored as float32/int tensors on CPU.
+    folder : path
+        Created if missing; each file is written atomically. Callers that need the whole
+        folder to appear at once write into :func:`turndiff.io.atomic_output`.
     config : dict
-        JSON-serialisable constructor arguments, enough to rebuild ``module``.
-    name : str
-        Component name (sub-folder), e.g. ``"autoencoder"``.
+        JSON-serialisable description, enough to rebuild the model.
+    module : torch.nn.Module, optional
+        Its ``state_dict()`` goes to ``model.safetensors`` (CPU copies); none is written
+        for a model without weights (e.g. a TV baseline).
+    class_name : str, optional
+        Stored ``class`` (default: the dotted path of ``module``'s class).
 
     Returns
     -------
     Path
-        The component folder.
+        ``folder``.
     """
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"bad component name {name!r}")
-    folder = Path(directory) / name
-    save_tensors(folder / WEIGHTS_NAME, module.state_dict(), metadata={"format": "pt"})
-    write_json(
-        folder / CONFIG_NAME,
-        {"class": _class_path(module), "config": dict(config), "turndiff_version": _version()},
-    )
+    folder = Path(folder)
+    if class_name is None:
+        if module is None:
+            raise ValueError("save_pretrained needs a class_name when there is no module")
+        class_name = _class_path(module)
+    if module is not None:
+        save_tensors(folder / WEIGHTS_NAME, module.state_dict(), metadata={"format": "pt"})
+    write_json(folder / CONFIG_NAME, {"class": class_name, "config": dict(config), "turndiff_version": _version()})
     return folder
 
 
-def load_component_config(
-    directory: str | os.PathLike, name: str, *, expected_class: str | None = None
+def load_pretrained_config(
+    folder: str | os.PathLike, *, expected_class: str | None = None, weights: bool = True
 ) -> dict[str, Any]:
-    """Read the constructor arguments saved by :func:`save_component`.
+    """Read the ``config`` saved by :func:`save_pretrained`.
 
-    Raises :class:`CheckpointError` when the folder, its config or its weights are
-    missing, or when the stored class differs from ``expected_class`` (a dotted path
-    or a bare class name).
+    Raises :class:`CheckpointError` when the folder, its config or (with ``weights``) its
+    weights are missing, or when the stored class differs from ``expected_class`` (a
+    dotted path or a bare class name). Load the weights with :func:`load_state`.
     """
-    folder = Path(directory) / name
+    folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"model folder {Path(directory)} has no component {name!r}")
-    if not (folder / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"missing model folder {folder}")
+    if weights and not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"missing file {folder / WEIGHTS_NAME}")
     meta = read_json(folder / CONFIG_NAME)
-    if not isinstance(meta, dict) or "config" not in meta or "class" not in meta:
-        raise CheckpointError(f"{folder / CONFIG_NAME} lacks 'class' or 'config'")
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "class" not in meta:
+        raise CheckpointError(f"{folder / CONFIG_NAME} lacks 'class' or a 'config' object")
     if expected_class is not None:
         stored = str(meta["class"])
         if stored != expected_class and stored.rsplit(".", 1)[-1] != expected_class:

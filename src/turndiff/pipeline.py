@@ -28,14 +28,15 @@ import numpy as np
 import torch
 
 from . import __version__
-from .dose import estimate_photons
+from .dose import dose_from_photons, estimate_photons
+from .checkpoint import write_json
 from .errors import InputError
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
 from .training import resolve_device
 
-__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "fit", "MODEL_JSON"]
+__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "fit", "fit_stage2", "model_index", "MODEL_JSON"]
 
 MODEL_JSON = "turndiff.json"
 STAGE1_DIR = "projection_denoiser"
@@ -137,7 +138,7 @@ class TurnDiffPipeline:
             self.stage1.save(tmp / STAGE1_DIR)
             if self.stage2 is not None:
                 self.stage2.save(tmp / STAGE2_DIR)
-            (tmp / MODEL_JSON).write_text(json.dumps(self.info, indent=2, sort_keys=True))
+            write_json(tmp / MODEL_JSON, self.info)
         return d
 
     # ----------------------------------------------------------------- inference
@@ -251,6 +252,69 @@ def stage2_preset(preset: str):
     return Stage2Config.preset(preset)
 
 
+def model_index(
+    *,
+    geometry: Geometry,
+    stage1: ProjectionDenoiser,
+    sinogram: np.ndarray,
+    preset: str,
+    seed: int,
+    train_seconds: dict,
+    has_stage2: bool = True,
+) -> dict:
+    """The model index ``turndiff.json`` of a model folder; ``fit`` and ``train-ldm`` both
+    write it through this function, so every model folder states the same facts."""
+    return {
+        "format": "turndiff-model",
+        "version": __version__,
+        "components": {"stage1": STAGE1_DIR, "stage2": STAGE2_DIR if has_stage2 else None},
+        "geometry": geometry.to_json(),
+        "photons_train": float(stage1.photons),
+        "photons_train_estimated": float(estimate_photons(sinogram)),
+        "dose_fraction_train": dose_from_photons(stage1.photons),
+        "preset": preset,
+        "seed": int(seed),
+        "train_slices": int(sinogram.shape[0]),
+        "train_seconds": {k: float(v) for k, v in train_seconds.items()},
+    }
+
+
+def fit_stage2(
+    sinogram: np.ndarray,
+    stage1: ProjectionDenoiser,
+    geometry: Geometry,
+    *,
+    config=None,
+    preset: str = "fast",
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    denoised: np.ndarray | None = None,
+    progress: bool = True,
+):
+    """Train stage 2 from noisy sinograms ``[N, V, D]`` and a trained, frozen stage 1.
+
+    The teacher ``x0 = FBP(f(y))`` and the condition ``x_ld = FBP(y)`` are computed here,
+    and, when the config's ``r2r_weight > 0``, the recorrupted triples of the image-domain
+    loss (:func:`turndiff.stage2.train.recorrupted_images`). ``denoised`` is ``f(y)`` when
+    the caller has it already. The one stage-2 training step of ``fit`` and ``train-ldm``.
+    """
+    from .stage2 import train_stage2
+    from .stage2.train import recorrupted_images
+
+    dev = resolve_device(device)
+    A = CTProjector(geometry)
+    y0 = stage1.denoise(sinogram, device=dev, progress=progress) if denoised is None else denoised
+    cfg2 = config or stage2_preset(preset)
+    recorrupted = None
+    if cfg2.r2r_weight > 0:
+        recorrupted = recorrupted_images(
+            sinogram, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
+            A.fbp_hu, recorrupt=cfg2.r2r_recorrupt, copies=cfg2.r2r_copies, seed=seed, denoised=y0)
+    return train_stage2(A.fbp_hu(sinogram), A.fbp_hu(y0), cfg2, recorrupted=recorrupted,
+                        run_dir=Path(run_dir) if run_dir else None, device=dev, seed=seed, progress=progress)
+
+
 def fit(
     sinogram: np.ndarray,
     *,
@@ -268,12 +332,9 @@ def fit(
     """Train TurnDiff on noisy sinograms ``[N, V, D]`` alone (no clean data).
 
     Stage 1 (CSSS) is trained first; it is then frozen and its teacher images
-    ``x0 = FBP(f(y))`` are computed once; stage 2 learns from ``x_ld = FBP(y)`` and ``x0``.
-    ``run_dir`` holds checkpoints so an interrupted fit resumes.
+    ``x0 = FBP(f(y))`` are computed once; stage 2 learns from ``x_ld = FBP(y)`` and ``x0``
+    (:func:`fit_stage2`). ``run_dir`` holds checkpoints so an interrupted fit resumes.
     """
-    from .stage2 import train_stage2 as _train_stage2
-    from .stage2.train import recorrupted_images
-
     y = np.asarray(sinogram, np.float32)
     if y.ndim == 2:
         y = y[None]
@@ -285,35 +346,13 @@ def fit(
     cfg1 = Stage1Config.preset(preset, seed=seed, **(stage1_overrides or {}))
     stage1 = train_projection_denoiser(y, photons=photons, geometry_json=geometry.to_json(), config=cfg1,
                                        run_dir=run / "stage1" if run else None, device=dev, progress=progress)
-    t1 = time.perf_counter() - t0
-    A = CTProjector(geometry)
-    x_ld = A.fbp_hu(y)
-    y0 = stage1.denoise(y, device=dev, progress=progress)
-    x0 = A.fbp_hu(y0)
-    info = {
-        "format": "turndiff-model",
-        "version": __version__,
-        "components": {"stage1": STAGE1_DIR, "stage2": STAGE2_DIR if train_stage2 else None},
-        "geometry": geometry.to_json(),
-        "photons_train": float(stage1.photons),
-        "photons_train_estimated": float(estimate_photons(y)),
-        "dose_fraction_train": float(stage1.photons) / 1e5,
-        "preset": preset,
-        "seed": seed,
-        "train_slices": int(y.shape[0]),
-        "train_seconds": {"stage1": t1},
-    }
+    seconds = {"stage1": time.perf_counter() - t0}
     stage2 = None
     if train_stage2:
         t0 = time.perf_counter()
-        cfg2 = stage2_config or stage2_preset(preset)
-        recorrupted = None
-        if cfg2.r2r_weight > 0:
-            recorrupted = recorrupted_images(
-                y, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
-                A.fbp_hu, recorrupt=cfg2.r2r_recorrupt, copies=cfg2.r2r_copies,
-                seed=seed, denoised=y0)
-        stage2 = _train_stage2(x_ld, x0, cfg2, recorrupted=recorrupted, run_dir=run / "stage2" if run else None,
-                               device=dev, seed=seed, progress=progress)
-        info["train_seconds"]["stage2"] = time.perf_counter() - t0
+        stage2 = fit_stage2(y, stage1, geometry, config=stage2_config, preset=preset, device=dev, seed=seed,
+                            run_dir=run / "stage2" if run else None, progress=progress)
+        seconds["stage2"] = time.perf_counter() - t0
+    info = model_index(geometry=geometry, stage1=stage1, sinogram=y, preset=preset, seed=seed,
+                       train_seconds=seconds, has_stage2=train_stage2)
     return TurnDiffPipeline(stage1, stage2, info, device=dev)

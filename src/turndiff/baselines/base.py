@@ -35,8 +35,6 @@ __all__ = ["Baseline", "FittedBaseline", "BASELINES", "PRESETS", "register", "ge
 #: ``tiny`` (tests and the tiny benchmark: a few steps on tiny images).
 PRESETS: tuple[str, ...] = ("tiny", "fast", "paper")
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 #: name -> baseline, filled by :func:`register`.
 BASELINES: dict[str, "Baseline"] = {}
@@ -134,35 +132,32 @@ class FittedBaseline:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/config.json`` (and ``model.safetensors`` for learned methods)."""
-        from safetensors.torch import save_file
-
-        from .. import __version__
+        """Write ``directory/config.json`` (and ``model.safetensors`` for learned methods)
+        with :func:`turndiff.checkpoint.save_pretrained`, atomically."""
+        from ..checkpoint import save_pretrained
         from ..io import atomic_output
 
         d = Path(directory)
+        cfg = {"method": self.method, "params": self.params, "network": self.network_spec, "info": self.info}
         with atomic_output(d, directory=True) as tmp:
-            cfg = {"method": self.method, "params": self.params, "network": self.network_spec,
-                   "info": self.info, "turndiff_version": __version__}
-            (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True, allow_nan=False) + "\n")
-            if self.network is not None:
-                state = {k: v.detach().to("cpu", torch.float32).contiguous()
-                         for k, v in self.network.state_dict().items()}
-                save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            save_pretrained(tmp, cfg, self.network,
+                            class_name="FittedBaseline")
         return d
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str = "cpu") -> "FittedBaseline":
-        """Load a folder written by :meth:`save` (CPU float32 by default)."""
-        from safetensors.torch import load_file
+        """Load a folder written by :meth:`save` (CPU float32 by default). Folders of the
+        first format (``method`` at the top level of ``config.json``) load too."""
+        from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_state, read_json
 
         d = Path(directory)
         if not (d / CONFIG_NAME).is_file():
             raise InputError(f"{d}: not a baseline folder (no {CONFIG_NAME})")
         try:
-            cfg = json.loads((d / CONFIG_NAME).read_text())
+            meta = read_json(d / CONFIG_NAME)
+            cfg = meta["config"] if isinstance(meta, dict) and meta.get("class") == "FittedBaseline" else meta
             method = str(cfg["method"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (CheckpointError, KeyError, TypeError) as e:
             raise InputError(f"{d / CONFIG_NAME}: not a baseline config ({e})") from None
         get_baseline(method)
         network, spec = None, cfg.get("network")
@@ -173,8 +168,8 @@ class FittedBaseline:
 
             network = build_network(spec)
             try:
-                network.load_state_dict(load_file(str(d / WEIGHTS_NAME), device="cpu"))
-            except RuntimeError as e:
+                load_state(network, d)
+            except CheckpointError as e:
                 raise InputError(f"{d}: the weights do not fit the {method} network "
                                  f"({str(e).splitlines()[0]})") from None
             network = network.to(device).eval()

@@ -25,13 +25,11 @@ def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
 
     OUT becomes a full TurnDiff model folder (stage 1 copied in), usable by `reconstruct`.
     """
+    import time
+
     from ..io import read_sinogram_h5
-    from ..pipeline import STAGE1_DIR, TurnDiffPipeline
-    from ..physics import CTProjector
-    from ..dose import estimate_photons
+    from ..pipeline import TurnDiffPipeline, fit_stage2, model_index
     from ..stage1 import ProjectionDenoiser
-    from ..training import resolve_device
-    from ..stage2 import Stage2Config, train_stage2
 
     refuse_output_over_input(out, input, proj_dir, model_folder=True)
 
@@ -39,18 +37,13 @@ def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
     sino, attrs = read_sinogram_h5(input)
     check_geometry_matches(stage1.info.get("geometry"), attrs, input)
     g = geometry_of(attrs, input)
-    dev = resolve_device(device)
-    A = CTProjector(g)
-    x_ld = A.fbp_hu(sino)
-    x0 = A.fbp_hu(stage1.denoise(sino, device=dev, progress=True))
     run_dir = Path(out).with_name(Path(out).name + ".run")
-    stage2 = train_stage2(x_ld, x0, Stage2Config.preset(preset), run_dir=run_dir, device=dev, seed=seed)
-    info = {
-        "format": "turndiff-model", "components": {"stage1": STAGE1_DIR, "stage2": "latent_diffusion"},
-        "geometry": g.to_json(), "photons_train": stage1.photons,
-        "photons_train_estimated": float(estimate_photons(sino)), "dose_fraction_train": stage1.photons / 1e5,
-        "preset": preset, "seed": seed, "train_slices": int(sino.shape[0]),
-    }
+    claim_run_dir(run_dir, sino, {"command": "train-ldm", "preset": preset, "seed": seed,
+                                  "stage1": str(Path(proj_dir).resolve())})
+    t0 = time.perf_counter()
+    stage2 = fit_stage2(sino, stage1, g, preset=preset, device=device, seed=seed, run_dir=run_dir)
+    seconds = {"stage1": float(stage1.info.get("train_seconds", 0.0)), "stage2": time.perf_counter() - t0}
+    info = model_index(geometry=g, stage1=stage1, sinogram=sino, preset=preset, seed=seed, train_seconds=seconds)
     TurnDiffPipeline(stage1, stage2, info, device="cpu").save(out)
     shutil.rmtree(run_dir, ignore_errors=True)
     click.echo(f"wrote {out}", err=True)

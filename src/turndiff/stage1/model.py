@@ -182,37 +182,40 @@ class ProjectionDenoiser:
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/config.json`` and ``directory/model.safetensors``."""
-        from safetensors.torch import save_file
-
+        """Write ``directory/{config.json, model.safetensors}`` (:func:`turndiff.checkpoint.save_pretrained`),
+        atomically: the folder appears whole or not at all."""
+        from ..checkpoint import save_pretrained
         from ..io import atomic_output
 
         d = Path(directory)
         with atomic_output(d, directory=True) as tmp:
-            cfg = {"class": "ProjectionDenoiser", "network": self.network.config, **self.info}
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-            state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-            save_file(state, str(tmp / "model.safetensors"))
+            save_pretrained(tmp, {"network": self.network.config, **self.info}, self.network,
+                            class_name="ProjectionDenoiser")
         return d
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "ProjectionDenoiser":
-        """Load a folder written by :meth:`save` (CPU float32 by default)."""
-        from ..checkpoint import CheckpointError, load_tensors
+        """Load a folder written by :meth:`save` (CPU float32 by default).
+
+        Folders of the first format (before version 0.6: the config's keys at the top
+        level of ``config.json``, next to ``"class"``) load too."""
+        from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_state, read_json
 
         d = Path(directory)
-        cfg_path, w_path = d / "config.json", d / "model.safetensors"
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise InputError(f"{d}: not a stage-1 model folder (needs config.json and model.safetensors)")
+        if not (d / CONFIG_NAME).is_file() or not (d / WEIGHTS_NAME).is_file():
+            raise InputError(f"{d}: not a stage-1 model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
-            cfg = json.loads(cfg_path.read_text())
-            if not isinstance(cfg, dict) or not isinstance(cfg.get("network"), dict):
-                raise TypeError("config.json has no 'network' object")
+            meta = read_json(d / CONFIG_NAME)
+            if not isinstance(meta, dict) or meta.get("class", "ProjectionDenoiser") != "ProjectionDenoiser":
+                raise TypeError(f"{CONFIG_NAME} does not describe a ProjectionDenoiser")
+            cfg = dict(meta["config"]) if isinstance(meta.get("config"), dict) else \
+                {k: v for k, v in meta.items() if k != "class"}
+            if not isinstance(cfg.get("network"), dict):
+                raise TypeError(f"{CONFIG_NAME} has no 'network' object")
             net = ResidualDenoiser(**cfg.pop("network"))
-            cfg.pop("class", None)
-            net.load_state_dict(load_tensors(w_path, device=device))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, RuntimeError, TypeError, ValueError,
-                AttributeError, CheckpointError) as e:
+            load_state(net, d)
+        except (UnicodeDecodeError, KeyError, RuntimeError, TypeError, ValueError, AttributeError,
+                CheckpointError) as e:
             raise InputError(f"{d}: cannot load the stage-1 model ({str(e).splitlines()[0]})") from None
         return cls(net.to(device), cfg)
 

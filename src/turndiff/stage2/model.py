@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 from turndiff.checkpoint import (
     CheckpointError,
-    load_component_config,
+    load_pretrained_config,
     load_state,
     read_json,
-    save_component,
+    save_pretrained,
     write_json,
 )
 from turndiff.errors import InputError
@@ -373,8 +373,8 @@ class LatentDiffusion(torch.nn.Module):
         ``model.safetensors`` (float32 weights); no pickles.
         """
         directory = Path(directory)
-        save_component(directory, self.autoencoder, autoencoder_component_config(self.config), "autoencoder")
-        save_component(directory, self.unet, unet_kwargs(self.config), "unet")
+        save_pretrained(directory / "autoencoder", autoencoder_component_config(self.config), self.autoencoder)
+        save_pretrained(directory / "unet", unet_kwargs(self.config), self.unet)
         write_json(directory / MODEL_JSON, {
             "class": "LatentDiffusion",
             "components": ["autoencoder", "unet"],
@@ -399,8 +399,8 @@ class LatentDiffusion(torch.nn.Module):
         except (KeyError, TypeError, InputError) as exc:
             raise CheckpointError(f"{directory / MODEL_JSON} is malformed: {exc}") from None
         autoencoder, unet = build_autoencoder(config), build_unet(config)
-        ae_cfg = load_component_config(directory, "autoencoder", expected_class=type(autoencoder).__name__)
-        un_cfg = load_component_config(directory, "unet", expected_class="DiffusionModelUNet")
+        ae_cfg = load_pretrained_config(directory / "autoencoder", expected_class=type(autoencoder).__name__)
+        un_cfg = load_pretrained_config(directory / "unet", expected_class="DiffusionModelUNet")
         if ae_cfg != autoencoder_component_config(config) or un_cfg != unet_kwargs(config):
             raise CheckpointError(f"{directory}: component configs disagree with {MODEL_JSON}")
         load_state(autoencoder, directory / "autoencoder")
