@@ -10,7 +10,7 @@ data range is 1). RMSE is computed on the same clipped images but reported in HU
 ``rmse = (hi - lo) * sqrt(mse_scaled)``, hence ``psnr = 20 log10((hi - lo) / rmse)``.
 
 A ``mask`` (bool, ``[H, W]`` or ``[N, H, W]``) restricts every metric to its pixels,
-e.g. the body (``mask="body"`` uses :func:`turndiff.phantoms.body_mask` of ``ref``).
+e.g. the body (``mask="body"`` uses :func:`turndiff.masks.body_mask` of ``ref``).
 PSNR, SSIM (without mask) come straight from :mod:`skimage.metrics`; with a mask, SSIM
 is the mean of scikit-image's SSIM map over the mask.
 
@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .masks import body_mask
 from .windows import WINDOWS
 
 __all__ = [
@@ -102,8 +103,6 @@ def _mask(mask: Mask, ref: np.ndarray) -> np.ndarray | None:
     if isinstance(mask, str):
         if mask != "body":
             raise InputError(f"mask must be a boolean array, 'body' or None, got {mask!r}")
-        from .phantoms import body_mask
-
         m = body_mask(ref)
     else:
         m = np.asarray(mask)

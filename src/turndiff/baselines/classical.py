@@ -253,7 +253,7 @@ def choose_tv_weight(
     """
     from tqdm.auto import tqdm
 
-    from .data import body_mask
+    from ..masks import body_mask
 
     y = check_sinograms(sinograms, geometry)
     if geometry.views % 2:
@@ -264,7 +264,7 @@ def choose_tv_weight(
     g_even, g_odd = subset_geometry(geometry, 2, 0), subset_geometry(geometry, 2, 1)
     y_even, y_odd = np.ascontiguousarray(y[:, 0::2]), np.ascontiguousarray(y[:, 1::2])
     target = CTProjector(g_odd).fbp_hu(y_odd)
-    mask = body_mask(CTProjector(geometry).fbp_hu(y))
+    mask = body_mask(CTProjector(geometry).fbp_hu(y), smooth=5, largest_component=False)
     if mask.sum() < 16:
         mask = np.ones_like(mask)
     scores = []

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..masks import body_mask
 from ..physics import CTProjector, Geometry
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "noise_sinograms",
     "noise_images",
     "fbp_noise_std",
-    "body_mask",
     "similar_images",
     "crop_batch_fn",
 ]
@@ -84,15 +84,6 @@ def noise_images(sinograms: np.ndarray, geometry: Geometry, photons: float, *, r
     return img.reshape(-1, repeats, *geometry.image_shape).astype(np.float32)
 
 
-def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
-    """Pixels of a (noisy) image inside the body: a 5x5-smoothed image above ``threshold`` HU."""
-    from scipy.ndimage import uniform_filter
-
-    hu = np.asarray(hu, np.float32)
-    size = (1,) * (hu.ndim - 2) + (5, 5)
-    return uniform_filter(hu, size=size, mode="nearest") > threshold
-
-
 def fbp_noise_std(sinograms: np.ndarray, geometry: Geometry, photons: float, *, seed: int = 0,
                   hu: np.ndarray | None = None) -> np.ndarray:
     """Noise standard deviation (HU) of the FBP inside the body, per slice ``[N]``.
@@ -104,7 +95,7 @@ def fbp_noise_std(sinograms: np.ndarray, geometry: Geometry, photons: float, *, 
     y = np.asarray(sinograms, np.float32)
     x = CTProjector(geometry).fbp_hu(y) if hu is None else np.asarray(hu, np.float32)
     noise = noise_images(y, geometry, photons, rng=np.random.default_rng(seed))[:, 0]
-    mask = body_mask(x)
+    mask = body_mask(x, smooth=5, largest_component=False)
     out = np.empty(y.shape[0], np.float64)
     for i in range(y.shape[0]):
         m = mask[i] if mask[i].sum() >= 16 else np.ones_like(mask[i])

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..metrics import evaluate, gradient_ratios
-from ..phantoms import body_mask
+from ..masks import body_mask
 from ..physics import CTProjector
 from .data import BenchData, make_bench_data
 

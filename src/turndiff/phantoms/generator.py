@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..masks import body_mask
 from ._anatomy import render
 from ._raster import Canvas
 
@@ -170,42 +171,3 @@ def make_phantoms(
         seq = np.random.SeedSequence(seed, spawn_key=(i,))
         hu[i], labels[i] = _generate(int(size), spacing, seq, region, contrast, table, psf)
     return (hu, labels) if return_labels else hu
-
-
-def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
-    """Mask of the patient body: the largest connected region above ``threshold`` HU,
-    with its holes (lungs, bowel gas) filled. Table and foam stay outside.
-
-    Parameters
-    ----------
-    hu : ndarray [..., H, W]
-        Image(s) in HU.
-    threshold : float
-        HU above which a pixel may belong to the body.
-
-    Returns
-    -------
-    ndarray, bool [..., H, W]
-
-    Examples
-    --------
-    >>> hu = make_phantom(64, seed=0)
-    >>> m = body_mask(hu)
-    >>> bool(m[32, 32]), bool(m[0, 0])
-    (True, False)
-    """
-    hu = np.asarray(hu)
-    if hu.ndim < 2:
-        raise InputError(f"body_mask needs an image [..., H, W], got shape {hu.shape}")
-    flat = hu.reshape((-1,) + hu.shape[-2:])
-    out = np.zeros(flat.shape, bool)
-    for k, img in enumerate(flat):
-        fg = img > threshold
-        lab, count = ndimage.label(fg)
-        if count == 0:
-            continue
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        out[k] = ndimage.binary_fill_holes(lab == int(np.argmax(sizes)))
-    return out.reshape(hu.shape)
-
