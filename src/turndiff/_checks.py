@@ -22,3 +22,16 @@ def as_stack(data: Any, name: str, axes: str) -> tuple[np.ndarray, bool]:
     if not np.isfinite(x).all():
         raise InputError(f"{name} holds NaN or inf")
     return x, squeeze
+
+
+def check_sinograms(sinograms: Any, geometry: Any = None, what: str = "sinograms") -> np.ndarray:
+    """Post-log sinograms as contiguous float32 ``[N, V, D]`` (a single ``[V, D]`` is
+    promoted), finite, and of ``geometry.sinogram_shape`` when a geometry is given. The one
+    sinogram check of the library's entry points."""
+    y, _ = as_stack(sinograms, what, "V, D")
+    if y.shape[0] < 1:
+        raise InputError(f"{what} must be [N, V, D] with N >= 1, got shape {tuple(y.shape)}")
+    if geometry is not None and tuple(y.shape[1:]) != tuple(geometry.sinogram_shape):
+        raise InputError(f"{what} of shape {tuple(y.shape)} do not match the geometry "
+                         f"([N, {geometry.views}, {geometry.det_count}])")
+    return np.ascontiguousarray(y)

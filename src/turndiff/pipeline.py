@@ -29,6 +29,7 @@ import torch
 
 from . import __version__
 from .dose import dose_from_photons, estimate_photons
+from ._checks import as_stack, check_sinograms
 from .checkpoint import write_json
 from .errors import InputError
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
@@ -144,11 +145,7 @@ class TurnDiffPipeline:
     # ----------------------------------------------------------------- inference
     def check_sinogram(self, sinogram: np.ndarray, geometry: Geometry | None = None, where: str = "input") -> np.ndarray:
         """Validate shape / values (and geometry when given) against the model."""
-        y = np.asarray(sinogram, np.float32)
-        if y.ndim == 2:
-            y = y[None]
-        if y.ndim != 3:
-            raise InputError(f"{where}: sinogram must be [N, V, D], got shape {y.shape}")
+        y, _ = as_stack(sinogram, f"{where}: sinogram", "V, D")
         if tuple(y.shape[1:]) != self.geometry.sinogram_shape:
             raise InputError(f"{where}: sinogram is {list(y.shape[1:])} (V, D) but the model was trained on "
                              f"{list(self.geometry.sinogram_shape)}")
@@ -156,8 +153,6 @@ class TurnDiffPipeline:
             a, b = self.geometry.to_dict(), geometry.to_dict()
             diffs = [k for k in a if a[k] != b.get(k)]
             raise InputError(f"{where}: geometry does not match the model's (differs in {', '.join(diffs)})")
-        if not np.isfinite(y).all():
-            raise InputError(f"{where}: sinogram holds NaN or inf")
         return y
 
     def __call__(
@@ -335,11 +330,7 @@ def fit(
     ``x0 = FBP(f(y))`` are computed once; stage 2 learns from ``x_ld = FBP(y)`` and ``x0``
     (:func:`fit_stage2`). ``run_dir`` holds checkpoints so an interrupted fit resumes.
     """
-    y = np.asarray(sinogram, np.float32)
-    if y.ndim == 2:
-        y = y[None]
-    if y.ndim != 3 or tuple(y.shape[1:]) != geometry.sinogram_shape:
-        raise InputError(f"sinogram of shape {y.shape} does not match the geometry {geometry.sinogram_shape}")
+    y = check_sinograms(sinogram, geometry, "training sinograms")
     dev = resolve_device(device)
     run = Path(run_dir) if run_dir else None
     t0 = time.perf_counter()

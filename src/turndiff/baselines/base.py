@@ -16,7 +16,6 @@ reach a self-supervised method by mistake.
 from __future__ import annotations
 
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import check_sinograms
+from ..dose import check_photons
 from ..errors import InputError
 from ..physics import Geometry
 
@@ -54,34 +55,6 @@ def get_baseline(name: str) -> "Baseline":
         return BASELINES[name]
     except KeyError:
         raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}") from None
-
-
-def check_sinograms(sinograms: Any, geometry: Geometry, what: str = "sinograms") -> np.ndarray:
-    """Validate post-log sinograms against ``geometry``; returns float32 ``[N, V, D]``."""
-    y = np.asarray(sinograms, dtype=np.float32)
-    if y.ndim == 2:
-        y = y[None]
-    if y.ndim != 3 or y.shape[0] < 1:
-        raise InputError(f"{what} must be [N, V, D], got shape {tuple(y.shape)}")
-    if tuple(y.shape[1:]) != tuple(geometry.sinogram_shape):
-        raise InputError(
-            f"{what} of shape {tuple(y.shape)} do not match the geometry "
-            f"([N, {geometry.views}, {geometry.det_count}])"
-        )
-    if not np.isfinite(y).all():
-        raise InputError(f"{what} hold NaN or inf")
-    return np.ascontiguousarray(y)
-
-
-def check_photons(photons: Any) -> float:
-    """``I0`` as a positive finite float."""
-    try:
-        i0 = float(photons)
-    except (TypeError, ValueError):
-        raise InputError(f"photons (I0) must be a number, got {photons!r}") from None
-    if not (math.isfinite(i0) and i0 > 0):
-        raise InputError(f"photons (I0) must be positive, got {photons!r}")
-    return i0
 
 
 def resolve_preset(name: str, presets: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any] | None,

@@ -17,7 +17,6 @@ attributes only, so it cannot see ``clean_sinogram`` or ``reference_hu`` by acci
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -250,14 +249,9 @@ def _check_photons(attrs: dict[str, Any], where: str) -> None:
     the noise model of training and of the dose strategy (checked before any work)."""
     if "photons" not in attrs:
         return
-    value = attrs["photons"]
-    try:
-        photons = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: attribute 'photons' must be a number (I0, photons per bin), got {value!r}") from None
-    if not (math.isfinite(photons) and photons > 0):
-        raise InputError(f"{where}: attribute 'photons' must be a positive number (I0, photons per bin), got {value!r}")
-    attrs["photons"] = photons
+    from turndiff.dose import check_photons  # here, not at the top: dose imports torch, io stays light
+
+    attrs["photons"] = check_photons(attrs["photons"], f"{where}: attribute 'photons'")
 
 
 def write_h5(
@@ -316,10 +310,9 @@ def write_h5(
             raise InputError(f"{where}: geometry is not valid JSON ({e.msg})") from None
         attrs["geometry"] = text
     if photons is not None:
-        photons = float(photons)
-        if not (math.isfinite(photons) and photons > 0):
-            raise InputError(f"{where}: photons must be a positive number, got {photons}")
-        attrs["photons"] = photons
+        from turndiff.dose import check_photons  # dose imports torch; io stays light
+
+        attrs["photons"] = check_photons(photons, f"{where}: photons (I0)")
     if source is not None:
         attrs["source"] = str(source)
 
