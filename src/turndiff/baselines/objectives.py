@@ -160,7 +160,7 @@ class Noisier2NoiseObjective(nn.Module):
         m = noise[torch.arange(b, device=y.device), pick][:, None] * sign.view(b, 1, 1, 1)
         z = y + self.alpha * m
         loss = _mse(self.network(z) - y)
-        return loss, {"mse": float(loss.detach())}
+        return loss, {"mse": loss.detach()}
 
     def correct(self, fz: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``E[x | z] = ((1 + alpha^2) E[y | z] - z) / alpha^2``."""
@@ -192,7 +192,7 @@ class Noise2SimObjective(_NetworkObjective):
         pick = torch.randint(0, sim.shape[1], (y.shape[0], 1, *y.shape[-2:]), generator=batch.get("generator"))
         target = sim.gather(1, pick.to(y.device))
         loss = _mse(self.network(y) - target)
-        return loss, {"mse": float(loss.detach())}
+        return loss, {"mse": loss.detach()}
 
 
 class Noise2InverseObjective(_NetworkObjective):
@@ -220,7 +220,7 @@ class Noise2InverseObjective(_NetworkObjective):
         inputs = self.split_inputs(subsets)[rows, j][:, None]
         target = subsets[rows, j][:, None]
         loss = _mse(self.network(inputs) - target)
-        return loss, {"mse": float(loss.detach())}
+        return loss, {"mse": loss.detach()}
 
     @torch.no_grad()
     def predict(self, subsets: torch.Tensor) -> torch.Tensor:
@@ -237,4 +237,4 @@ class SupervisedObjective(_NetworkObjective):
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         imgs = batch["images"]
         loss = _mse(self.network(imgs[:, :1]) - imgs[:, 1:2])
-        return loss, {"mse": float(loss.detach())}
+        return loss, {"mse": loss.detach()}
