@@ -197,7 +197,7 @@ class ProjectionDenoiser:
     def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "ProjectionDenoiser":
         """Load a folder written by :meth:`save` (CPU float32 by default).
 
-        Folders of the first format (before version 0.6: the config's keys at the top
+        Folders of the first format (up to commit 4f8af67: the config's keys at the top
         level of ``config.json``, next to ``"class"``) load too."""
         from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_state, read_json
 
