@@ -1,0 +1,257 @@
+"""The benchmark's one registry of methods: TurnDiff, its ablations and every baseline.
+
+Each entry of :data:`METHODS` is run the same way by the runner, ``method.run(data, doses,
+ctx)``, and returns named rows of test images (HU ``[N, H, W]`` per dose) with their
+cost; every row then goes through the same evaluation (``turndiff.metrics.evaluate``
+inside the body). A baseline gives one row; TurnDiff gives its output and the
+intermediates the paper reports (x0, x~0); its ablations reuse the TurnDiff model that
+``turndiff`` fitted (fitting it when ``turndiff`` was not chosen).
+
+Training reads the noisy training sinograms only; the one exception is the supervised
+RED-CNN upper bound, which is marked ``uses_clean_data``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..baselines import BASELINES
+from ..inference import global_fusion
+from ..masks import body_mask
+from ..pipeline import fit
+from ..stage1 import Stage1Config, train_projection_denoiser
+from ..stage2 import sample_spread
+from .data import BenchData
+
+__all__ = ["METHODS", "METHOD_ORDER", "BASELINE_ORDER", "TURNDIFF_ROWS", "STAGE1_ABLATIONS", "Result",
+           "RunContext", "BenchMethod"]
+
+#: Rows of the ``turndiff`` method (its output and intermediates, one fitted model).
+TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)")
+#: Inference ablations of the ``ablations`` method (the same fitted model).
+INFERENCE_ABLATIONS = ("no tunable strategy", "global fusion 0.5", "global fusion 1", "no SURE calibration",
+                       "x0, no SURE calibration")
+#: Stage-1 ablations: stage 1 retrained with these overrides, stage 2 and fusion reused.
+#: The first is the paper's stage 1 as the project shipped it before issue 13.
+STAGE1_ABLATIONS = {
+    "stage 1: paper CSSS (2x2 cells)": dict(objective="csss", pairs="cell", loss_weighting="none", alpha=1.0,
+                                            iters=1000, sure_every=0),
+    "stage 1: CSSS view pairs": dict(objective="csss", pairs="views", loss_weighting="none", alpha=2.0,
+                                     iters=1000, sure_every=0),
+    "stage 1: no ramp weighting": dict(loss_weighting="none"),
+}
+BASELINE_ORDER = ("FBP", "TV", "BM3D", "Neighbor2Neighbor", "Blind2Unblind", "Noiser2Noise", "Noise2Sim",
+                  "Noise2Inverse", "RED-CNN (supervised)")
+
+
+class PeakRSS:
+    """Peak resident memory (MB) of this process while the block runs (sampled, 20 Hz)."""
+
+    def __enter__(self):
+        self.peak = self.base = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    @staticmethod
+    def _rss() -> float:
+        try:
+            with open(f"/proc/{os.getpid()}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+        return 0.0
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.05)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def delta(self) -> float:
+        return self.peak - self.base
+
+
+@dataclass
+class Result:
+    """One row of the benchmark: test images per dose and what they cost."""
+
+    images: dict  # dose -> HU [N, H, W]
+    train_seconds: float
+    infer_seconds_per_slice: float
+    peak_mb: float
+    uses_clean_data: bool = False
+    notes: str = ""
+    spread: dict | None = None
+
+
+@dataclass
+class RunContext:
+    """Settings of one benchmark run, and what methods share within it (``shared``)."""
+
+    preset: str
+    seed: int
+    device: str
+    run_dir: Path
+    log: Callable[[str], None] = print
+    shared: dict = field(default_factory=dict)
+
+
+class BenchMethod:
+    """A registered benchmark method: ``run`` fits on ``data.train_sinogram`` and returns
+    named rows of test images."""
+
+    key: str = ""
+
+    def run(self, data: BenchData, doses, ctx: RunContext) -> dict[str, Result]:
+        raise NotImplementedError
+
+
+class BaselineMethod(BenchMethod):
+    """A registered baseline (:data:`turndiff.baselines.BASELINES`), FBP included: one row."""
+
+    def __init__(self, name: str) -> None:
+        self.key = name
+
+    def run(self, data, doses, ctx):
+        b = BASELINES[self.key]
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            kwargs = {"reference_hu": data.train_reference_hu} if b.uses_clean_data else {}
+            state = b.fit(data.train_sinogram, data.geometry, photons=data.train_photons, preset=ctx.preset,
+                          seed=ctx.seed, device=ctx.device, run_dir=ctx.run_dir / self.key.replace(" ", "_"),
+                          progress=False, **kwargs)
+            train_s = time.perf_counter() - t0
+            imgs, infer = {}, 0.0
+            for d in doses:
+                t1 = time.perf_counter()
+                imgs[d] = np.asarray(b.reconstruct(state, data.test_sinograms[d], data.geometry,
+                                                   photons=data.photons(d)), np.float32)
+                infer += time.perf_counter() - t1
+        n_slices = sum(data.test_sinograms[d].shape[0] for d in doses)
+        return {self.key: Result(imgs, train_s if b.trained else 0.0, infer / n_slices,
+                                 mem.delta if b.trained else 0.0, b.uses_clean_data)}
+
+
+def _fitted_turndiff(data: BenchData, ctx: RunContext) -> dict:
+    """The TurnDiff model of this run (fitted once, shared by ``turndiff`` and ``ablations``)."""
+    if "turndiff" not in ctx.shared:
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            pipe = fit(data.train_sinogram, geometry=data.geometry, photons=data.train_photons, preset=ctx.preset,
+                       device=ctx.device, seed=ctx.seed, run_dir=ctx.run_dir / "turndiff")
+            train_s = time.perf_counter() - t0
+            pipe.save(ctx.run_dir / "turndiff" / "model")  # the benchmarked model, for `turndiff reconstruct`
+        ctx.shared["turndiff"] = {"pipe": pipe, "train_seconds": train_s, "peak_mb": mem.delta, "outputs": {}}
+    return ctx.shared["turndiff"]
+
+
+def _turndiff_output(fitted: dict, data: BenchData, dose: float, ctx: RunContext):
+    """The default reconstruction at ``dose`` (computed once per run) and its seconds."""
+    if dose not in fitted["outputs"]:
+        t1 = time.perf_counter()
+        res = fitted["pipe"](data.test_sinograms[dose], strategy="auto", fusion="pixel", seed=ctx.seed,
+                             progress=False)
+        fitted["outputs"][dose] = (res, time.perf_counter() - t1)
+    return fitted["outputs"][dose]
+
+
+class TurnDiffMethod(BenchMethod):
+    """TurnDiff with its defaults, plus x0 and x~0 from the same reconstruction, and the
+    per-pixel spread of x~0 over four sampler seeds at the first dose."""
+
+    key = "turndiff"
+
+    def run(self, data, doses, ctx):
+        fitted = _fitted_turndiff(data, ctx)
+        pipe, seed = fitted["pipe"], ctx.seed
+        imgs: dict[str, dict] = {k: {} for k in TURNDIFF_ROWS}
+        infer, spread = 0.0, None
+        for d in doses:
+            res, secs = _turndiff_output(fitted, data, d, ctx)
+            infer += secs
+            imgs["TurnDiff"][d] = res.image_hu
+            imgs["x0 (only projection)"][d] = res.x0
+            if res.x_diffusion is not None:
+                imgs["x~0 (diffusion, no fusion)"][d] = res.x_diffusion
+                # Stage 2 on the condition it was trained on (issue 4 measures x~0 this way).
+                imgs["x~0 (condition x_ld)"][d] = pipe.stage2.sample(res.x_ld, seed=seed)
+            if d == doses[0] and res.x_diffusion is not None:
+                # Honest stochasticity (issue 4): per-pixel spread of x~0 over 4 sampler seeds.
+                sp = sample_spread(pipe.stage2, res.x_prior, seeds=(seed, seed + 1, seed + 2, seed + 3),
+                                   progress=False)
+                spread = {"dose": d, "seeds": 4, "std_hu_mean": float(sp.std.mean()),
+                          "std_hu_p95": float(np.percentile(sp.std, 95)),
+                          "std_hu_mean_in_body": float(sp.std[body_mask(data.test_reference_hu)].mean())}
+                ctx.log(f"  x~0 spread over 4 seeds at {d:.0%}: mean {spread['std_hu_mean']:.2f} HU per pixel")
+            ctx.log(f"  TurnDiff {d:.0%}: strategy {res.strategy.strategy} lam {res.strategy.lam:.2f}")
+        n_slices = sum(data.test_sinograms[d].shape[0] for d in doses)
+        out = {k: Result(v, fitted["train_seconds"], infer / n_slices, fitted["peak_mb"]) for k, v in imgs.items()
+               if v}
+        out["TurnDiff"].spread = spread
+        secs = pipe.info["train_seconds"]
+        out["TurnDiff"].notes = f"stage 1 {secs['stage1']:.0f} s + stage 2 {secs.get('stage2', 0):.0f} s"
+        return out
+
+
+class TurnDiffAblations(BenchMethod):
+    """The paper's ablations and ours: no tunable strategy, global fusion, no SURE
+    calibration (same model), and stage 1 retrained with :data:`STAGE1_ABLATIONS` under the
+    same stage 2 and fusion."""
+
+    key = "ablations"
+
+    def run(self, data, doses, ctx):
+        fitted = _fitted_turndiff(data, ctx)
+        pipe, seed = fitted["pipe"], ctx.seed
+        imgs: dict[str, dict] = {k: {} for k in INFERENCE_ABLATIONS}
+        for d in doses:
+            sino = data.test_sinograms[d]
+            res, _ = _turndiff_output(fitted, data, d, ctx)
+            imgs["no tunable strategy"][d] = pipe(sino, strategy="none", fusion="pixel", seed=seed,
+                                                  progress=False).image_hu
+            imgs["global fusion 0.5"][d] = global_fusion(res.x_diffusion, res.x0, 0.5)
+            imgs["global fusion 1"][d] = global_fusion(res.x_diffusion, res.x0, 1.0)
+            plain = pipe(sino, strategy="auto", fusion="pixel", seed=seed, calibrate=False, progress=False)
+            imgs["no SURE calibration"][d] = plain.image_hu
+            imgs["x0, no SURE calibration"][d] = plain.x0
+        out = {k: Result(v, fitted["train_seconds"], float("nan"), fitted["peak_mb"]) for k, v in imgs.items()}
+        for name, kw in STAGE1_ABLATIONS.items():
+            if ctx.preset == "tiny":
+                kw = {k: v for k, v in kw.items() if k not in ("iters", "sure_every")}
+            t0 = time.perf_counter()
+            s1 = train_projection_denoiser(data.train_sinogram, photons=data.train_photons,
+                                           config=Stage1Config.preset(ctx.preset, seed=seed, **kw),
+                                           device=ctx.device, progress=False)
+            secs = time.perf_counter() - t0
+            swapped = type(pipe)(s1, pipe.stage2, pipe.info, device=ctx.device)
+            out[name] = Result({d: swapped(data.test_sinograms[d], seed=seed, progress=False).image_hu
+                                for d in doses}, secs, float("nan"), float("nan"),
+                               notes="stage 1 retrained with the ablation; stage 2 reused")
+            ctx.log(f"  ablation {name}: stage 1 retrained in {secs:.0f} s")
+        return out
+
+
+#: Every benchmark method by its command-line name, in the order the runner runs them.
+METHODS: dict[str, BenchMethod] = {
+    "FBP": BaselineMethod("FBP"),
+    "turndiff": TurnDiffMethod(),
+    "ablations": TurnDiffAblations(),
+    **{n: BaselineMethod(n) for n in BASELINE_ORDER if n != "FBP"},
+}
+METHOD_ORDER: tuple[str, ...] = tuple(METHODS)
