@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     x_tilde = model.sample(condition, seed=args.seed, **kwargs)
     report["sample_seconds"] = round(time.perf_counter() - t0, 2)
-    report["sample_steps"] = args.steps or config.sample_steps
-    report["sample_strength"] = args.strength or config.sample_strength
+    report["sample_steps"] = args.steps or config.sampler.steps
+    report["sample_strength"] = args.strength or config.sampler.strength
     spread = sample_spread(model, condition, seeds=(0, 1, 2, 3), **kwargs)
     report["seed_spread_hu"] = spread.summary()
     report["autoencoder_error_hu"] = {"x0": autoencoder_error_hu(model, x0), "x_ld": autoencoder_error_hu(model, x_ld)}

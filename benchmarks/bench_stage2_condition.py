@@ -32,6 +32,7 @@ from turndiff.inference import FusionConfig, blend, choose_strategy, pixel_fusio
 from turndiff.metrics import evaluate, gradient_ratios
 from turndiff.pipeline import TurnDiffPipeline
 from turndiff.dose import estimate_photons
+from turndiff.stage2.config import legacy_changes
 from turndiff.stage2.train import recorrupted_images, train_latent_diffusion
 
 DOSES = (0.25, 0.10, 0.5)
@@ -70,12 +71,12 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
     base = pipe.stage2
     for spec in specs:
         name, _, text = spec.partition("=")
-        cfg = base.config.replace(**(json.loads(text) if text else {}))
+        cfg = base.config.replace(**legacy_changes(json.loads(text) if text else {}))
         cond, teacher, target = tr_ld, tr_x0, None
-        if cfg.r2r_weight > 0:
+        if cfg.unet.r2r_weight > 0:
             cond, teacher, target = recorrupted_images(
                 data.train_sinogram, float(pipe.stage1.photons), pipe.stage1.denoise, A.fbp_hu,
-                recorrupt=cfg.r2r_recorrupt, copies=cfg.r2r_copies, seed=0)
+                recorrupt=cfg.unet.r2r_recorrupt, copies=cfg.unet.r2r_copies, seed=0)
         model, _ = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target,
                                           latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
                                           progress=False)

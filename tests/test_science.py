@@ -8,7 +8,8 @@ import pytest
 
 from turndiff.benchmark.data import make_bench_data
 from turndiff.metrics import evaluate
-from turndiff.pipeline import fit, stage2_preset
+from turndiff.pipeline import fit
+from turndiff.stage2 import Stage2Config
 
 
 @pytest.mark.slow
@@ -18,7 +19,7 @@ def test_turndiff_beats_fbp_on_its_own_test_data():
     already does. (The full window is not asserted: there this short fit is below FBP,
     39.77 against 40.03 dB, the open issue-13 defect of blurred high-contrast edges.)"""
     data = make_bench_data(size=128, n_train=4, n_test=2, test_doses=(0.25,), progress=False)
-    cfg2 = stage2_preset("fast").replace(ae_iters=300, ldm_iters=300)
+    cfg2 = Stage2Config.preset("fast").replace(autoencoder={"train": {"iters": 300}}, unet={"train": {"iters": 300}})
     pipe = fit(data.train_sinogram, geometry=data.geometry, photons=data.train_photons, preset="fast",
                device="cpu", progress=False, stage1_overrides={"iters": 800, "sure_every": 400},
                stage2_config=cfg2)

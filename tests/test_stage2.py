@@ -27,23 +27,13 @@ from turndiff.stage2 import (
 )
 
 TINY = Stage2Config.preset("fast").replace(
-    ae_channels=(8, 8, 8),
-    latent_channels=2,
-    unet_channels=(8, 16),
-    unet_attention=(False, False),
-    unet_head_channels=8,
+    autoencoder={"channels": (8, 8, 8), "latent_channels": 2, "batch": 2, "crop": 16,
+                 "train": {"iters": 4, "warmup": 0}},
+    unet={"channels": (8, 16), "attention": (False, False), "head_channels": 8, "batch": 2, "crop": 16,
+          "max_train_strength": 1.0, "train": {"iters": 4, "warmup": 0}},
+    schedule={"num_train_timesteps": 100},
+    sampler={"steps": 4, "strength": 0.5},
     norm_groups=4,
-    num_train_timesteps=100,
-    ae_iters=4,
-    ldm_iters=4,
-    ae_batch=2,
-    ldm_batch=2,
-    ae_crop=16,
-    ldm_crop=16,
-    warmup=0,
-    sample_steps=4,
-    sample_strength=0.5,
-    max_train_strength=1.0,
 )
 
 
@@ -72,13 +62,13 @@ def toy_data(n: int = 3, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def test_presets_are_valid_and_json_round_trip() -> None:
-    for name in ("fast", "paper"):
+    for name in ("fast", "paper", "tiny"):
         cfg = Stage2Config.preset(name)
         again = Stage2Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
         assert again == cfg
-        assert cfg.sample_steps <= 20 and cfg.downsample in (4, 8)
+        assert cfg.sampler.steps <= 20 and cfg.autoencoder.downsample in (4, 8)
     fast = Stage2Config.preset("fast")
-    assert fast.ldm_crop % fast.size_multiple == 0 and 256 % fast.size_multiple == 0
+    assert fast.unet.crop % fast.size_multiple == 0 and 256 % fast.size_multiple == 0
     with pytest.raises(InputError):
         Stage2Config.preset("slow")
 
@@ -86,15 +76,17 @@ def test_presets_are_valid_and_json_round_trip() -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"downsample": 3},
-        {"ae_channels": (8, 8)},  # needs 3 levels for downsample 4
-        {"prediction_type": "x0"},
-        {"conditioning": "concat"},
+        {"autoencoder": {"downsample": 3}},
+        {"autoencoder": {"channels": (8, 8)}},  # needs 3 levels for downsample 4
+        {"unet": {"prediction_type": "x0"}},
+        {"unet": {"conditioning": "concat"}},
         {"norm_groups": 3},
-        {"unet_attention": (False,)},
-        {"max_train_strength": 0.4, "sample_strength": 0.5},
-        {"ldm_crop": 20},
-        {"cond_noise_scale": (1.5, 1.0)},
+        {"unet": {"attention": (False,)}},
+        {"unet": {"max_train_strength": 0.4}, "sampler": {"strength": 0.5}},
+        {"unet": {"crop": 20}},
+        {"unet": {"cond_noise_scale": (1.5, 1.0)}},
+        {"unet": {"nonsense": 1}},
+        {"unet": {"train": {"iters": -3}}},
     ],
 )
 def test_config_rejects_inconsistent_values(changes: dict) -> None:
@@ -129,7 +121,7 @@ def test_sampling_timesteps() -> None:
     with pytest.raises(InputError):
         sampling_timesteps(TINY, 0, strength=0.5)
     with pytest.raises(InputError):
-        sampling_timesteps(TINY.replace(max_train_strength=0.5), 3, strength=0.8)
+        sampling_timesteps(TINY.replace(unet={"max_train_strength": 0.5}), 3, strength=0.8)
 
 
 KINDS = ["epsilon", "v_prediction", "sample", "residual"]
@@ -137,7 +129,7 @@ KINDS = ["epsilon", "v_prediction", "sample", "residual"]
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_prediction_parametrisations_invert(kind: str) -> None:
-    model = tiny_model(prediction_type=kind)
+    model = tiny_model(unet={"prediction_type": kind})
     g = torch.Generator().manual_seed(0)
     z0, noise, zc = (torch.randn(3, 2, 4, 4, generator=g) for _ in range(3))
     t = torch.tensor([1, 40, 90])
@@ -153,7 +145,7 @@ def test_prediction_parametrisations_invert(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_ddim_with_an_oracle_recovers_the_latent(kind: str) -> None:
     """If the U-Net predicted the exact target, DDIM must land on the clean latent."""
-    model = tiny_model(prediction_type=kind, max_train_strength=1.0)
+    model = tiny_model(unet={"prediction_type": kind, "max_train_strength": 1.0})
     clean, noisy = (torch.from_numpy(a) for a in toy_data(1)[::-1])
     z_true = model.encode(model.to_unit(clean)[:, None])
     z_cond = model.encode(model.to_unit(noisy)[:, None])
@@ -176,7 +168,7 @@ def test_scheduler_alone_with_an_oracle_lands_on_the_clean_latent(kind: str) -> 
     sched = PartialDDIMScheduler(100, "scaled_linear_beta", 0.0015, 0.0195, kind)
     g = torch.Generator().manual_seed(1)
     z_true, z_cond = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
-    ts = sampling_timesteps(TINY.replace(max_train_strength=1.0), 5, strength=0.8)
+    ts = sampling_timesteps(TINY.replace(unet={"max_train_strength": 1.0}), 5, strength=0.8)
     z = sched.add_noise(z_true, torch.randn(2, 3, 4, 4, generator=g), ts[:1].expand(2))
     for k, t in enumerate(ts.tolist()):
         tb = torch.full((2,), t)
@@ -274,7 +266,7 @@ def test_sample_spread_reports_per_pixel_std() -> None:
 
 
 def test_save_load_gives_identical_samples(tmp_path) -> None:
-    model = tiny_model(conditioning="latent", ae_patch_skip=False)
+    model = tiny_model(unet={"conditioning": "latent"}, autoencoder={"patch_skip": False})
     model.set_latent_stats([0.1, -0.2], 0.7)
     model.training_info = {"note": "x"}
     model.save(tmp_path / "m")
@@ -321,7 +313,7 @@ def test_diffusion_objective_trains_unet_only() -> None:
 
 def test_patch_path_starts_as_the_pca_code() -> None:
     x0 = torch.from_numpy(hu_to_unit(toy_data(3, 32)[1]))[:, None]
-    lossless = build_autoencoder(TINY.replace(latent_channels=16))
+    lossless = build_autoencoder(TINY.replace(autoencoder={"latent_channels": 16}))
     assert isinstance(lossless, PatchSkipAutoencoder)
     init_patch_pca(lossless, x0)
     with torch.no_grad():
@@ -340,8 +332,10 @@ def test_patch_path_starts_as_the_pca_code() -> None:
 def test_autoencoder_training_improves_on_its_start() -> None:
     x_ld, x0 = toy_data(3, 32)
     for skip in (True, False):
-        cfg = TINY.replace(ae_iters=120, ae_lr=3e-3, ae_batch=4, ae_crop=32, ema_decay=None, ae_patch_skip=skip)
-        start, _ = train_autoencoder(x_ld, x0, cfg.replace(ae_iters=1, ae_lr=1e-9), progress=False, seed=0)
+        cfg = TINY.replace(autoencoder={"batch": 4, "crop": 32, "patch_skip": skip,
+                                        "train": {"iters": 120, "lr": 3e-3, "ema_decay": None}})
+        start, _ = train_autoencoder(x_ld, x0, cfg.replace(autoencoder={"train": {"iters": 1, "lr": 1e-9}}),
+                                     progress=False, seed=0)
         trained, result = train_autoencoder(x_ld, x0, cfg, progress=False, seed=0)
         err_start = np.abs(LatentDiffusion(cfg, start).reconstruct(x0) - x0).mean()
         err_after = np.abs(LatentDiffusion(cfg, trained).reconstruct(x0) - x0).mean()
@@ -353,9 +347,9 @@ def test_train_stage2_end_to_end_and_resume(tmp_path) -> None:
     x_ld, x0 = toy_data(3, 32)
     model = train_stage2(x_ld, x0, TINY, run_dir=tmp_path / "run", progress=False, seed=2)
     info = model.training_info
-    assert info["autoencoder"]["steps"] == TINY.ae_iters and info["diffusion"]["steps"] == TINY.ldm_iters
+    assert info["autoencoder"]["steps"] == TINY.autoencoder.train.iters and info["diffusion"]["steps"] == TINY.unet.train.iters
     assert {"rmse_hu", "mae_hu", "soft_rmse_hu"} <= set(info["autoencoder_error_on_x0"])
-    assert all(s > 0 for s in model.latent_scale) and len(model.latent_shift) == TINY.latent_channels
+    assert all(s > 0 for s in model.latent_scale) and len(model.latent_shift) == TINY.autoencoder.latent_channels
     assert not model.training
     out = model.sample(x_ld, seed=0)
     assert out.shape == x_ld.shape and np.isfinite(out).all()
@@ -401,7 +395,7 @@ def test_recorrupted_triples_have_independent_noise_and_need_no_clean_data() -> 
     ratio_minus = np.var(minus - truth) / np.var(x_ld - truth)
     assert 1.1 < ratio_plus < 1.4 and 4.0 < ratio_minus < 6.0
 
-    model = tiny_model(r2r_weight=10.0)
+    model = tiny_model(unet={"r2r_weight": 10.0})
     x_ld_u, x0_u = (model.to_unit(torch.from_numpy(a))[:, None] for a in toy_data(2, 16))
     batch = {"x_ld": x_ld_u, "x0": x0_u, "t": torch.tensor([3, 80]), "noise": torch.randn(2, 2, 4, 4),
              "cond_scale": torch.ones(2), "target": x_ld_u}

@@ -35,6 +35,8 @@ from .errors import InputError
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
+from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_stage2
+from .stage2.train import recorrupted_images
 from .training import resolve_device
 
 __all__ = ["TurnDiffPipeline", "TurnDiffOutput", "fit", "fit_stage2", "model_index", "MODEL_JSON"]
@@ -106,8 +108,6 @@ class TurnDiffPipeline:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, *, device: str | torch.device = "auto") -> "TurnDiffPipeline":
         """Load a model folder written by :func:`fit` / :meth:`save`."""
-        from .stage2 import LatentDiffusion
-
         d = Path(model_dir)
         meta = d / MODEL_JSON
         if not meta.is_file():
@@ -195,10 +195,8 @@ class TurnDiffPipeline:
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
         y = self.check_sinogram(sinogram)
         if self.stage2 is not None:  # refuse bad sampler settings before stage 1 runs, not after
-            from .stage2 import sampling_timesteps
-
             cfg2 = self.stage2.config
-            sampling_timesteps(cfg2, cfg2.sample_steps if steps is None else steps, strength=strength)
+            sampling_timesteps(cfg2, cfg2.sampler.steps if steps is None else steps, strength=strength)
         t = {}
         t0 = time.perf_counter()
         x_ld = self.projector.fbp_hu(y)
@@ -234,17 +232,6 @@ class TurnDiffPipeline:
             image, weight = global_fusion(x_d, x0, lam_f), None
         t["fusion"] = time.perf_counter() - t0
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights)
-
-
-def stage2_preset(preset: str):
-    """Stage-2 config of a preset; ``tiny`` is for tests (a few steps of tiny networks)."""
-    from .stage2 import Stage2Config
-
-    if preset == "tiny":
-        return Stage2Config.preset("fast").replace(
-            ae_channels=(4, 8, 8), unet_channels=(8, 8, 8), unet_head_channels=8, norm_groups=4, latent_channels=2,
-            ae_iters=3, ldm_iters=3, ae_batch=2, ldm_batch=2, ae_crop=32, ldm_crop=32, warmup=1, sample_steps=2)
-    return Stage2Config.preset(preset)
 
 
 def model_index(
@@ -294,18 +281,15 @@ def fit_stage2(
     loss (:func:`turndiff.stage2.train.recorrupted_images`). ``denoised`` is ``f(y)`` when
     the caller has it already. The one stage-2 training step of ``fit`` and ``train-ldm``.
     """
-    from .stage2 import train_stage2
-    from .stage2.train import recorrupted_images
-
     dev = resolve_device(device)
     A = CTProjector(geometry)
     y0 = stage1.denoise(sinogram, device=dev, progress=progress) if denoised is None else denoised
-    cfg2 = config or stage2_preset(preset)
+    cfg2 = config or Stage2Config.preset(preset)
     recorrupted = None
-    if cfg2.r2r_weight > 0:
+    if cfg2.unet.r2r_weight > 0:
         recorrupted = recorrupted_images(
             sinogram, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
-            A.fbp_hu, recorrupt=cfg2.r2r_recorrupt, copies=cfg2.r2r_copies, seed=seed, denoised=y0)
+            A.fbp_hu, recorrupt=cfg2.unet.r2r_recorrupt, copies=cfg2.unet.r2r_copies, seed=seed, denoised=y0)
     return train_stage2(A.fbp_hu(sinogram), A.fbp_hu(y0), cfg2, recorrupted=recorrupted,
                         run_dir=Path(run_dir) if run_dir else None, device=dev, seed=seed, progress=progress)
 

@@ -37,21 +37,21 @@ def autoencoder_kwargs(config: Stage2Config) -> dict[str, Any]:
         "spatial_dims": 2,
         "in_channels": 1,
         "out_channels": 1,
-        "num_res_blocks": config.ae_res_blocks,
-        "channels": list(config.ae_channels),
-        "attention_levels": [False] * len(config.ae_channels),
-        "latent_channels": config.latent_channels,
+        "num_res_blocks": config.autoencoder.res_blocks,
+        "channels": list(config.autoencoder.channels),
+        "attention_levels": [False] * len(config.autoencoder.channels),
+        "latent_channels": config.autoencoder.latent_channels,
         "norm_num_groups": config.norm_groups,
-        "with_encoder_nonlocal_attn": config.ae_attention,
-        "with_decoder_nonlocal_attn": config.ae_attention,
+        "with_encoder_nonlocal_attn": config.autoencoder.attention,
+        "with_decoder_nonlocal_attn": config.autoencoder.attention,
     }
 
 
 def autoencoder_component_config(config: Stage2Config) -> dict[str, Any]:
     """What ``autoencoder/config.json`` stores: MONAI arguments plus the patch path."""
-    if not config.ae_patch_skip:
+    if not config.autoencoder.patch_skip:
         return autoencoder_kwargs(config)
-    return {"autoencoder_kl": autoencoder_kwargs(config), "downsample": config.downsample}
+    return {"autoencoder_kl": autoencoder_kwargs(config), "downsample": config.autoencoder.downsample}
 
 
 class PatchSkipAutoencoder(torch.nn.Module):
@@ -97,8 +97,8 @@ class PatchSkipAutoencoder(torch.nn.Module):
 
 def build_autoencoder(config: Stage2Config) -> torch.nn.Module:
     """A fresh autoencoder for ``config``: ``PatchSkipAutoencoder`` or plain ``AutoencoderKL``."""
-    if config.ae_patch_skip:
-        return PatchSkipAutoencoder(autoencoder_kwargs(config), config.downsample)
+    if config.autoencoder.patch_skip:
+        return PatchSkipAutoencoder(autoencoder_kwargs(config), config.autoencoder.downsample)
     from monai.networks.nets import AutoencoderKL
 
     return AutoencoderKL(**autoencoder_kwargs(config))

@@ -51,13 +51,13 @@ def unet_kwargs(config: Stage2Config) -> dict[str, Any]:
     """Constructor arguments of MONAI's ``DiffusionModelUNet`` for ``config``."""
     return {
         "spatial_dims": 2,
-        "in_channels": config.latent_channels + config.condition_channels,
-        "out_channels": config.latent_channels,
-        "num_res_blocks": config.unet_res_blocks,
-        "channels": list(config.unet_channels),
-        "attention_levels": list(config.unet_attention),
+        "in_channels": config.autoencoder.latent_channels + config.condition_channels,
+        "out_channels": config.autoencoder.latent_channels,
+        "num_res_blocks": config.unet.res_blocks,
+        "channels": list(config.unet.channels),
+        "attention_levels": list(config.unet.attention),
         "norm_num_groups": config.norm_groups,
-        "num_head_channels": config.unet_head_channels,
+        "num_head_channels": config.unet.head_channels,
     }
 
 
@@ -134,8 +134,8 @@ class LatentDiffusion(torch.nn.Module):
     >>> import numpy as np
     >>> from turndiff.stage2 import LatentDiffusion, Stage2Config
     >>> cfg = Stage2Config.preset("fast").replace(
-    ...     ae_channels=(8, 8, 8), unet_channels=(8, 8), unet_attention=(False, False),
-    ...     unet_head_channels=8, ldm_crop=32)
+    ...     autoencoder={"channels": (8, 8, 8)},
+    ...     unet={"channels": (8, 8), "attention": (False, False), "head_channels": 8, "crop": 32})
     >>> model = LatentDiffusion(cfg)
     >>> out = model.sample(np.zeros((2, 32, 32), np.float32), steps=3, seed=0)
     >>> out.shape, out.dtype
@@ -158,8 +158,8 @@ class LatentDiffusion(torch.nn.Module):
         self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(config)
         self.unet = unet if unet is not None else build_unet(config)
         self.scheduler = PartialDDIMScheduler.from_config(config)
-        self.register_buffer("_shift", torch.zeros(1, config.latent_channels, 1, 1), persistent=False)
-        self.register_buffer("_scale", torch.ones(1, config.latent_channels, 1, 1), persistent=False)
+        self.register_buffer("_shift", torch.zeros(1, config.autoencoder.latent_channels, 1, 1), persistent=False)
+        self.register_buffer("_scale", torch.ones(1, config.autoencoder.latent_channels, 1, 1), persistent=False)
         self.set_latent_stats(latent_shift, latent_scale)
         self.training_info: dict[str, Any] = {}
 
@@ -171,7 +171,7 @@ class LatentDiffusion(torch.nn.Module):
 
     def set_latent_stats(self, shift: float | Sequence[float], scale: float | Sequence[float]) -> None:
         """Set the per-channel latent normalisation ``(mu - shift) * scale``."""
-        c = self.config.latent_channels
+        c = self.config.autoencoder.latent_channels
         values = []
         for name, v in (("latent_shift", shift), ("latent_scale", scale)):
             t = torch.as_tensor(v, dtype=torch.float32).flatten()
@@ -211,13 +211,13 @@ class LatentDiffusion(torch.nn.Module):
     @property
     def needs_condition_latent(self) -> bool:
         """Whether the U-Net input or output refers to the condition's latent."""
-        return self.config.conditioning == "latent" or self.config.prediction_type == "residual"
+        return self.config.unet.conditioning == "latent" or self.config.unet.prediction_type == "residual"
 
     def condition_features(self, condition: torch.Tensor, condition_latent: torch.Tensor | None = None
                            ) -> torch.Tensor:
         """U-Net conditioning channels at latent resolution for ``condition`` [B, 1, H, W]."""
-        if self.config.conditioning == "unshuffle":
-            return F.pixel_unshuffle(condition, self.config.downsample)
+        if self.config.unet.conditioning == "unshuffle":
+            return F.pixel_unshuffle(condition, self.config.autoencoder.downsample)
         if condition_latent is not None:
             return condition_latent
         with torch.no_grad():
@@ -262,10 +262,10 @@ class LatentDiffusion(torch.nn.Module):
             the tunable strategy at inference. Any size; padded to
             ``config.size_multiple`` internally.
         steps : int, optional
-            DDIM steps (network evaluations); default ``config.sample_steps``.
+            DDIM steps (network evaluations); default ``config.sampler.steps``.
         strength : float, optional
             Start at timestep ``round(strength * (T - 1))`` from the noised latent of the
-            initial image (1: from pure noise). Default ``config.sample_strength``.
+            initial image (1: from pure noise). Default ``config.sampler.strength``.
         start_step : int, optional
             Start timestep given directly (instead of ``strength``).
         init_hu : array or tensor, optional
@@ -276,7 +276,7 @@ class LatentDiffusion(torch.nn.Module):
             CPU generator; one seed per slice is drawn from it, so a slice's result does
             not depend on ``batch_size``.
         eta : float, optional
-            DDIM eta; default ``config.eta`` (0: deterministic given the initial noise).
+            DDIM eta; default ``config.sampler.eta`` (0: deterministic given the initial noise).
         batch_size : int
             Slices per forward pass.
         amp : bool
@@ -294,8 +294,8 @@ class LatentDiffusion(torch.nn.Module):
         init = cond if init_hu is None else _as_stack(init_hu, "init_hu")[0]
         if init.shape != cond.shape:
             raise InputError(f"init_hu has shape {tuple(init.shape)}, condition_hu {tuple(cond.shape)}")
-        steps = cfg.sample_steps if steps is None else steps
-        eta = cfg.eta if eta is None else float(eta)
+        steps = cfg.sampler.steps if steps is None else steps
+        eta = cfg.sampler.eta if eta is None else float(eta)
         if eta < 0:
             raise InputError(f"eta must be >= 0, got {eta}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -313,7 +313,7 @@ class LatentDiffusion(torch.nn.Module):
         device = self.device
         use_amp = amp and device.type == "cuda"
         # At the last timestep the signal left is negligible: start from pure noise.
-        from_noise = int(timesteps[0]) == cfg.num_train_timesteps - 1
+        from_noise = int(timesteps[0]) == cfg.schedule.num_train_timesteps - 1
         out = torch.empty_like(cond)
         from tqdm.auto import tqdm
 
@@ -326,8 +326,8 @@ class LatentDiffusion(torch.nn.Module):
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                     z_cond = self.encode(c_img).float() if self.needs_condition_latent else None
                     feats = self.condition_features(c_img, z_cond)
-                    lat_shape = (self.config.latent_channels, c_img.shape[-2] // cfg.downsample,
-                                 c_img.shape[-1] // cfg.downsample)
+                    lat_shape = (self.config.autoencoder.latent_channels, c_img.shape[-2] // cfg.autoencoder.downsample,
+                                 c_img.shape[-1] // cfg.autoencoder.downsample)
                     noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
                     t0 = timesteps[:1].to(device).expand(hi - lo)
                     if from_noise:

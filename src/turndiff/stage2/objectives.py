@@ -47,8 +47,8 @@ class AutoencoderObjective(torch.nn.Module):
         super().__init__()
         self.autoencoder = autoencoder
         self.config = config
-        self.kl_weight = float(config.kl_weight)
-        self.grad_weight = float(config.ae_grad_weight)
+        self.kl_weight = float(config.autoencoder.kl_weight)
+        self.grad_weight = float(config.autoencoder.grad_weight)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         recon, z_mu, z_sigma = self.autoencoder(images)
@@ -84,9 +84,9 @@ class DiffusionObjective(torch.nn.Module):
         self.model = model
         set_requires_grad(model.autoencoder, False)
         self.image_loss_weight = float(
-            model.config.image_loss_weight if image_loss_weight is None else image_loss_weight
+            model.config.unet.image_loss_weight if image_loss_weight is None else image_loss_weight
         )
-        self.r2r_weight = float(model.config.r2r_weight)
+        self.r2r_weight = float(model.config.unet.r2r_weight)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = self.model

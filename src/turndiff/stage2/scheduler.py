@@ -79,8 +79,8 @@ class PartialDDIMScheduler(torch.nn.Module):
     @classmethod
     def from_config(cls, config) -> "PartialDDIMScheduler":
         """The scheduler a :class:`~turndiff.stage2.Stage2Config` describes."""
-        return cls(config.num_train_timesteps, config.schedule, config.beta_start, config.beta_end,
-                   config.prediction_type)
+        sc = config.schedule
+        return cls(sc.num_train_timesteps, sc.schedule, sc.beta_start, sc.beta_end, config.unet.prediction_type)
 
     def to_dict(self) -> dict:
         """JSON description (written into ``stage2.json``)."""
@@ -168,24 +168,24 @@ def sampling_timesteps(
     torch.Tensor
         int64 ``[steps]``, strictly decreasing, first = start step, last = 0.
     """
-    T = config.num_train_timesteps
+    T = config.schedule.num_train_timesteps
     if strength is not None and start_step is not None:
         raise InputError("give strength or start_step, not both")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise InputError(f"steps must be an integer >= 1, got {steps!r}")
     if start_step is None:
-        strength = config.sample_strength if strength is None else float(strength)
+        strength = config.sampler.strength if strength is None else float(strength)
         if not 0 < strength <= 1:
             raise InputError(f"strength must be in (0, 1], got {strength}")
         start_step = int(round(strength * (T - 1)))
     elif not 0 <= int(start_step) < T:
         raise InputError(f"start_step must be in [0, {T - 1}], got {start_step}")
     start_step = int(start_step)
-    max_start = int(math.ceil(config.max_train_strength * T)) - 1
+    max_start = int(math.ceil(config.unet.max_train_strength * T)) - 1
     if start_step > max_start:
         raise InputError(
             f"start step {start_step} is beyond the trained range (max_train_strength="
-            f"{config.max_train_strength} -> {max_start})"
+            f"{config.unet.max_train_strength} -> {max_start})"
         )
     if steps > start_step + 1:
         raise InputError(f"{steps} steps do not fit between timestep {start_step} and 0 (at most {start_step + 1})")

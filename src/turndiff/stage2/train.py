@@ -122,14 +122,12 @@ def _crops(stacks: list[torch.Tensor], batch: int, crop: int, flip: bool,
     return out
 
 
-def _train_config(config: Stage2Config, *, iters: int, lr: float, seed: int, device: torch.device,
-                  checkpoint_every: int | None) -> TrainConfig:
-    return TrainConfig(
-        iters=iters,
-        lr=lr,
-        warmup=min(config.warmup, max(iters // 10, 0)),
-        grad_clip=config.grad_clip,
-        ema_decay=config.ema_decay,
+def _train_config(part: TrainConfig, *, seed: int, device: torch.device, checkpoint_every: int | None) -> TrainConfig:
+    """The part's own :class:`TrainConfig` with what a run adds: the seed, the device, and
+    the warm-up capped at (and checkpoints every) a tenth of the steps."""
+    iters = part.iters
+    return part.replace(
+        warmup=min(part.warmup, max(iters // 10, 0)),
         checkpoint_every=checkpoint_every if checkpoint_every is not None else max(iters // 10, 1),
         seed=seed,
         device=str(device),
@@ -182,20 +180,19 @@ def train_autoencoder(
     """
     ld, teacher = _pair(x_ld, x0, config)
     dev = resolve_device(device)
-    crop = _effective_crop(config.ae_crop, ld.shape, config.downsample)
+    crop = _effective_crop(config.autoencoder.crop, ld.shape, config.autoencoder.downsample)
     autoencoder = _seeded(seed, lambda: build_autoencoder(config))
     if isinstance(autoencoder, PatchSkipAutoencoder):
         init_patch_pca(autoencoder, teacher[:, None], generator=torch.Generator().manual_seed(seed))
     objective = AutoencoderObjective(autoencoder, config)
 
     def batch_fn(step: int, g: torch.Generator) -> torch.Tensor:
-        a, b = _crops([ld, teacher], config.ae_batch, crop, config.flip, g)
-        use_teacher = (torch.rand(config.ae_batch, generator=g) < config.ae_teacher_fraction).reshape(-1, 1, 1, 1)
-        lam = torch.rand(config.ae_batch, generator=g).reshape(-1, 1, 1, 1)
+        a, b = _crops([ld, teacher], config.autoencoder.batch, crop, config.flip, g)
+        use_teacher = (torch.rand(config.autoencoder.batch, generator=g) < config.autoencoder.teacher_fraction).reshape(-1, 1, 1, 1)
+        lam = torch.rand(config.autoencoder.batch, generator=g).reshape(-1, 1, 1, 1)
         return torch.where(use_teacher, b, lam * a + (1 - lam) * b)
 
-    tcfg = _train_config(config, iters=config.ae_iters, lr=config.ae_lr, seed=seed, device=dev,
-                         checkpoint_every=checkpoint_every)
+    tcfg = _train_config(config.autoencoder.train, seed=seed, device=dev, checkpoint_every=checkpoint_every)
     result = train(objective, batch_fn, tcfg, run_dir=run_dir, progress=progress, desc="stage 2: autoencoder")
     return autoencoder.eval(), result
 
@@ -258,7 +255,7 @@ def train_latent_diffusion(
         (:func:`estimate_latent_stats`).
     target : array or tensor, optional
         float [N, H, W] HU, the recorrupted partner images ``x-`` of the loss weighted by
-        ``config.r2r_weight``; ``x_ld`` and ``x0`` are then the triples' ``x_ld+`` and
+        ``config.unet.r2r_weight``; ``x_ld`` and ``x0`` are then the triples' ``x_ld+`` and
         ``x0+`` (:func:`recorrupted_images`).
     run_dir, device, seed, progress, checkpoint_every
         As in :func:`train_autoencoder`.
@@ -281,26 +278,25 @@ def train_latent_diffusion(
     unet = _seeded(seed, lambda: build_unet(config))
     model = LatentDiffusion(config, autoencoder, unet, latent_shift=shift, latent_scale=scale)
     objective = DiffusionObjective(model)
-    crop = _effective_crop(config.ldm_crop, ld.shape, config.size_multiple)
-    t_max = int(math.ceil(config.max_train_strength * config.num_train_timesteps))
-    latent_side = crop // config.downsample
-    lo, hi = config.cond_noise_scale
+    crop = _effective_crop(config.unet.crop, ld.shape, config.size_multiple)
+    t_max = int(math.ceil(config.unet.max_train_strength * config.schedule.num_train_timesteps))
+    latent_side = crop // config.autoencoder.downsample
+    lo, hi = config.unet.cond_noise_scale
 
     def batch_fn(step: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-        crops = _crops(stacks, config.ldm_batch, crop, config.flip, g)
+        crops = _crops(stacks, config.unet.batch, crop, config.flip, g)
         batch = {
             "x_ld": crops[0],
             "x0": crops[1],
-            "t": torch.randint(0, t_max, (config.ldm_batch,), generator=g),
-            "noise": torch.randn(config.ldm_batch, config.latent_channels, latent_side, latent_side, generator=g),
-            "cond_scale": lo + (hi - lo) * torch.rand(config.ldm_batch, generator=g),
+            "t": torch.randint(0, t_max, (config.unet.batch,), generator=g),
+            "noise": torch.randn(config.unet.batch, config.autoencoder.latent_channels, latent_side, latent_side, generator=g),
+            "cond_scale": lo + (hi - lo) * torch.rand(config.unet.batch, generator=g),
         }
         if len(crops) == 3:
             batch["target"] = crops[2]
         return batch
 
-    tcfg = _train_config(config, iters=config.ldm_iters, lr=config.ldm_lr, seed=seed, device=dev,
-                         checkpoint_every=checkpoint_every)
+    tcfg = _train_config(config.unet.train, seed=seed, device=dev, checkpoint_every=checkpoint_every)
     result = train(objective, batch_fn, tcfg, run_dir=run_dir, progress=progress, desc="stage 2: diffusion")
     return model.eval(), result
 
@@ -350,7 +346,7 @@ def train_stage2(
     config : Stage2Config, optional
         Default ``Stage2Config.preset("fast")``.
     recorrupted : (x_ld+, x0+, x-), optional
-        Triples of :func:`recorrupted_images`; with them (and ``config.r2r_weight > 0``)
+        Triples of :func:`recorrupted_images`; with them (and ``config.unet.r2r_weight > 0``)
         the diffusion trains on the triples with the image-domain recorrupted loss. The
         autoencoder always trains on ``x_ld`` and ``x0``.
     run_dir : path, optional
@@ -377,8 +373,9 @@ def train_stage2(
     >>> x0 = np.zeros((2, 32, 32), np.float32); x0[:, 8:24, 8:24] = 60.0
     >>> x_ld = x0 + rng.normal(0, 30, x0.shape).astype(np.float32)
     >>> cfg = Stage2Config.preset("fast").replace(
-    ...     ae_channels=(8, 8, 8), unet_channels=(8, 8), unet_attention=(False, False),
-    ...     unet_head_channels=8, ae_iters=5, ldm_iters=5, ae_crop=32, ldm_crop=32, warmup=0)
+    ...     autoencoder={"channels": (8, 8, 8), "crop": 32, "train": {"iters": 5, "warmup": 0}},
+    ...     unet={"channels": (8, 8), "attention": (False, False), "head_channels": 8, "crop": 32,
+    ...           "train": {"iters": 5, "warmup": 0}})
     >>> model = train_stage2(x_ld, x0, cfg, progress=False)
     >>> model.sample(x_ld, steps=4, seed=1).shape
     (2, 32, 32)
@@ -390,7 +387,7 @@ def train_stage2(
     autoencoder, ae_result = train_autoencoder(
         ld_t, x0_t, config, run_dir=root / "autoencoder" if root else None, device=device, seed=seed,
         progress=progress)
-    if recorrupted is not None and config.r2r_weight > 0:
+    if recorrupted is not None and config.unet.r2r_weight > 0:
         cond_t, teacher_t, target_t = (_as_stack(v, name)[0] for v, name in zip(recorrupted, ("x_ld+", "x0+", "x-")))
     else:
         cond_t, teacher_t, target_t = ld_t, x0_t, None
