@@ -80,7 +80,7 @@ LATEST_NAME = "latest.json"
 _RESUME_MUTABLE = {"iters", "checkpoint_every", "keep_checkpoints", "log_every", "device", "amp"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of :func:`train` (JSON-serialisable).
 
@@ -135,7 +135,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        object.__setattr__(self, "betas", (float(self.betas[0]), float(self.betas[1])))
         checks = [
             (self.iters >= 1, f"iters must be >= 1, got {self.iters}"),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr}"),

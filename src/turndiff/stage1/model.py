@@ -25,7 +25,13 @@ from ..dose import estimate_photons
 from .similarity import SimilarityConfig
 from .subsample import CELLS, pad_even
 
-__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser"]
+__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "TRAIN_FIELDS"]
+
+#: Fields of the shared loop's :class:`TrainConfig` that ``Stage1Config`` accepts by their
+#: own names (``preset("fast", iters=300, seed=1)``, and saved configs of the first, flat
+#: form): they set ``Stage1Config.train``.
+TRAIN_FIELDS: tuple[str, ...] = ("iters", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay",
+                                 "checkpoint_every", "seed")
 
 COMPONENT = "projection_denoiser"
 
@@ -54,22 +60,16 @@ class Stage1Config:
     """
 
     features: tuple[int, ...] = (16, 16, 32, 64, 128, 16)
-    iters: int = 1000
     batch_size: int = 6
     crop: tuple[int, int] = (128, 128)
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup: int = 50
-    grad_clip: float = 1.0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        iters=1000, lr=1e-3, weight_decay=1e-4, warmup=50, grad_clip=1.0, ema_decay=0.995, checkpoint_every=250))
     alpha: float = 2.0
     alpha_warmup: int = 200
     use_similarity: bool = True
     regulariser: str = "paper"
     normalise: bool = False
     similarity: dict = field(default_factory=lambda: SimilarityConfig().to_dict())
-    ema_decay: float = 0.995
-    checkpoint_every: int = 250
-    seed: int = 0
     sure_every: int = 0
     sure_slices: int = 4
     objective: str = "r2r"
@@ -103,15 +103,11 @@ class Stage1Config:
         checks = [
             (len(self.features) == 6, f"features must hold 6 numbers, got {list(self.features)}"),
             (len(self.crop) == 2 and min(self.crop) >= 2, f"crop must be two sizes >= 2, got {list(self.crop)}"),
-            (self.iters >= 1, f"iters must be >= 1, got {self.iters}"),
+            (isinstance(self.train, TrainConfig), "train must be a TrainConfig"),
+            (self.train.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.train.checkpoint_every}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.warmup >= 0 and self.alpha_warmup >= 0, "warmup and alpha_warmup must be >= 0"),
-            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.alpha_warmup >= 0, "alpha_warmup must be >= 0"),
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
-            (self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}"),
-            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
             (self.sure_every >= 0 and self.sure_slices >= 1, "sure_every must be >= 0 and sure_slices >= 1"),
             (self.objective in ("r2r", "csss", "sure"),
              f"objective must be 'r2r', 'csss' or 'sure', got {self.objective!r}"),
@@ -131,17 +127,26 @@ class Stage1Config:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["features"], d["crop"] = list(self.features), list(self.crop)
+        d["features"], d["crop"], d["train"] = list(self.features), list(self.crop), self.train.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Stage1Config":
         """Rebuild from :meth:`to_dict`; unknown keys raise :class:`InputError` (a typo
         must not silently fall back to a default)."""
+        d = dict(d)
+        train = d.pop("train", None)
+        train = train.to_dict() if isinstance(train, TrainConfig) else dict(train or {})
+        flat = {k: d.pop(k) for k in TRAIN_FIELDS if k in d}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise InputError(f"unknown stage-1 option(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+            raise InputError(f"unknown stage-1 option(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(sorted(known | set(TRAIN_FIELDS)))}")
+        try:
+            d["train"] = TrainConfig.from_dict({**cls().train.to_dict(), **train, **flat})
+        except InputError as e:
+            raise InputError(f"stage-1 config: {e}") from None
         return cls(**d)
 
 
@@ -298,7 +303,7 @@ def train_projection_denoiser(
     run_dir
         Folder for periodic checkpoints; an interrupted run resumes from it.
     max_steps
-        Stop after this many steps in total (the schedule still spans ``config.iters``);
+        Stop after this many steps in total (the schedule still spans ``config.train.iters``);
         with ``run_dir``, a later call resumes where this one stopped.
     """
 
@@ -307,17 +312,13 @@ def train_projection_denoiser(
     dev = resolve_device(device)
     i0 = float(photons) if photons else estimate_photons(y)
     with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.train.seed)
         net = ResidualDenoiser(
             1, features=cfg.features, shift=float(y.mean()), scale=float(max(y.std(), 1e-3)), circular_rows=True
         )
     objective = _make_objective(net, cfg).to(dev)
     data = pad_even(torch.from_numpy(y)[:, None])[:, 0]
-    tcfg = TrainConfig(
-        iters=cfg.iters, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup, grad_clip=cfg.grad_clip,
-        ema_decay=cfg.ema_decay, amp=dev.type == "cuda", checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
-        device=str(dev),
-    )
+    tcfg = cfg.train.replace(amp=dev.type == "cuda", device=str(dev))
     t0 = time.time()
     selector = _SureSelector(net, y, i0, cfg, dev, run_dir=run_dir) if cfg.sure_every > 0 else None
     result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
@@ -348,7 +349,7 @@ class _SureSelector:
         n = min(max(cfg.sure_slices, 1), y.shape[0])
         self.net, self.photons, self.every, self.device = net, photons, cfg.sure_every, device
         self.y = y[np.linspace(0, y.shape[0] - 1, n).round().astype(int)]
-        self.seed = cfg.seed
+        self.seed = cfg.train.seed
         self.history: list[dict] = []
         self.best: tuple[float, dict, dict] | None = None  # (SURE, history entry, weights)
         self.folder = Path(run_dir) / "sure_selection" if run_dir is not None else None
