@@ -118,6 +118,11 @@ def test_bad_inputs_are_one_line_errors(tiny_data, fitted):
         b.fit(noisy[:1], g, photons=PHOTONS, preset="huge", progress=False)
     with pytest.raises(InputError, match="unknown option"):
         b.fit(noisy[:1], g, photons=PHOTONS, preset="tiny", options={"epochs": 3}, progress=False)
+    # The training settings are the preset's TrainConfig; options name its fields directly.
+    state = b.fit(noisy[:1], g, photons=PHOTONS, preset="tiny", options={"iters": 2}, progress=False)
+    assert state.info["steps"] == 2 and state.params["train"]["iters"] == 2
+    with pytest.raises(InputError, match="iters"):
+        b.fit(noisy[:1], g, photons=PHOTONS, preset="tiny", options={"iters": 0}, progress=False)
     with pytest.raises(InputError, match="geometry"):
         b.fit(noisy[:1, :, :-1], g, photons=PHOTONS, preset="tiny", progress=False)
     with pytest.raises(InputError, match="photons"):

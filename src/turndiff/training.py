@@ -77,6 +77,11 @@ LATEST_NAME = "latest.json"
 # Config fields that may change between a run and its resumption: they do not
 # alter the optimisation trajectory up to the checkpoint (``iters`` extends or
 # shortens the cosine schedule from then on, which the caller asked for).
+#: The fields of :class:`TrainConfig` that configs built on it accept by their own names
+#: (``Stage1Config.preset("fast", iters=300)``, a baseline's ``options={"lr": 1e-4}``).
+TRAIN_FIELDS: tuple[str, ...] = ("iters", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay",
+                                 "checkpoint_every", "seed")
+
 _RESUME_MUTABLE = {"iters", "checkpoint_every", "keep_checkpoints", "log_every", "device", "amp"}
 
 

@@ -29,6 +29,7 @@ from .._checks import check_sinograms
 from ..dose import check_photons
 from ..errors import InputError
 from ..physics import Geometry
+from ..training import TRAIN_FIELDS
 
 __all__ = ["Baseline", "FittedBaseline", "BASELINES", "PRESETS", "register", "get_baseline", "check_sinograms"]
 
@@ -63,10 +64,14 @@ def resolve_preset(name: str, presets: Mapping[str, Mapping[str, Any]], override
     if name not in presets:
         raise InputError(f"unknown preset {name!r} for {method}; choose {', '.join(presets)}")
     cfg = dict(presets[name])
+    known = set(cfg) - {"train"} | (set(TRAIN_FIELDS) if "train" in cfg else set())
     for k, v in (overrides or {}).items():
-        if k not in cfg:
-            raise InputError(f"unknown option {k!r} for {method}; known: {', '.join(sorted(cfg))}")
-        cfg[k] = list(v) if isinstance(v, tuple) else v
+        if k not in known:
+            raise InputError(f"unknown option {k!r} for {method}; known: {', '.join(sorted(known))}")
+        if k in TRAIN_FIELDS and "train" in cfg:  # a field of the held TrainConfig
+            cfg["train"] = cfg["train"].replace(**{k: v})
+        else:
+            cfg[k] = list(v) if isinstance(v, tuple) else v
     return cfg
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..nets import ResidualDenoiser
 from ..physics import CTProjector, Geometry
+from ..training import TrainConfig
 from .base import Baseline, FittedBaseline, check_photons, check_sinograms, register, resolve_preset
 from .data import HU_SCALE, crop_batch_fn, noise_images, similar_images, view_split_fbp
 from .nets import REDCNN, network_spec
@@ -48,18 +49,30 @@ __all__ = [
 #: Crops of 128 (rather than more, smaller ones) keep the instance-norm statistics
 #: close to those of whole 256 x 256 images at inference: on development phantoms
 #: they generalised better to an unseen dose at equal training time.
+#: Each holds the shared loop's own :class:`~turndiff.training.TrainConfig` as ``train``;
+#: options name its fields directly (``options={"iters": 300}``, see ``resolve_preset``).
 COMMON_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(features=[4, 4, 8, 8, 16, 4], iters=3, batch_size=2, crop=32, lr=1e-3, warmup=0,
-                 weight_decay=0.0, grad_clip=1.0, ema_decay=None, checkpoint_every=0),
-    "fast": dict(features=[16, 16, 32, 64, 128, 16], iters=1200, batch_size=4, crop=128, lr=1e-3, warmup=50,
-                 weight_decay=1e-4, grad_clip=1.0, ema_decay=0.995, checkpoint_every=400),
-    "paper": dict(features=[32, 32, 64, 128, 256, 32], iters=20000, batch_size=16, crop=128, lr=5e-4, warmup=500,
-                  weight_decay=1e-4, grad_clip=1.0, ema_decay=0.999, checkpoint_every=2000),
+    "tiny": dict(features=[4, 4, 8, 8, 16, 4], batch_size=2, crop=32,
+                 train=TrainConfig(iters=3, lr=1e-3, warmup=0, weight_decay=0.0, grad_clip=1.0, ema_decay=None,
+                                   checkpoint_every=0)),
+    "fast": dict(features=[16, 16, 32, 64, 128, 16], batch_size=4, crop=128,
+                 train=TrainConfig(iters=1200, lr=1e-3, warmup=50, weight_decay=1e-4, grad_clip=1.0, ema_decay=0.995,
+                                   checkpoint_every=400)),
+    "paper": dict(features=[32, 32, 64, 128, 256, 32], batch_size=16, crop=128,
+                  train=TrainConfig(iters=20000, lr=5e-4, warmup=500, weight_decay=1e-4, grad_clip=1.0,
+                                    ema_decay=0.999, checkpoint_every=2000)),
 }
 
 
 def _presets(**specific: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {p: {**COMMON_PRESETS[p], **specific.get(p, {})} for p in COMMON_PRESETS}
+    """The common presets with each method's own keys; a ``train`` entry holds changes to
+    the common :class:`TrainConfig`."""
+    out = {}
+    for p, common in COMMON_PRESETS.items():
+        own = dict(specific.get(p, {}))
+        train = common["train"].replace(**own.pop("train", {}))
+        out[p] = {**common, **own, "train": train}
+    return out
 
 
 class LearnedBaseline(Baseline):
@@ -94,7 +107,7 @@ class LearnedBaseline(Baseline):
 
     # ------------------------------------------------------------------ API
     def _fit(self, sinograms, geometry, *, photons, preset, seed, device, run_dir, progress, options, **kwargs):
-        from ..training import TrainConfig, resolve_device, train
+        from ..training import resolve_device, train
 
         cfg = resolve_preset(preset, self.presets, options, self.name)
         dev = resolve_device(device)
@@ -108,11 +121,7 @@ class LearnedBaseline(Baseline):
             torch.manual_seed(seed)
             net = self.network(cfg)
         objective = self.objective(net, cfg)
-        tcfg = TrainConfig(
-            iters=int(cfg["iters"]), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
-            warmup=int(cfg["warmup"]), grad_clip=cfg["grad_clip"], ema_decay=cfg["ema_decay"],
-            amp=dev.type == "cuda", checkpoint_every=int(cfg["checkpoint_every"]), seed=seed, device=str(dev),
-        )
+        tcfg = cfg["train"].replace(amp=dev.type == "cuda", seed=seed, device=str(dev))
         batch_fn = crop_batch_fn(bank, batch_size=int(cfg["batch_size"]), crop=int(cfg["crop"]),
                                  multiple=self.crop_multiple)
         result = train(objective, batch_fn, tcfg, run_dir=run_dir, progress=progress, desc=self.name)
@@ -125,7 +134,8 @@ class LearnedBaseline(Baseline):
             "seed": seed,
             "reference": self.reference,
         }
-        return FittedBaseline(self.name, cfg, net.eval(), network_spec(net), info, str(dev))
+        params = {**cfg, "train": cfg["train"].to_dict()}
+        return FittedBaseline(self.name, params, net.eval(), network_spec(net), info, str(dev))
 
     @torch.no_grad()
     def reconstruct(self, state, sinograms, geometry, *, photons, progress=False):
@@ -164,7 +174,7 @@ class Neighbor2NeighborBaseline(LearnedBaseline):
     crop_multiple = 2
 
     def objective(self, network, cfg):
-        return Neighbor2NeighborObjective(network, gamma=cfg["gamma"], iters=cfg["iters"])
+        return Neighbor2NeighborObjective(network, gamma=cfg["gamma"], iters=cfg["train"].iters)
 
 
 class Blind2UnblindBaseline(LearnedBaseline):
@@ -184,7 +194,7 @@ class Blind2UnblindBaseline(LearnedBaseline):
 
     def objective(self, network, cfg):
         return Blind2UnblindObjective(network, width=cfg["width"], beta_min=cfg["beta_min"],
-                                      beta_max=cfg["beta_max"], ramp_start=cfg["ramp_start"], iters=cfg["iters"])
+                                      beta_max=cfg["beta_max"], ramp_start=cfg["ramp_start"], iters=cfg["train"].iters)
 
 
 class Noisier2NoiseBaseline(LearnedBaseline):
@@ -269,13 +279,11 @@ class REDCNNBaseline(LearnedBaseline):
     name = "RED-CNN (supervised)"
     uses_clean_data = True
     reference = "H. Chen et al., Low-dose CT with a residual encoder-decoder CNN (RED-CNN), IEEE TMI 36(12), 2017"
-    presets = {
-        "tiny": {**COMMON_PRESETS["tiny"], "features": None, "channels": 4},
-        "fast": {**COMMON_PRESETS["fast"], "features": None, "channels": 32, "lr": 5e-4, "crop": 55,
-                 "batch_size": 8, "iters": 1500},
-        "paper": {**COMMON_PRESETS["paper"], "features": None, "channels": 96, "lr": 1e-4, "crop": 55,
-                  "batch_size": 32},
-    }
+    presets = _presets(
+        tiny={"features": None, "channels": 4},
+        fast={"features": None, "channels": 32, "crop": 55, "batch_size": 8, "train": {"lr": 5e-4, "iters": 1500}},
+        paper={"features": None, "channels": 96, "crop": 55, "batch_size": 32, "train": {"lr": 1e-4}},
+    )
 
     def network(self, cfg):
         return REDCNN(int(cfg["channels"]))

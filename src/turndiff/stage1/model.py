@@ -19,19 +19,14 @@ import torch
 from .._checks import as_stack
 from ..errors import InputError
 from ..nets import ResidualDenoiser
-from ..training import TrainConfig, resolve_device, train
+from ..training import TRAIN_FIELDS, TrainConfig, resolve_device, train
 from .objective import CSSSObjective, RecorruptedObjective, SureObjective
 from ..dose import estimate_photons
 from .similarity import SimilarityConfig
 from .subsample import CELLS, pad_even
 
-__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "TRAIN_FIELDS"]
+__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser"]
 
-#: Fields of the shared loop's :class:`TrainConfig` that ``Stage1Config`` accepts by their
-#: own names (``preset("fast", iters=300, seed=1)``, and saved configs of the first, flat
-#: form): they set ``Stage1Config.train``.
-TRAIN_FIELDS: tuple[str, ...] = ("iters", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay",
-                                 "checkpoint_every", "seed")
 
 COMPONENT = "projection_denoiser"
 
