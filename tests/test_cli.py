@@ -46,10 +46,21 @@ def test_phantom_simulate_fbp_metrics_roundtrip(tmp_path):
     from turndiff.metrics import psnr
 
     assert float(np.mean(psnr(hu, ref, window="full"))) > 25.0
+    from PIL import Image
+
+    from turndiff.io import read_volume, window_to_uint8
+
     for ext, fmt in ((".nii.gz", None), (".h5", None), ("dcm", "dicom"), ("png", "png")):
         target = tmp_path / f"out{ext}"
         run("fbp", str(scan), "--out", str(target), *(["--format", fmt] if fmt else []))
-        assert target.exists()
+        if fmt == "png":  # 8-bit, abdomen window, one file per slice in slice order
+            pngs = sorted(target.glob("*.png"))
+            assert len(pngs) == 2
+            for k, f in enumerate(pngs):
+                assert np.abs(np.asarray(Image.open(f), np.int16) - window_to_uint8(hu[k])).max() <= 1
+            continue
+        back = read_volume(target).hu  # the image itself, not only a file: DICOM stores whole HU
+        np.testing.assert_allclose(back, hu, atol=0.51 if fmt == "dicom" else 1e-3)
     assert len(list((tmp_path / "outdcm").glob("*.dcm"))) == 2
     # Issue 15, defect 10: fbp keeps the patient/study link of a template, or drops it.
     import pydicom

@@ -174,7 +174,27 @@ class CSSSObjective(nn.Module):
         return subs[0], (subs[1] + subs[2]) / (4.0 if variance else 2.0)
 
 
-class RecorruptedObjective(nn.Module):
+class _NoiseModelObjective(nn.Module):
+    """A loss built on the known post-log noise model: draws ``z ~ N(0, sigma^2)`` with
+    :func:`turndiff.dose.postlog_variance` of each bin, and weighs residuals as
+    ``loss_weighting`` says."""
+
+    def __init__(self, network: nn.Module, loss_weighting: str, ramp_floor: float) -> None:
+        super().__init__()
+        self.network = network
+        self.loss_weighting, self.ramp_floor = _check_weighting(loss_weighting), float(ramp_floor)
+
+    @staticmethod
+    def _noise_draw(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, z)``: the batch's sinograms and one draw of their noise (no gradient)."""
+        y = batch["sinogram"]
+        with torch.no_grad():
+            sigma = postlog_variance(y, batch["photons"].to(y)).sqrt()
+            z = torch.randn(y.shape, generator=batch.get("generator"), dtype=y.dtype).to(y.device) * sigma
+        return y, z
+
+
+class RecorruptedObjective(_NoiseModelObjective):
     """Recorrupted-to-recorrupted training on the known post-log noise model.
 
     With ``sigma^2`` the predicted variance of every bin (:func:`turndiff.dose.postlog_variance`) and
@@ -190,26 +210,20 @@ class RecorruptedObjective(nn.Module):
 
     def __init__(self, network: nn.Module, *, recorrupt: float = 0.5, loss_weighting: str = "none",
                  ramp_floor: float = 0.1) -> None:
-        super().__init__()
         if not recorrupt > 0:
             raise ValueError(f"recorrupt must be > 0, got {recorrupt!r}")
-        self.network = network
+        super().__init__(network, loss_weighting, ramp_floor)
         self.recorrupt = float(recorrupt)
-        self.loss_weighting, self.ramp_floor = _check_weighting(loss_weighting), float(ramp_floor)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        y = batch["sinogram"]
-        photons = batch["photons"].to(y)
+        y, z = self._noise_draw(batch)
         a = self.recorrupt
-        with torch.no_grad():
-            sigma = postlog_variance(y, photons).sqrt()
-            z = torch.randn(y.shape, generator=batch.get("generator"), dtype=y.dtype).to(y.device) * sigma
         out = self.network(y + a * z)
         loss = _mean_square(out - (y - z / a), self.loss_weighting, self.ramp_floor)
         return loss, {"rec": loss.detach()}
 
 
-class SureObjective(nn.Module):
+class SureObjective(_NoiseModelObjective):
     """Stein's unbiased risk estimate of the (ramp-weighted) sinogram MSE as the loss.
 
     With ``Q`` the loss's quadratic form (plain or ramp-weighted mean square), noise
@@ -228,19 +242,13 @@ class SureObjective(nn.Module):
 
     def __init__(self, network: nn.Module, *, eps: float = 0.01, loss_weighting: str = "none",
                  ramp_floor: float = 0.1) -> None:
-        super().__init__()
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
-        self.network = network
+        super().__init__(network, loss_weighting, ramp_floor)
         self.eps = float(eps)
-        self.loss_weighting, self.ramp_floor = _check_weighting(loss_weighting), float(ramp_floor)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        y = batch["sinogram"]
-        photons = batch["photons"].to(y)
-        with torch.no_grad():
-            sigma = postlog_variance(y, photons).sqrt()
-            u = torch.randn(y.shape, generator=batch.get("generator"), dtype=y.dtype).to(y.device) * sigma
+        y, u = self._noise_draw(batch)
         out = self.network(torch.cat([y, y + self.eps * u]))
         f, f_probe = out.chunk(2)
         d = (f_probe - f) / self.eps
