@@ -15,7 +15,8 @@ The references are used for evaluation only; ``make_dev_data`` refuses the test 
 from __future__ import annotations
 
 import argparse
-import json
+
+from _settings import parse_settings
 
 from turndiff.benchmark.data import make_dev_data
 from turndiff.dose import estimate_photons
@@ -24,14 +25,6 @@ from turndiff.physics import CTProjector
 from turndiff.stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
 
 DOSES = (0.25, 0.1, 0.5, 0.75)
-
-
-def _overrides(text: str) -> dict:
-    out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, value = part.split("=", 1)
-        out[key.strip()] = json.loads(value.strip())
-    return out
 
 
 def main() -> None:
@@ -52,7 +45,7 @@ def main() -> None:
     for spec in args.train:
         name, _, text = spec.partition("=")
         models[name] = train_projection_denoiser(data.train_sinogram, photons=data.train_photons, progress=False,
-                                                 config=Stage1Config.preset("fast", **_overrides(text)))
+                                                 config=Stage1Config.preset("fast", **parse_settings(text)))
     print("| stage 1 | " + " | ".join(f"{d:.0%} | {d:.0%} calibrated" for d in DOSES) + " |")
     print("|---|" + "---|---|" * len(DOSES))
     for name, den in models.items():

@@ -16,11 +16,12 @@ references are used for evaluation only, and only validation phantoms are scored
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
 import numpy as np
+
+from _settings import parse_settings
 
 from turndiff.benchmark.data import make_dev_data
 from turndiff.dose import hu_to_mu
@@ -48,7 +49,7 @@ def main() -> None:
     A = CTProjector(data.geometry)
     y, yt = data.train_sinogram, data.test_sinograms[0.25]
     clean = np.asarray(A.forward(hu_to_mu(data.train_reference_hu, data.geometry.mu_water)), np.float32)  # eval only
-    cfg = Stage1Config.preset("fast", iters=args.iters, checkpoint_every=args.chunk, **_setting(args.setting))
+    cfg = Stage1Config.preset("fast", iters=args.iters, checkpoint_every=args.chunk, **parse_settings(args.setting))
 
     print("| step | SURE (x 1e-4) | true sinogram MSE (x 1e-4) | PSNR soft, training | PSNR soft, validation |")
     print("|---|---|---|---|---|")
@@ -65,14 +66,6 @@ def main() -> None:
             print(f"| {step} | {sure * 1e4:.2f} | {true * 1e4:.2f} | {p_train:.2f} | {p_test:.2f} |", flush=True)
 
 
-def _setting(text: str) -> dict:
-    out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, value = part.split("=")
-        out[key.strip()] = json.loads(value.strip())
-    return out
-
-
 def compare(settings: str, iters: int) -> None:
     doses = (0.25, 0.1, 0.5)
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=doses)
@@ -83,7 +76,7 @@ def compare(settings: str, iters: int) -> None:
     for text in settings.split(";"):
         t0 = time.perf_counter()
         den = train_projection_denoiser(data.train_sinogram, photons=data.train_photons,
-                                        config=Stage1Config.preset("fast", iters=iters, **_setting(text)),
+                                        config=Stage1Config.preset("fast", iters=iters, **parse_settings(text)),
                                         progress=False)
         secs = time.perf_counter() - t0
         sure = sure_mse(den.denoise, data.train_sinogram, data.train_photons)

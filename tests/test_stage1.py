@@ -341,3 +341,27 @@ def test_sure_selection_survives_a_resume(tmp_path):
     assert steps == [(2, "raw"), (4, "raw"), (4, "ema")]
     np.testing.assert_allclose([h["sure_mse"] for h in resumed.info["sure_selection"]["history"]],
                                [h["sure_mse"] for h in whole.info["sure_selection"]["history"]], rtol=1e-4)
+
+
+def test_augment_flips_are_the_named_symmetries() -> None:
+    """``mirror`` reverses the views and flips the detector (the mirrored object's full-scan
+    sinogram); ``detector`` flips the detector only; ``none`` leaves crops alone."""
+    from turndiff.errors import InputError
+    from turndiff.stage1 import Stage1Config
+    from turndiff.stage1.model import _make_batch_fn
+
+    sino = torch.arange(2 * 8 * 6, dtype=torch.float32).reshape(2, 8, 6)
+    crops = {}
+    for aug in ("none", "detector", "mirror"):
+        cfg = Stage1Config.preset("tiny", augment=aug, crop=(8, 6), batch_size=16)
+        crops[aug] = _make_batch_fn(sino, 1e4, cfg, torch.device("cpu"))(0, torch.Generator().manual_seed(0))
+    plain, det, mir = (crops[k]["sinogram"][:, 0] for k in ("none", "detector", "mirror"))
+    flipped = [b for b in range(16) if not torch.equal(det[b], plain[b])]
+    assert 0 < len(flipped) < 16  # about half the crops, the same ones for each kind
+    for b in range(16):
+        if b in flipped:
+            assert torch.equal(det[b], plain[b].flip(-1)) and torch.equal(mir[b], plain[b].flip(-2, -1))
+        else:
+            assert torch.equal(det[b], plain[b]) and torch.equal(mir[b], plain[b])
+    with pytest.raises(InputError, match="augment"):
+        Stage1Config.preset("tiny", augment="rotate")

@@ -25,7 +25,14 @@ from ..dose import estimate_photons
 from .similarity import SimilarityConfig
 from .subsample import CELLS, pad_even
 
-__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser"]
+__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "AUGMENTS"]
+
+# Training flips of a sinogram crop [views, detector] (dims to flip). A full-scan fan
+# sinogram of the mirrored object is the original with the views reversed *and* the
+# detector flipped, so "mirror" is a physical symmetry; "detector" alone (the first
+# default) is the mirrored object scanned with the opposite rotation. Rotations of the
+# object are the crops' wrap-around view offsets.
+AUGMENTS: dict[str, tuple[int, ...]] = {"none": (), "detector": (-1,), "mirror": (-2, -1)}
 
 
 COMPONENT = "projection_denoiser"
@@ -73,6 +80,7 @@ class Stage1Config:
     loss_weighting: str = "ramp"
     ramp_floor: float = 0.1
     recorrupt: float = 0.5
+    augment: str = "detector"
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Stage1Config":
@@ -111,6 +119,7 @@ class Stage1Config:
             (self.loss_weighting in ("none", "ramp"), f"loss_weighting must be 'none' or 'ramp', got {self.loss_weighting!r}"),
             (0 <= self.ramp_floor <= 1, f"ramp_floor must be in [0, 1], got {self.ramp_floor}"),
             (self.recorrupt > 0, f"recorrupt must be > 0, got {self.recorrupt}"),
+            (self.augment in AUGMENTS, f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -243,7 +252,8 @@ def _make_objective(net: ResidualDenoiser, cfg: Stage1Config) -> torch.nn.Module
 
 
 def _make_batch_fn(sino: torch.Tensor, photons: float, cfg: Stage1Config, device: torch.device):
-    """Random even-aligned crops (wrapping around in views), random detector flips."""
+    """Random even-aligned crops (wrapping around in views, i.e. rotations of the object),
+    and with probability 1/2 the flip that ``cfg.augment`` names (see :data:`AUGMENTS`)."""
     n, V, D = sino.shape
     cv = min(cfg.crop[0], V - V % 2)
     cd = min(cfg.crop[1], D - D % 2)
@@ -258,7 +268,7 @@ def _make_batch_fn(sino: torch.Tensor, photons: float, cfg: Stage1Config, device
         for b in range(cfg.batch_size):
             rows = (v0[b] + torch.arange(cv)) % V  # 360-degree data wrap around
             c = sino[idx[b]][rows][:, d0[b] : d0[b] + cd]
-            crops.append(c.flip(-1) if flip[b] else c)
+            crops.append(c.flip(AUGMENTS[cfg.augment]) if flip[b] and AUGMENTS[cfg.augment] else c)
         y = torch.stack(crops)[:, None].to(device)
         sub_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         return {
