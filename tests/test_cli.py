@@ -204,9 +204,11 @@ def test_resume_refuses_a_run_started_on_other_data(tmp_path):
     claim_run_dir(run_dir, read_sinogram_h5(a)[0], {"command": "fit"})  # same input: accepted
 
 
-def test_sigterm_leaves_no_partial_output(tmp_path):
-    """Issue 15, defect 9: SIGTERM (timeout, Slurm, docker) ends the command with exit 143
-    and removes its temporary output; nothing is left in the output folder."""
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signals_leave_no_partial_output(tmp_path, signame, code):
+    """Issue 15, defect 9: SIGTERM (timeout, Slurm, docker) and SIGINT (Ctrl-C) end the
+    command with 128 + the signal number and remove its temporary output; nothing is left
+    in the output folder."""
     import signal
     import time
 
@@ -217,8 +219,30 @@ def test_sigterm_leaves_no_partial_output(tmp_path):
     first = proc.stderr.readline()  # "simulating ...": the work is under way
     assert first.startswith("simulating"), first
     time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-500:]
+    assert proc.returncode == code, err[-500:]
     assert "Traceback" not in err
     assert not out.exists() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_swallowed_signal_still_exits_non_zero(monkeypatch, capsys):
+    """Issue 15, defect 9: h5py swallows an exception raised in a signal handler inside its
+    C callbacks, and the command then ran on to exit 0. The signal is remembered instead."""
+    import signal
+
+    import turndiff.cli as tcli
+
+    def swallowing(**kwargs):
+        try:
+            tcli._on_signal(signal.SIGINT, None)
+        except BaseException:  # what the library does
+            pass
+        return 0
+
+    monkeypatch.setattr(tcli.cli, "main", swallowing)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as exc:
+        tcli.main(["fbp", "--help"])
+    assert exc.value.code == 130 and "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is given back

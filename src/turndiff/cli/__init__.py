@@ -46,12 +46,22 @@ def _one_line(e: BaseException) -> str:
 
 
 class _Terminated(BaseException):
-    """SIGTERM (sent by ``timeout``, Slurm, docker stop) turned into an exception, so that
-    every ``atomic_output`` removes its temporary output on the way out."""
+    """SIGTERM (sent by ``timeout``, Slurm, docker stop) or SIGINT (Ctrl-C) turned into an
+    exception, so that every ``atomic_output`` removes its temporary output on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise _Terminated()
+#: Signals received during this command. A library may swallow the exception raised in
+#: the handler (h5py does, inside its C callbacks); the command still exits non-zero.
+_SIGNALLED: list[int] = []
+
+
+def _on_signal(signum, frame) -> None:
+    _SIGNALLED.append(signum)
+    raise _Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,12 +69,27 @@ def main(argv: list[str] | None = None) -> None:
     import signal
 
     _register()
+    _SIGNALLED.clear()
+    previous = {}
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (embedded use): leave the handler alone
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _on_signal)
+    except ValueError:  # not the main thread (embedded use): leave the handlers alone
         pass
     try:
+        _run(argv)
+    finally:  # embedded use (tests, notebooks): give the caller its handlers back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(argv: list[str] | None) -> None:
+    import signal
+
+    try:
         rv = cli.main(args=argv, prog_name="turndiff", standalone_mode=False)
+        if _SIGNALLED:  # the exception was swallowed on the way: still report the signal
+            raise _Terminated(_SIGNALLED[0])
         sys.exit(rv if isinstance(rv, int) else 0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
@@ -79,13 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("turndiff: aborted", err=True)
         sys.exit(130)
-    except _Terminated:
-        click.echo("turndiff: terminated; no partial output was left", err=True)
-        sys.exit(143)
+    except _Terminated as e:
+        name = "interrupted" if e.signum == signal.SIGINT else "terminated"
+        click.echo(f"turndiff: {name}; no partial output was left", err=True)
+        sys.exit(128 + int(e.signum))
     except KeyboardInterrupt:
         click.echo("turndiff: interrupted", err=True)
         sys.exit(130)
     except (TurnDiffError, ValueError, OSError, MemoryError) as e:
+        if _SIGNALLED:  # a library turned the signal into its own error
+            click.echo("turndiff: interrupted; no partial output was left", err=True)
+            sys.exit(128 + _SIGNALLED[0])
         if os.environ.get("TURNDIFF_DEBUG"):
             raise
         click.echo(f"turndiff: error: {_one_line(e)}", err=True)
