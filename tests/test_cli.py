@@ -98,6 +98,9 @@ def test_simulate_from_npy_parallel_and_views(tmp_path):
         (("simulate", "nan.npy", "--out", "a.h5"), "NaN"),
         (("simulate", "rank4.npy", "--out", "a.h5"), "rank4.npy"),
         (("fbp", "mismatch.h5", "--out", "x.npy"), "geometry"),
+        # Issue 15, defect 11: absurd values are not CT data.
+        (("simulate", "huge.npy", "--out", "a.h5"), "not HU"),
+        (("fbp", "counts.h5", "--out", "x.npy"), "not post-log"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_no_output(tmp_path, monkeypatch, args, message):
@@ -110,6 +113,12 @@ def test_bad_input_gives_one_line_error_and_no_output(tmp_path, monkeypatch, arg
 
     write_h5(tmp_path / "mismatch.h5", {"sinogram": np.zeros((1, 10, 10), np.float32)},
              geometry_json=default_fan_geometry(64).to_json())
+    huge = np.zeros((8, 8), np.float32)
+    huge[2:4, 2:4] = 1e30
+    np.save(tmp_path / "huge.npy", huge)
+    g = default_fan_geometry(32)
+    write_h5(tmp_path / "counts.h5", {"sinogram": np.full((1, *g.sinogram_shape), 5e4, np.float32)},
+             geometry_json=g.to_json())
     err = run(*args, expect=2)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("turndiff: error:") and message in lines[0], err

@@ -8,6 +8,13 @@ import numpy as np
 
 from .errors import InputError
 
+#: Inputs outside these ranges are refused as not CT data (a unit mix-up or garbage):
+#: images in HU (padding values down to -3024 and metal in extended-scale CT up to a few
+#: 10^4 fit inside), and post-log line integrals ``-log(I / I0)`` (dimensionless; a patient
+#: stays below about 25, a starved ray at the log of ``I0``; raw counts would be 10^3-10^6).
+PLAUSIBLE_HU: tuple[float, float] = (-1e4, 1e5)
+PLAUSIBLE_LINE_INTEGRAL: tuple[float, float] = (-100.0, 100.0)
+
 
 def as_stack(data: Any, name: str, axes: str) -> tuple[np.ndarray, bool]:
     """``data`` as float32 ``[N, ...]`` plus whether a single 2D item was given.

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from turndiff._checks import PLAUSIBLE_LINE_INTEGRAL
 from turndiff.errors import InputError
 from turndiff.io.atomic import atomic_output
 
@@ -241,6 +242,10 @@ def read_sinogram_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str
         attrs = _read_attrs(f)
     _check_geometry(sino, attrs, where)
     _check_photons(attrs, where)
+    lo, hi = PLAUSIBLE_LINE_INTEGRAL
+    if sino.size and (sino.min() < lo or sino.max() > hi):
+        raise InputError(f"{where}: sinogram values from {sino.min():.3g} to {sino.max():.3g} are not post-log "
+                         f"line integrals (expected within [{lo:g}, {hi:g}]; raw counts need -log(I / I0))")
     return sino, attrs
 
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from turndiff.windows import WINDOWS
+from turndiff._checks import PLAUSIBLE_HU
 from turndiff.errors import InputError
 from turndiff.io import dicom as _dicom
 from turndiff.io.atomic import atomic_output
@@ -103,6 +104,10 @@ def _check_hu(arr: Any, where: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         raise InputError(f"{where}: image has {bad} NaN/inf value(s)")
+    lo, hi = PLAUSIBLE_HU
+    if arr.min() < lo or arr.max() > hi:
+        raise InputError(f"{where}: values from {arr.min():.3g} to {arr.max():.3g} are not HU "
+                         f"(a CT image lies within [{lo:g}, {hi:g}])")
     return arr
 
 
