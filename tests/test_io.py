@@ -578,6 +578,22 @@ def _bad_empty_folder(tmp_path, rng):
     return tmp_path / "e"
 
 
+def _bad_rtstruct_folder(tmp_path, rng):
+    """An RT structure set alone: DICOM, but no pixel data (issue 15, defect 13)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.481.3", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.Modality, ds.PatientID = meta, "RTSTRUCT", "x"
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    (tmp_path / "rt").mkdir()
+    ds.save_as(tmp_path / "rt" / "rs.dcm", enforce_file_format=True)
+    return tmp_path / "rt"
+
+
 def _bad_mr_file(tmp_path, rng):
     return _save(_ct(_stored(rng), modality="MR", sop_class=MRImageStorage), tmp_path / "mr.dcm")
 
@@ -629,6 +645,7 @@ def _bad_h5_without_image(tmp_path, rng):
         (_bad_truncated_pixels, "truncated"),
         (_bad_truncated_header, "truncated"),
         (_bad_empty_folder, "no DICOM images found"),
+        (_bad_rtstruct_folder, "without pixel data \\(RTSTRUCT\\)"),
         (_bad_mr_file, "Modality is MR, expected CT"),
         (_bad_mr_folder, "Modality is MR, expected CT"),
         (_bad_nan_npy, "1 NaN/inf"),

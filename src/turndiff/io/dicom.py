@@ -288,12 +288,14 @@ def read_dicom_folder(folder: Path) -> DicomStack:
     series: dict[str, list[tuple[Path, Any]]] = {}
     other_modalities: set[str] = set()
     localizers = 0
+    without_pixels: set[str] = set()
     for p in files:
         try:
             ds = _dcmread(p, header_only=True)
         except (_NotDicom, InputError):
             continue
-        if "Rows" not in ds or "Columns" not in ds:  # DICOMDIR, reports, presentation states
+        if "Rows" not in ds or "Columns" not in ds:  # DICOMDIR, RT structures, reports, presentation states
+            without_pixels.add(str(ds.get("Modality", "") or "") or "no Modality")
             continue
         image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
         if "LOCALIZER" in image_type:  # scout views: projections, not slices
@@ -311,6 +313,9 @@ def read_dicom_folder(folder: Path) -> DicomStack:
             raise InputError(f"{where}: Modality is {mods}, expected CT")
         if localizers:
             raise InputError(f"{where}: no CT slices found, only {localizers} localizer image(s)")
+        if without_pixels:
+            kinds = ", ".join(sorted(without_pixels))
+            raise InputError(f"{where}: no CT images, only DICOM files without pixel data ({kinds})")
         raise InputError(f"{where}: no DICOM images found ({len(files)} file(s) looked at)")
     if len(series) > 1:
         desc = "; ".join(
