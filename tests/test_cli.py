@@ -255,3 +255,33 @@ def test_a_swallowed_signal_still_exits_non_zero(monkeypatch, capsys):
         tcli.main(["fbp", "--help"])
     assert exc.value.code == 130 and "interrupted" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is given back
+
+
+def test_sigkill_leftovers_are_removed_by_the_next_write(tmp_path):
+    """Issue 15, defect 9: SIGKILL cannot be caught, so a killed write leaves its hidden
+    temporary. The next command that writes the same output removes the temporaries of
+    dead processes on this host, and never those of a live one."""
+    import os
+    import signal
+    import time
+
+    from turndiff.io.atomic import _host
+
+    out = tmp_path / "out" / "scan.h5"
+    out.parent.mkdir()
+    cmd = [sys.executable, "-m", "turndiff", "simulate", "phantom:2", "--size", "64", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline().startswith("simulating")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = out.parent / f".scan.tmp-{_host()}-{dead}-abcd.h5"  # as a killed write leaves it
+    stale.write_bytes(b"partial")
+    live = out.parent / f".scan.tmp-{_host()}-{os.getpid()}-efgh.h5"  # a write in progress
+    live.write_bytes(b"in progress")
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert out.is_file() and not stale.exists() and live.exists()
+    live.unlink()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["scan.h5"]

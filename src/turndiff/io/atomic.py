@@ -1,13 +1,18 @@
 """Write outputs under a temporary name and rename them into place on success.
 
 A crash, an exception or Ctrl-C while writing never leaves a partial output behind:
-either the old file (if any) is still there, or the complete new one is.
+either the old file (if any) is still there, or the complete new one is. A SIGKILL (or a
+power cut) cannot be caught: its hidden temporary stays until the next command that writes
+the same output, which removes it. Temporaries are named ``.STEM.tmp-HOST-PID-XXXX`` so
+that only those of a dead process on this machine are removed, never a write in progress.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,6 +60,34 @@ def _written_by_turndiff(folder: Path) -> bool:
         elif not e.name.endswith(_MODEL_SUFFIXES):
             return False
     return True
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(parent: Path, stem: str) -> None:
+    """Remove temporaries of ``stem`` left in ``parent`` by killed processes of this host."""
+    pattern = re.compile(re.escape(f".{stem}.") + r"(?:tmp|old)-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
+    host = _host()
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for e in entries:
+        m = pattern.match(e.name)
+        if m and m["host"] == host and not _alive(int(m["pid"])):
+            _remove(e)
 
 
 def _remove(p: Path) -> None:
@@ -154,11 +187,13 @@ def atomic_output(
     except OSError as e:
         raise InputError(f"{path}: cannot create the output folder ({e.strerror or e})") from None
     stem, ext = _split_suffix(path.name)
+    _remove_stale_temporaries(parent, stem)
+    tag = f"{_host()}-{os.getpid()}-"
     try:
         if directory:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", suffix=ext, dir=parent))
+            tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-{tag}", suffix=ext, dir=parent))
         else:
-            fd, name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=parent)
+            fd, name = tempfile.mkstemp(prefix=f".{stem}.tmp-{tag}", suffix=ext, dir=parent)
             os.close(fd)
             tmp = Path(name)
     except OSError as e:
@@ -176,7 +211,7 @@ def atomic_output(
                 for name in files:
                     os.chmod(os.path.join(root, name), _default_mode(False))
         if directory and path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{stem}.old-", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{stem}.old-{tag}", dir=parent))
             os.replace(path, old / "x")
             try:
                 os.replace(tmp, path)
