@@ -173,13 +173,21 @@ def test_outputs_never_destroy_user_data(tmp_path):
     (data / "sub").mkdir(parents=True)
     (data / "precious.txt").write_text("x")
     err = run("train-proj", str(scan), "--out", str(data), "--iters", "1", expect=2)
-    assert "not written by turndiff" in err and err.count("\n") == 1, err
+    assert "--overwrite" in err and err.count("\n") == 1, err  # an existing output needs --overwrite
+    err = run("train-proj", str(scan), "--out", str(data), "--iters", "1", "--overwrite", expect=2)
+    assert "not written by turndiff" in err and err.count("\n") == 1, err  # and even then, never user data
     assert (data / "precious.txt").read_text() == "x" and (data / "sub").is_dir()
-    # A model folder turndiff wrote may be replaced (re-training into the same folder).
+    # A model folder turndiff wrote may be replaced with --overwrite (re-training into it).
     model = tmp_path / "proj"
     run("train-proj", str(scan), "--out", str(model), "--iters", "1")
-    run("train-proj", str(scan), "--out", str(model), "--iters", "1")
+    run("train-proj", str(scan), "--out", str(model), "--iters", "1", expect=2)
+    run("train-proj", str(scan), "--out", str(model), "--iters", "1", "--overwrite")
     assert (model / "model.safetensors").is_file()
+    rec = tmp_path / "rec.npy"  # files likewise
+    run("fbp", str(scan), "--out", str(rec))
+    first = rec.read_bytes()
+    assert "--overwrite" in run("fbp", str(scan), "--out", str(rec), expect=2) and rec.read_bytes() == first
+    run("fbp", str(scan), "--out", str(rec), "--overwrite")
     err = run("denoise-proj", str(model), str(scan), "--out", str(scan), expect=2)
     assert "input" in err and scan.read_bytes() == before
 

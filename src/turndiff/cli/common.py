@@ -108,10 +108,19 @@ def write_images(out: str, hu: np.ndarray, *, fmt: str | None, spacing: float | 
     return f
 
 
-def refuse_output_over_input(out: str, *inputs: str, model_folder: bool = False) -> None:
-    """One-line error when ``--out`` names one of the command's inputs (the input would
-    be replaced by the output, and a scan may not be repeatable), or, with
-    ``model_folder``, when it could not take a model folder (checked before the work)."""
+def overwrite_option(f):
+    """``--overwrite``: the one output policy of every command that writes."""
+    import click
+
+    return click.option("--overwrite", is_flag=True, default=False,
+                        help="Replace an existing output (never an input; a folder only if turndiff wrote it).")(f)
+
+
+def refuse_output_over_input(out: str, *inputs: str, model_folder: bool = False, overwrite: bool = False) -> None:
+    """The output policy, checked before any work: one-line error when ``--out`` names one
+    of the command's inputs (the input would be replaced by the output, and a scan may not
+    be repeatable), when it exists (a file, or a non-empty folder) and ``overwrite`` is
+    off, or, with ``model_folder``, when it could not take a model folder."""
     import os
     from pathlib import Path
 
@@ -125,6 +134,8 @@ def refuse_output_over_input(out: str, *inputs: str, model_folder: bool = False)
             same = os.path.samefile(target, src)
         if same:
             raise InputError(f"--out {out} is the input {inp}; write the output under another name")
+    if not overwrite and (target.is_file() or target.is_symlink() or (target.is_dir() and any(target.iterdir()))):
+        raise InputError(f"--out {out} exists; pass --overwrite to replace it")
     if model_folder:
         from ..io import check_output
 

@@ -8,8 +8,8 @@ import click
 import numpy as np
 
 from . import cli
-from .common import (OUTPUT_FORMATS, check_image_output, geometry_of, load_hu_input, refuse_output_over_input,
-                     to_square_grid, write_images)
+from .common import (OUTPUT_FORMATS, check_image_output, geometry_of, load_hu_input, overwrite_option,
+                     refuse_output_over_input, to_square_grid, write_images)
 
 
 @cli.command()
@@ -26,15 +26,16 @@ from .common import (OUTPUT_FORMATS, check_image_output, geometry_of, load_hu_in
 @click.option("--keep-clean", is_flag=True, help="Also store the noiseless `clean_sinogram`.")
 @click.option("--electronic-noise", type=click.FloatRange(min=0), default=None,
               help="Electronic noise std in photons [default: sqrt(10)].")
+@overwrite_option
 def simulate(input: str, out: str, photons, dose_fraction, geom, det_shape, views, size, seed, keep_clean,
-             electronic_noise) -> None:
+             electronic_noise, overwrite) -> None:
     """Simulate a low-dose scan of INPUT (DICOM file/folder, .nii(.gz), .npy in HU, or phantom:N)."""
     from ..dose import ELECTRONIC_NOISE_STD, check_photons, photons_from_dose, simulate_scan
     from ..errors import InputError
     from ..io import write_h5
     from ..physics import default_fan_geometry, default_parallel_geometry
 
-    refuse_output_over_input(out, input)
+    refuse_output_over_input(out, input, overwrite=overwrite)
     if photons is not None and dose_fraction is not None:
         raise InputError("give --photons or --dose-fraction, not both")
     if dose_fraction is not None:
@@ -70,14 +71,15 @@ def simulate(input: str, out: str, photons, dose_fraction, geom, det_shape, view
 @click.option("--template", type=click.Path(exists=True), default=None,
               help="Source DICOM series whose patient/study tags a DICOM output copies.")
 @click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers.")
-def fbp(input: str, out: str, fmt, filt, template, anonymize) -> None:
+@overwrite_option
+def fbp(input: str, out: str, fmt, filt, template, anonymize, overwrite) -> None:
     """Filtered back-projection of the `sinogram` of IN.h5."""
     from tqdm.auto import tqdm
 
     from ..io import read_sinogram_h5, read_volume
     from ..physics import CTProjector
 
-    refuse_output_over_input(out, input)
+    refuse_output_over_input(out, input, overwrite=overwrite)
     check_image_output(out, fmt)
     tmpl = read_volume(template).dicom_template if template else None  # checked before the work
     sino, attrs = read_sinogram_h5(input)

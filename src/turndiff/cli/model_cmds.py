@@ -9,7 +9,8 @@ import click
 import numpy as np
 
 from . import cli
-from .common import OUTPUT_FORMATS, check_image_output, claim_run_dir, geometry_of, refuse_output_over_input, write_images
+from .common import (OUTPUT_FORMATS, check_image_output, claim_run_dir, geometry_of, overwrite_option,
+                     refuse_output_over_input, write_images)
 from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 
 
@@ -20,7 +21,8 @@ from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 @click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
+@overwrite_option
+def train_ldm(proj_dir, input, out, preset, device, seed, overwrite) -> None:
     """Train stage 2 (latent diffusion) from a trained stage-1 model and the noisy `sinogram` of IN.h5.
 
     OUT becomes a full TurnDiff model folder (stage 1 copied in), usable by `reconstruct`.
@@ -31,7 +33,7 @@ def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
     from ..pipeline import TurnDiffPipeline, fit_stage2, model_index
     from ..stage1 import ProjectionDenoiser
 
-    refuse_output_over_input(out, input, proj_dir, model_folder=True)
+    refuse_output_over_input(out, input, proj_dir, model_folder=True, overwrite=overwrite)
 
     stage1 = ProjectionDenoiser.load(_stage1_dir(proj_dir))
     sino, attrs = read_sinogram_h5(input)
@@ -55,12 +57,13 @@ def train_ldm(proj_dir, input, out, preset, device, seed) -> None:
 @click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def fit_cmd(input, out, preset, device, seed) -> None:
+@overwrite_option
+def fit_cmd(input, out, preset, device, seed, overwrite) -> None:
     """Train both stages on the noisy `sinogram` of IN.h5 alone (resumes after an interruption)."""
     from ..io import read_sinogram_h5
     from ..pipeline import fit
 
-    refuse_output_over_input(out, input, model_folder=True)
+    refuse_output_over_input(out, input, model_folder=True, overwrite=overwrite)
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     run_dir = Path(out).with_name(Path(out).name + ".run")
@@ -99,13 +102,14 @@ def fit_cmd(input, out, preset, device, seed) -> None:
 @click.option("--template", type=click.Path(exists=True), default=None,
               help="Source DICOM series whose patient/study tags a DICOM output copies.")
 @click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers.")
+@overwrite_option
 def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, steps, strength, seed, calibrate,
-                device, save_intermediates, template, anonymize) -> None:
+                device, save_intermediates, template, anonymize, overwrite) -> None:
     """Reconstruct the `sinogram` of IN.h5 with a TurnDiff model."""
     from ..io import read_sinogram_h5, read_volume
     from ..pipeline import TurnDiffPipeline
 
-    refuse_output_over_input(out, input, model_dir)
+    refuse_output_over_input(out, input, model_dir, overwrite=overwrite)
     check_image_output(out, fmt)
     tmpl = read_volume(template).dicom_template if template else None  # a bad template fails before the work
     pipe = TurnDiffPipeline.from_pretrained(model_dir, device=device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import claim_run_dir, geometry_of, refuse_output_over_input
+from .common import claim_run_dir, geometry_of, overwrite_option, refuse_output_over_input
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -44,15 +44,16 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
                    "weights; 0 turns it off [preset: fast 500, paper 1000].")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@overwrite_option
 def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs, loss_weighting, sure_every, device,
-               seed) -> None:
+               seed, overwrite) -> None:
     """Train the projection denoiser on the noisy `sinogram` of IN.h5 alone."""
     from pathlib import Path
 
     from ..io import read_sinogram_h5
     from ..stage1 import Stage1Config, train_projection_denoiser
 
-    refuse_output_over_input(out, input, model_folder=True)
+    refuse_output_over_input(out, input, model_folder=True, overwrite=overwrite)
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     cfg = Stage1Config.preset(preset, iters=iters, alpha=alpha, seed=seed, sure_every=sure_every,
@@ -82,13 +83,14 @@ def _cleanup(run_dir) -> None:
 @click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .h5 file.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-def denoise_proj(model_dir, input, out, device) -> None:
+@overwrite_option
+def denoise_proj(model_dir, input, out, device, overwrite) -> None:
     """Denoise the `sinogram` of IN.h5 with a stage-1 model; writes `sinogram` and its FBP `image_hu`."""
     from ..io import read_sinogram_h5, write_h5
     from ..physics import CTProjector
     from ..stage1 import ProjectionDenoiser
 
-    refuse_output_over_input(out, input, model_dir)
+    refuse_output_over_input(out, input, model_dir, overwrite=overwrite)
     model = ProjectionDenoiser.load(_stage1_dir(model_dir))
     sino, attrs = read_sinogram_h5(input)
     check_geometry_matches(model.info.get("geometry"), attrs, input)
