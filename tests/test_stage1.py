@@ -365,3 +365,29 @@ def test_augment_flips_are_the_named_symmetries() -> None:
             assert torch.equal(det[b], plain[b]) and torch.equal(mir[b], plain[b])
     with pytest.raises(InputError, match="augment"):
         Stage1Config.preset("tiny", augment="rotate")
+
+
+def test_test_time_flips_average_the_flipped_passes() -> None:
+    """``symmetries`` averages the network over flips of [views, detector], each flipped back."""
+    import torch
+
+    from turndiff.errors import InputError
+    from turndiff.nets import ResidualDenoiser
+    from turndiff.stage1 import ProjectionDenoiser
+
+    torch.manual_seed(0)
+    net = ResidualDenoiser(1, features=(4, 4, 8, 8, 16, 4), shift=1.0, scale=0.5, circular_rows=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.1)
+    den = ProjectionDenoiser(net, {"photons": 1e4})
+    y = np.random.default_rng(0).normal(1.0, 0.3, (2, 16, 12)).astype(np.float32)
+    one = den.denoise(y, symmetries="none", device="cpu")
+    with torch.no_grad():
+        t = torch.from_numpy(y[:, None])
+        manual = np.mean([net(t.flip(d)).flip(d).numpy() if d else net(t).numpy()
+                          for d in ((), (-1,), (-2,), (-2, -1))], 0)[:, 0]
+    np.testing.assert_allclose(den.denoise(y, device="cpu"), manual, atol=1e-5)  # default: all four flips
+    assert np.abs(manual - one).max() > 1e-4  # the flips do change a non-symmetric network's output
+    with pytest.raises(InputError, match="symmetries"):
+        den.denoise(y, symmetries="rotate")

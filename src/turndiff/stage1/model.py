@@ -25,7 +25,7 @@ from ..dose import estimate_photons
 from .similarity import SimilarityConfig
 from .subsample import CELLS, pad_even
 
-__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "AUGMENTS"]
+__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "AUGMENTS", "SYMMETRIES"]
 
 # Training flips of a sinogram crop [views, detector] (dims to flip). A full-scan fan
 # sinogram of the mirrored object is the original with the views reversed *and* the
@@ -33,6 +33,14 @@ __all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "A
 # default) is the mirrored object scanned with the opposite rotation. Rotations of the
 # object are the crops' wrap-around view offsets.
 AUGMENTS: dict[str, tuple[int, ...]] = {"none": (), "detector": (-1,), "mirror": (-2, -1)}
+
+#: Test-time flips of stage 1 (dims of ``[views, detector]`` flipped before the network and
+#: back after it; the outputs are averaged): ``mirror`` is the exact full-scan symmetry
+#: (views reversed and detector flipped), ``flips`` all four flips. The default, ``flips``,
+#: was chosen by SURE on the training sinograms (docs/METHOD.md); it costs four passes.
+SYMMETRIES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": ((),), "mirror": ((), (-2, -1)), "flips": ((), (-1,), (-2,), (-2, -1))}
+DEFAULT_SYMMETRIES = "flips"
 
 
 COMPONENT = "projection_denoiser"
@@ -172,11 +180,18 @@ class ProjectionDenoiser:
 
     @torch.no_grad()
     def denoise(
-        self, sinogram: np.ndarray, *, device: str | torch.device = "auto", progress: bool = False
+        self, sinogram: np.ndarray, *, device: str | torch.device = "auto", progress: bool = False,
+        symmetries: str = DEFAULT_SYMMETRIES,
     ) -> np.ndarray:
-        """Denoise post-log sinograms ``[N, V, D]`` (or ``[V, D]``); returns the same shape."""
+        """Denoise post-log sinograms ``[N, V, D]`` (or ``[V, D]``); returns the same shape.
+
+        ``symmetries`` averages the network over test-time flips (:data:`SYMMETRIES`;
+        ``"none"``: one pass)."""
         from tqdm.auto import tqdm
 
+        if symmetries not in SYMMETRIES:
+            raise InputError(f"symmetries must be one of {', '.join(SYMMETRIES)}, got {symmetries!r}")
+        flips = SYMMETRIES[symmetries]
         y, squeeze = as_stack(sinogram, "sinogram", "V, D")
         dev = resolve_device(device)
         net = self.network.to(dev)
@@ -184,9 +199,12 @@ class ProjectionDenoiser:
         amp = dev.type == "cuda"
         for i in tqdm(range(y.shape[0]), desc="stage 1: denoise projections", unit="slice", disable=not progress):
             t = torch.from_numpy(y[i : i + 1, None]).to(dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                f = net(t)
-            out[i] = f.float()[0, 0].cpu().numpy()
+            acc = torch.zeros_like(t)
+            for dims in flips:
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    f = net(t.flip(dims) if dims else t).float()
+                acc += f.flip(dims) if dims else f
+            out[i] = (acc / len(flips))[0, 0].cpu().numpy()
         return out[0] if squeeze else out
 
     # -------------------------------------------------------------- persistence
