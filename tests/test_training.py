@@ -108,12 +108,20 @@ def test_training_reduces_the_loss_and_freezes_frozen_parts() -> None:
 
 
 def test_ema_weights_are_returned() -> None:
-    plain, smoothed = make(), make()
-    train(plain, batches, CFG.replace(ema_decay=None), progress=False)
-    res = train(smoothed, batches, CFG, progress=False)
-    assert res.ema_applied
-    # Same trajectory, but the returned weights are the moving average, not the last iterate.
-    assert not torch.equal(plain.net[0].weight, smoothed.net[0].weight)
+    """The returned weights are the exponential moving average of the trajectory, with the
+    decay warm-up ``min(decay, (1 + k) / (10 + k))``, recomputed here from every iterate."""
+    smoothed = make()
+    start = smoothed.net[0].weight.detach().clone()
+    iterates: list[torch.Tensor] = []
+    res = train(smoothed, batches, CFG, progress=False,
+                callback=lambda step, loss: iterates.append(smoothed.net[0].weight.detach().clone()))
+    assert res.ema_applied and len(iterates) == CFG.iters
+    expected = start.clone()
+    for k, w in enumerate(iterates):
+        d = min(CFG.ema_decay, (1 + k) / (10 + k))
+        expected = d * expected + (1 - d) * w
+    assert torch.allclose(smoothed.net[0].weight, expected, atol=1e-6)
+    assert not torch.allclose(smoothed.net[0].weight, iterates[-1], atol=1e-4)  # not the last iterate
 
 
 def test_interrupted_run_resumes_bit_exact(tmp_path) -> None:

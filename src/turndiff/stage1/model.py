@@ -25,7 +25,7 @@ from ..dose import estimate_photons
 from .similarity import SimilarityConfig
 from .subsample import CELLS, pad_even
 
-__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "AUGMENTS", "SYMMETRIES"]
+__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "AUGMENTS", "SYMMETRIES", "STAGE1_PRESETS"]
 
 # Training flips of a sinogram crop [views, detector] (dims to flip). A full-scan fan
 # sinogram of the mirrored object is the original with the views reversed *and* the
@@ -41,6 +41,16 @@ AUGMENTS: dict[str, tuple[int, ...]] = {"none": (), "detector": (-1,), "mirror":
 SYMMETRIES: dict[str, tuple[tuple[int, ...], ...]] = {
     "none": ((),), "mirror": ((), (-2, -1)), "flips": ((), (-1,), (-2,), (-2, -1))}
 DEFAULT_SYMMETRIES = "flips"
+
+#: The preset registry: changes to the :class:`Stage1Config` defaults (training fields by
+#: their own names). ``tiny``: seconds, for the tiny benchmark and the tests.
+STAGE1_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": dict(iters=2000, sure_every=500),
+    "paper": dict(features=(32, 32, 64, 128, 256, 32), iters=20000, batch_size=16, crop=(256, 256),
+                  lr=5e-4, warmup=500, alpha_warmup=2000, checkpoint_every=1000, ema_decay=0.999, sure_every=1000),
+    "tiny": dict(features=(4, 4, 8, 8, 16, 4), iters=4, batch_size=2, crop=(32, 32), warmup=1, alpha_warmup=2,
+                 checkpoint_every=2),
+}
 
 
 COMPONENT = "projection_denoiser"
@@ -92,17 +102,9 @@ class Stage1Config:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Stage1Config":
-        presets = {
-            "fast": dict(iters=2000, sure_every=500),
-            "paper": dict(features=(32, 32, 64, 128, 256, 32), iters=20000, batch_size=16, crop=(256, 256),
-                          lr=5e-4, warmup=500, alpha_warmup=2000, checkpoint_every=1000, ema_decay=0.999,
-                          sure_every=1000),
-            "tiny": dict(features=(4, 4, 8, 8, 16, 4), iters=4, batch_size=2, crop=(32, 32), warmup=1,
-                         alpha_warmup=2, checkpoint_every=2),
-        }
-        if name not in presets:
-            raise InputError(f"unknown preset {name!r}; choose fast or paper")
-        values = dict(presets[name])
+        if name not in STAGE1_PRESETS:
+            raise InputError(f"unknown preset {name!r}; choose {', '.join(STAGE1_PRESETS)}")
+        values = dict(STAGE1_PRESETS[name])
         for k, v in overrides.items():
             if v is not None:
                 values[k] = v
