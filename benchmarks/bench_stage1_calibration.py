@@ -41,7 +41,7 @@ def main() -> None:
         e = evaluate(A.fbp_hu(s), ref, mask="body")
         return f"{e['soft']['psnr']['mean']:.2f} / {e['full']['psnr']['mean']:.2f}"
 
-    models = {args.stage1_dir: ProjectionDenoiser.load(args.stage1_dir)}
+    models = {args.stage1_dir: ProjectionDenoiser.from_pretrained(args.stage1_dir)}
     for spec in args.train:
         name, _, text = spec.partition("=")
         models[name] = train_projection_denoiser(data.train_sinogram, photons=data.train_photons, progress=False,

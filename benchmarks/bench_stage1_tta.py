@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
     A, ref = CTProjector(data.geometry), data.test_reference_hu
-    den = ProjectionDenoiser.load(args.stage1_dir)
+    den = ProjectionDenoiser.from_pretrained(args.stage1_dir)
 
     def cells(s) -> str:
         e = evaluate(A.fbp_hu(s), ref, mask="body")

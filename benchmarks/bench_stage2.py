@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                          progress=not args.no_progress)
     report["train_seconds"] = round(time.perf_counter() - t0, 1)
     report["training"] = model.training_info
-    model.save(args.out / "model")
+    model.save_pretrained(args.out / "model")
 
     kwargs = {"steps": args.steps, "strength": args.strength}
     condition = args.lam * x_ld + (1.0 - args.lam) * x0

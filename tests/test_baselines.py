@@ -135,17 +135,17 @@ def test_bad_inputs_are_one_line_errors(tiny_data, fitted):
 def test_save_then_load_gives_identical_output(name, tiny_data, fitted, tmp_path):
     g, _, noisy = tiny_data
     state = fitted[name]
-    folder = state.save(tmp_path / "model")
+    folder = state.save_pretrained(tmp_path / "model")
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["class"] == "FittedBaseline" and cfg["config"]["method"] == name and "turndiff_version" in cfg
     assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl"))
     assert (folder / "model.safetensors").is_file() == BASELINES[name].trained
-    loaded = BASELINES[name].load(folder)
+    loaded = BASELINES[name].from_pretrained(folder)
     _assert_same(name, loaded.reconstruct(noisy[2:], g, photons=PHOTONS),
                  state.reconstruct(noisy[2:], g, photons=PHOTONS))
     other = "TV" if name == "FBP" else "FBP"
     with pytest.raises(InputError, match=f"not {other}"):
-        BASELINES[other].load(folder)
+        BASELINES[other].from_pretrained(folder)
 
 
 def test_learned_fit_is_seeded(tiny_data):

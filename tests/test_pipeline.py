@@ -16,7 +16,7 @@ def tiny_model(tmp_path_factory):
     pipe = fit(data.train_sinogram, geometry=data.geometry, photons=data.train_photons, preset="tiny",
                device="cpu", progress=False)
     d = tmp_path_factory.mktemp("model") / "model"
-    pipe.save(d)
+    pipe.save_pretrained(d)
     return data, pipe, d
 
 

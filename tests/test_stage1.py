@@ -126,12 +126,12 @@ def test_save_load_and_denoise(tmp_path):
     assert m.info["photons_estimated"] and m.photons > 0
     out = m.denoise(noisy)
     assert out.shape == noisy.shape and np.isfinite(out).all()
-    m.save(tmp_path / "m")
-    np.testing.assert_array_equal(ProjectionDenoiser.load(tmp_path / "m").denoise(noisy), out)
+    m.save_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(ProjectionDenoiser.from_pretrained(tmp_path / "m").denoise(noisy), out)
     from turndiff.errors import InputError
 
     with pytest.raises(InputError):
-        ProjectionDenoiser.load(tmp_path / "nothing")
+        ProjectionDenoiser.from_pretrained(tmp_path / "nothing")
     with pytest.raises(InputError, match="NaN"):
         m.denoise(np.full_like(noisy, np.nan))
 

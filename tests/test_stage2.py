@@ -269,9 +269,9 @@ def test_save_load_gives_identical_samples(tmp_path) -> None:
     model = tiny_model(unet={"conditioning": "latent"}, autoencoder={"patch_skip": False})
     model.set_latent_stats([0.1, -0.2], 0.7)
     model.training_info = {"note": "x"}
-    model.save(tmp_path / "m")
+    model.save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["autoencoder", "stage2.json", "unet"]
-    loaded = LatentDiffusion.load(tmp_path / "m")
+    loaded = LatentDiffusion.from_pretrained(tmp_path / "m")
     assert loaded.config == model.config and loaded.training_info == {"note": "x"}
     assert loaded.latent_scale == pytest.approx([0.7, 0.7]) and loaded.latent_shift == pytest.approx([0.1, -0.2])
     assert type(loaded.autoencoder).__name__ == "AutoencoderKL"
@@ -281,16 +281,16 @@ def test_save_load_gives_identical_samples(tmp_path) -> None:
 
 def test_load_errors_are_explicit(tmp_path) -> None:
     with pytest.raises(CheckpointError):
-        LatentDiffusion.load(tmp_path)
-    tiny_model().save(tmp_path)
+        LatentDiffusion.from_pretrained(tmp_path)
+    tiny_model().save_pretrained(tmp_path)
     meta = json.loads((tmp_path / "stage2.json").read_text())
     meta["config"]["unet_channels"] = [8, 24]
     (tmp_path / "stage2.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="disagree"):
-        LatentDiffusion.load(tmp_path)
+        LatentDiffusion.from_pretrained(tmp_path)
     (tmp_path / "unet" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="missing"):
-        LatentDiffusion.load(tmp_path)
+        LatentDiffusion.from_pretrained(tmp_path)
 
 
 # ---------------------------------------------------------------------------- training

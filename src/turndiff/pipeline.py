@@ -35,6 +35,7 @@ from .errors import InputError
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
+from .stage1.model import DEFAULT_SYMMETRIES
 from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_stage2
 from .stage2.train import recorrupted_images
 from .training import resolve_device
@@ -107,7 +108,7 @@ class TurnDiffPipeline:
     # ----------------------------------------------------------------- persistence
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, *, device: str | torch.device = "auto") -> "TurnDiffPipeline":
-        """Load a model folder written by :func:`fit` / :meth:`save`."""
+        """Load a model folder written by :func:`fit` / :meth:`save_pretrained`."""
         d = Path(model_dir)
         meta = d / MODEL_JSON
         if not meta.is_file():
@@ -119,26 +120,26 @@ class TurnDiffPipeline:
         if not isinstance(info, dict) or not isinstance(info.get("geometry"), str):
             raise InputError(f"{meta}: not a TurnDiff model index (needs a 'geometry' string)")
         dev = resolve_device(device)
-        stage1 = ProjectionDenoiser.load(d / STAGE1_DIR)
+        stage1 = ProjectionDenoiser.from_pretrained(d / STAGE1_DIR)
         components = info.get("components") if isinstance(info.get("components"), dict) else {}
         wants_stage2 = components.get("stage2") is not None if "stage2" in components else (d / STAGE2_DIR).is_dir()
         if wants_stage2 and not (d / STAGE2_DIR).is_dir():
             raise InputError(f"{d}: {MODEL_JSON} lists the stage-2 model but {STAGE2_DIR}/ is missing")
-        stage2 = LatentDiffusion.load(d / STAGE2_DIR, device=dev) if wants_stage2 else None
+        stage2 = LatentDiffusion.from_pretrained(d / STAGE2_DIR, device=dev) if wants_stage2 else None
         s1_geometry = stage1.info.get("geometry")
         if s1_geometry is not None and _geometry_dict(s1_geometry, d) != _geometry_dict(info["geometry"], meta):
             raise InputError(f"{d}: the stage-1 model was trained on another geometry than {MODEL_JSON} states")
         return cls(stage1, stage2, info, device=dev)
 
-    def save(self, model_dir: str | Path) -> Path:
+    def save_pretrained(self, model_dir: str | Path) -> Path:
         """Write the model folder (atomically: a crash leaves no half-written folder)."""
         from .io import atomic_output
 
         d = Path(model_dir)
         with atomic_output(d, directory=True) as tmp:
-            self.stage1.save(tmp / STAGE1_DIR)
+            self.stage1.save_pretrained(tmp / STAGE1_DIR)
             if self.stage2 is not None:
-                self.stage2.save(tmp / STAGE2_DIR)
+                self.stage2.save_pretrained(tmp / STAGE2_DIR)
             write_json(tmp / MODEL_JSON, self.info)
         return d
 
@@ -168,6 +169,7 @@ class TurnDiffPipeline:
         seed: int = 0,
         fusion_config: FusionConfig | None = None,
         calibrate: bool | None = None,
+        symmetries: str = DEFAULT_SYMMETRIES,
         progress: bool = True,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
@@ -190,6 +192,9 @@ class TurnDiffPipeline:
             ``None`` (default): on when the input is at most ``CALIBRATE_MAX_NOISE_RATIO``
             times as noisy as the training scans (a denoiser over-smooths cleaner data;
             on noisier data SURE's Gaussian model was measured to cost, docs/METHOD.md).
+        symmetries
+            Test-time flips of stage 1 (:data:`turndiff.stage1.SYMMETRIES`; default all
+            four, chosen by SURE; ``"none"``: one pass, four times faster).
         """
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
@@ -202,7 +207,7 @@ class TurnDiffPipeline:
         x_ld = self.projector.fbp_hu(y)
         t["fbp"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        y0 = self.stage1.denoise(y, device=self.device, progress=progress)
+        y0 = self.stage1.denoise(y, device=self.device, progress=progress, symmetries=symmetries)
         i0_train = self.info.get("photons_train_estimated")
         i0_in = estimate_photons(y) if strategy == "auto" or calibrate is not False else None
         weights = None
@@ -211,7 +216,8 @@ class TurnDiffPipeline:
             if calibrate or ratio <= CALIBRATE_MAX_NOISE_RATIO:
                 # The estimator's bias cancels in the ratio; the training I0 is the known one.
                 photons = float(self.stage1.photons) * i0_in / i0_train
-                y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device), y, photons,
+                y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
+                                             y, photons,
                                              denoised=y0)
         x0 = self.projector.fbp_hu(y0)
         t["stage1"] = time.perf_counter() - t0

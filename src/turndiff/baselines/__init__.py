@@ -9,7 +9,7 @@ one interface::
     b = BASELINES["Noise2Inverse"]
     state = b.fit(train_sinograms, geometry, photons=2.5e4, preset="fast", seed=0)
     hu = b.reconstruct(state, test_sinograms, geometry, photons=2.5e4)
-    state.save("models/n2i"); state = b.load("models/n2i")
+    state.save_pretrained("models/n2i"); state = b.from_pretrained("models/n2i")
 
 Self-supervised methods get the noisy sinograms and their dose only; ``fit`` refuses
 ``reference_hu`` for every method but the supervised upper bound

@@ -92,7 +92,7 @@ class FittedBaseline:
     info : dict
         JSON-able facts: training dose, geometry, training seconds, losses summary.
     device : str
-        Device for :meth:`reconstruct` (not saved; ``load`` gives ``"cpu"``).
+        Device for :meth:`reconstruct` (not saved; ``from_pretrained`` gives ``"cpu"``).
     """
 
     method: str
@@ -109,7 +109,7 @@ class FittedBaseline:
                                                       progress=progress)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``directory/config.json`` (and ``model.safetensors`` for learned methods)
         with :func:`turndiff.checkpoint.save_pretrained`, atomically."""
         from ..checkpoint import save_pretrained
@@ -123,8 +123,8 @@ class FittedBaseline:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, *, device: str = "cpu") -> "FittedBaseline":
-        """Load a folder written by :meth:`save` (CPU float32 by default). Folders of the
+    def from_pretrained(cls, directory: str | Path, *, device: str = "cpu") -> "FittedBaseline":
+        """Load a folder written by :meth:`save_pretrained` (CPU float32 by default). Folders of the
         first format (``method`` at the top level of ``config.json``) load too."""
         from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_state, read_json
 
@@ -246,9 +246,9 @@ class Baseline(ABC):
                     progress: bool = False) -> np.ndarray:
         """HU images ``[N, H, W]`` of noisy sinograms ``[N, V, D]`` at ``I0 = photons``."""
 
-    def load(self, directory: str | Path, *, device: str = "cpu") -> FittedBaseline:
+    def from_pretrained(self, directory: str | Path, *, device: str = "cpu") -> FittedBaseline:
         """Load a state saved by :meth:`FittedBaseline.save` (must be this method's)."""
-        state = FittedBaseline.load(directory, device=device)
+        state = FittedBaseline.from_pretrained(directory, device=device)
         if state.method != self.name:
             raise InputError(f"{directory} holds a {state.method} model, not {self.name}")
         return state

@@ -49,7 +49,7 @@ def run_demo(
     log(f"[2/4] fit TurnDiff ({preset}) on the {n_train} noisy training sinograms (no clean data)")
     pipe = fit(data.train_sinogram, geometry=g, photons=data.train_photons, preset=preset, device=device, seed=seed,
                run_dir=out / "run")
-    pipe.save(out / "model")
+    pipe.save_pretrained(out / "model")
     log(f"      trained in {sum(pipe.info['train_seconds'].values()):.0f} s; model in {out / 'model'}")
     A = CTProjector(g)
     ref = data.test_reference_hu

@@ -156,7 +156,7 @@ def _fitted_turndiff(data: BenchData, ctx: RunContext) -> dict:
             pipe = fit(data.train_sinogram, geometry=data.geometry, photons=data.train_photons, preset=ctx.preset,
                        device=ctx.device, seed=ctx.seed, run_dir=ctx.run_dir / "turndiff")
             train_s = time.perf_counter() - t0
-            pipe.save(ctx.run_dir / "turndiff" / "model")  # the benchmarked model, for `turndiff reconstruct`
+            pipe.save_pretrained(ctx.run_dir / "turndiff" / "model")  # the benchmarked model, for `turndiff reconstruct`
         ctx.shared["turndiff"] = {"pipe": pipe, "train_seconds": train_s, "peak_mb": mem.delta, "outputs": {}}
     return ctx.shared["turndiff"]
 

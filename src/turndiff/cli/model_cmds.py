@@ -35,7 +35,7 @@ def train_ldm(proj_dir, input, out, preset, device, seed, overwrite) -> None:
 
     refuse_output_over_input(out, input, proj_dir, model_folder=True, overwrite=overwrite)
 
-    stage1 = ProjectionDenoiser.load(_stage1_dir(proj_dir))
+    stage1 = ProjectionDenoiser.from_pretrained(_stage1_dir(proj_dir))
     sino, attrs = read_sinogram_h5(input)
     check_geometry_matches(stage1.info.get("geometry"), attrs, input)
     g = geometry_of(attrs, input)
@@ -46,7 +46,7 @@ def train_ldm(proj_dir, input, out, preset, device, seed, overwrite) -> None:
     stage2 = fit_stage2(sino, stage1, g, preset=preset, device=device, seed=seed, run_dir=run_dir)
     seconds = {"stage1": float(stage1.info.get("train_seconds", 0.0)), "stage2": time.perf_counter() - t0}
     info = model_index(geometry=g, stage1=stage1, sinogram=sino, preset=preset, seed=seed, train_seconds=seconds)
-    TurnDiffPipeline(stage1, stage2, info, device="cpu").save(out)
+    TurnDiffPipeline(stage1, stage2, info, device="cpu").save_pretrained(out)
     shutil.rmtree(run_dir, ignore_errors=True)
     click.echo(f"wrote {out}", err=True)
 
@@ -70,7 +70,7 @@ def fit_cmd(input, out, preset, device, seed, overwrite) -> None:
     claim_run_dir(run_dir, sino, {"command": "fit", "preset": preset, "seed": seed})
     pipe = fit(sino, geometry=g, photons=attrs.get("photons"), preset=preset, device=device, seed=seed,
                run_dir=run_dir)
-    pipe.save(out)
+    pipe.save_pretrained(out)
     shutil.rmtree(run_dir, ignore_errors=True)
     secs = pipe.info["train_seconds"]
     click.echo(f"wrote {out} (stage 1 {secs['stage1']:.0f} s, stage 2 {secs.get('stage2', 0):.0f} s)", err=True)
@@ -94,6 +94,8 @@ def fit_cmd(input, out, preset, device, seed, overwrite) -> None:
 @click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Partial-diffusion start, fraction of the chain [model default].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--symmetries", type=click.Choice(["flips", "mirror", "none"]), default="flips", show_default=True,
+              help="Test-time flips of stage 1, averaged (none: one pass, 4x faster stage 1).")
 @click.option("--calibrate", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Blend stage 1 with the data per frequency band by SURE (auto: on unless the scan is "
                    "much noisier than the training scans).")
@@ -103,7 +105,8 @@ def fit_cmd(input, out, preset, device, seed, overwrite) -> None:
               help="Source DICOM series whose patient/study tags a DICOM output copies.")
 @click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers.")
 @overwrite_option
-def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, steps, strength, seed, calibrate,
+def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, steps, strength, seed, symmetries,
+                calibrate,
                 device, save_intermediates, template, anonymize, overwrite) -> None:
     """Reconstruct the `sinogram` of IN.h5 with a TurnDiff model."""
     from ..io import read_sinogram_h5, read_volume
@@ -120,7 +123,7 @@ def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, s
         fusion_lam = lam  # SURFACE.md: `--fusion global --lam L`
     res = pipe(sino, strategy=strategy, lam=lam if strategy in ("up", "down") else None, fusion=fusion,
                fusion_lam=fusion_lam, steps=steps, strength=strength, seed=seed,
-               calibrate={"auto": None, "on": True, "off": False}[calibrate])
+               calibrate={"auto": None, "on": True, "off": False}[calibrate], symmetries=symmetries)
     c = res.strategy
     click.echo(f"strategy {c.strategy} (lam {c.lam:.3f}, weight of x_ld {c.weight_ld:.3f}"
                + (f", input noise / training noise {c.noise_ratio:.2f}" if c.noise_ratio else "") + ")", err=True)

@@ -63,7 +63,7 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs
     claim_run_dir(run_dir, sino, {"command": "train-proj", "stage1": cfg.to_dict()})
     model = train_projection_denoiser(sino, photons=attrs.get("photons"), geometry_json=g.to_json(), config=cfg,
                                       run_dir=run_dir, device=device)
-    model.save(out)
+    model.save_pretrained(out)
     _cleanup(run_dir)
     sel = model.info.get("sure_selection")
     if sel:
@@ -91,7 +91,7 @@ def denoise_proj(model_dir, input, out, device, overwrite) -> None:
     from ..stage1 import ProjectionDenoiser
 
     refuse_output_over_input(out, input, model_dir, overwrite=overwrite)
-    model = ProjectionDenoiser.load(_stage1_dir(model_dir))
+    model = ProjectionDenoiser.from_pretrained(_stage1_dir(model_dir))
     sino, attrs = read_sinogram_h5(input)
     check_geometry_matches(model.info.get("geometry"), attrs, input)
     g = geometry_of(attrs, input)

@@ -168,7 +168,7 @@ class ProjectionDenoiser:
     """A trained stage-1 network with what it needs to be used: ``denoise(sinogram)``.
 
     ``info`` holds the training dose (``photons``), the geometry JSON and the stage-1
-    configuration; :meth:`save` writes ``config.json`` + ``model.safetensors``.
+    configuration; :meth:`save_pretrained` writes ``config.json`` + ``model.safetensors``.
     """
 
     def __init__(self, network: ResidualDenoiser, info: dict) -> None:
@@ -210,7 +210,7 @@ class ProjectionDenoiser:
         return out[0] if squeeze else out
 
     # -------------------------------------------------------------- persistence
-    def save(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``directory/{config.json, model.safetensors}`` (:func:`turndiff.checkpoint.save_pretrained`),
         atomically: the folder appears whole or not at all."""
         from ..checkpoint import save_pretrained
@@ -223,8 +223,8 @@ class ProjectionDenoiser:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "ProjectionDenoiser":
-        """Load a folder written by :meth:`save` (CPU float32 by default).
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "ProjectionDenoiser":
+        """Load a folder written by :meth:`save_pretrained` (CPU float32 by default).
 
         Folders of the first format (up to commit 4f8af67: the config's keys at the top
         level of ``config.json``, next to ``"class"``) load too."""

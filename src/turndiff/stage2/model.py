@@ -366,7 +366,7 @@ class LatentDiffusion(torch.nn.Module):
 
     # ------------------------------------------------------------------- persistence
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``stage2.json`` plus ``autoencoder/`` and ``unet/`` component folders.
 
         Each component folder holds ``config.json`` (constructor arguments) and
@@ -387,8 +387,8 @@ class LatentDiffusion(torch.nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> LatentDiffusion:
-        """Load a model written by :meth:`save` (float32, eval mode, on ``device``)."""
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> LatentDiffusion:
+        """Load a model written by :meth:`save_pretrained` (float32, eval mode, on ``device``)."""
         directory = Path(directory)
         if not (directory / MODEL_JSON).is_file():
             raise CheckpointError(f"{directory} is not a stage-2 model folder (no {MODEL_JSON})")
