@@ -1,0 +1,137 @@
+"""Kill turndiff commands at random points and check what they leave (docs/RELIABILITY.md).
+
+Run::
+
+    python benchmarks/kill_test.py [--kills 24] [--seed 0] [--workdir DIR]
+
+Each round starts one of ``simulate``, ``fbp``, ``train-proj`` (the stage-1 training, SURE
+selection and resume machinery of ``fit``, 40 steps; the CLI's ``fit`` has only presets of
+minutes) and ``reconstruct`` (a tiny model) on a small scan, sends SIGTERM or SIGKILL after a random delay, and checks:
+
+* SIGTERM: exit 143, no output and no hidden temporary left;
+* SIGKILL: no output (a hidden ``.NAME.tmp-*`` may remain: it cannot be caught), and the
+  same command run again completes and leaves nothing but its output;
+* ``train-proj``: a run killed and rerun (resuming from ``OUT.run/``) gives the same weights,
+  bit for bit, as an uninterrupted run.
+
+Prints one line per kill and a summary; exits non-zero if any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from safetensors.numpy import load_file
+
+
+#: The training run that is killed and resumed, and its uninterrupted reference.
+TRAIN = ("--iters", "40", "--sure-every", "20")
+
+
+def _turndiff(*args: str) -> list[str]:
+    return [sys.executable, "-m", "turndiff", *args]
+
+
+def _leftovers(folder: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kills", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="turndiff-kill-"))
+    work.mkdir(parents=True, exist_ok=True)
+    scan = work / "scan.h5"
+    subprocess.run(_turndiff("simulate", "phantom:2", "--size", "64", "--out", str(scan), "--overwrite"),
+                   check=True, capture_output=True)
+    # A tiny TurnDiff model for `reconstruct` (the CLI's `fit` has only the fast and paper presets).
+    from turndiff.io import read_sinogram_h5
+    from turndiff.physics import geometry_from_json
+    from turndiff.pipeline import fit
+
+    sino, attrs = read_sinogram_h5(scan)
+    model = work / "model"
+    fit(sino, geometry=geometry_from_json(attrs["geometry"]), photons=attrs["photons"], preset="tiny",
+        device="cpu", progress=False).save_pretrained(model)
+    # The reference training run: uninterrupted, in its own folder.
+    ref_dir = work / "ref"
+    ref_dir.mkdir(exist_ok=True)
+    subprocess.run(_turndiff("train-proj", str(scan), "--out", str(ref_dir / "proj"), *TRAIN), check=True,
+                   capture_output=True)
+    reference = load_file(str(ref_dir / "proj" / "model.safetensors"))
+
+    commands = {
+        "simulate": lambda out: _turndiff("simulate", "phantom:6", "--size", "128", "--out", str(out / "s.h5")),
+        "fbp": lambda out: _turndiff("fbp", str(scan), "--out", str(out / "r.nii.gz")),
+        "train-proj": lambda out: _turndiff("train-proj", str(scan), "--out", str(out / "proj"), *TRAIN),
+        "reconstruct": lambda out: _turndiff("reconstruct", str(model), str(scan), "--out", str(out / "x.h5"),
+                                             "--save-intermediates"),
+    }
+    outputs = {"simulate": "s.h5", "fbp": "r.nii.gz", "train-proj": "proj", "reconstruct": "x.h5"}
+    failures = 0
+    for k in range(args.kills):
+        name = list(commands)[k % len(commands)]
+        sig = signal.SIGTERM if k % 2 == 0 else signal.SIGKILL
+        out = work / f"round{k:02d}"
+        out.mkdir()
+        proc = subprocess.Popen(commands[name](out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.5, 4.0))
+        proc.send_signal(sig)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        finished = proc.returncode == 0
+        problems = []
+        run_dir = outputs[name] + ".run"
+        if finished:
+            note = "finished before the signal"
+        elif sig == signal.SIGTERM:
+            note = f"SIGTERM -> exit {proc.returncode}"
+            if proc.returncode != 143:
+                problems.append(f"exit {proc.returncode}, expected 143")
+            if "Traceback" in err:
+                problems.append("traceback")
+            left = _leftovers(out, {run_dir})
+            if left:
+                problems.append(f"left {left}")
+        else:
+            note = "SIGKILL"
+            if (out / outputs[name]).exists():
+                problems.append("an output appeared although the command was killed")
+        # Rerun (resuming a killed training run) and check what is left.
+        again = subprocess.run(commands[name](out) + (["--overwrite"] if finished else []), capture_output=True,
+                               text=True)
+        if again.returncode != 0:
+            problems.append(f"rerun failed: {again.stderr.strip().splitlines()[-1:]}")
+        left = _leftovers(out, {outputs[name]})
+        if left:
+            problems.append(f"after the rerun, left {left}")
+        if name == "train-proj" and again.returncode == 0:
+            weights = load_file(str(out / "proj" / "model.safetensors"))
+            same = weights.keys() == reference.keys() and all((weights[n] == reference[n]).all() for n in weights)
+            note += ", resumed weights " + ("identical" if same else "DIFFER")
+            if not same:
+                problems.append("resumed weights differ from the uninterrupted run")
+        failures += bool(problems)
+        print(f"{k:2d} {name:12s} {note}: {'ok' if not problems else '; '.join(problems)}", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"{args.kills} kills, {failures} with problems")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
