@@ -11,6 +11,8 @@ minutes) and ``reconstruct`` (a tiny model) on a small scan, sends SIGTERM or SI
 * SIGTERM: exit 143, no output and no hidden temporary left;
 * SIGKILL: no output (a hidden ``.NAME.tmp-*`` may remain: it cannot be caught), and the
   same command run again completes and leaves nothing but its output;
+* a signal that arrives after the output was renamed into place finds the work done: the
+  output must then read back whole;
 * ``train-proj``: a run killed and rerun (resuming from ``OUT.run/``) gives the same weights,
   bit for bit, as an uninterrupted run.
 
@@ -38,6 +40,22 @@ TRAIN = ("--iters", "40", "--sure-every", "20")
 
 def _turndiff(*args: str) -> list[str]:
     return [sys.executable, "-m", "turndiff", *args]
+
+
+def _complete(path: Path) -> bool:
+    """Whether an output reads back whole (a model folder: its weights load)."""
+    from turndiff.io import read_h5, read_volume
+
+    try:
+        if path.is_dir():
+            load_file(str(path / "model.safetensors"))
+        elif path.suffix == ".h5":
+            read_h5(path)
+        else:
+            read_volume(path)
+        return True
+    except Exception:
+        return False
 
 
 def _leftovers(folder: Path, keep: set[str]) -> list[str]:
@@ -94,11 +112,14 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
-        finished = proc.returncode == 0
+        target = out / outputs[name]
+        # The signal may arrive after the output was renamed into place (the work was
+        # done): then the output must be complete, which reading it back checks.
+        finished = proc.returncode == 0 or (target.exists() and _complete(target))
         problems = []
         run_dir = outputs[name] + ".run"
         if finished:
-            note = "finished before the signal"
+            note = "output complete before the signal" + ("" if proc.returncode == 0 else f" (exit {proc.returncode})")
         elif sig == signal.SIGTERM:
             note = f"SIGTERM -> exit {proc.returncode}"
             if proc.returncode != 143:
