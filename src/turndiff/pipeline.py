@@ -32,6 +32,7 @@ from .dose import dose_from_photons, estimate_photons
 from ._checks import as_stack, check_sinograms
 from .checkpoint import write_json
 from .errors import InputError
+from .io import atomic_output
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
@@ -133,8 +134,6 @@ class TurnDiffPipeline:
 
     def save_pretrained(self, model_dir: str | Path) -> Path:
         """Write the model folder (atomically: a crash leaves no half-written folder)."""
-        from .io import atomic_output
-
         d = Path(model_dir)
         with atomic_output(d, directory=True) as tmp:
             self.stage1.save_pretrained(tmp / STAGE1_DIR)

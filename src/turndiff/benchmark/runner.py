@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..metrics import evaluate, gradient_ratios
 from .data import make_bench_data
 from .methods import METHOD_ORDER, METHODS, Result, RunContext
+from .report import write_report
 
 __all__ = ["PRESETS", "ALL_METHODS", "run_benchmark"]
 
@@ -42,8 +46,6 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the benchmark; writes tables, figures, ``report.html`` and ``results.json`` to ``out_dir``."""
-    from .report import write_report
-
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -98,9 +100,5 @@ def run_benchmark(
 
 
 def _machine() -> str:
-    import platform
-
-    import torch
-
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"

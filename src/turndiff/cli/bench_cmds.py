@@ -27,7 +27,7 @@ def demo(out, size, train_slices, test_slices, preset, device, seed) -> None:
 
 
 @cli.command("benchmark")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False), help="Output folder (required).")
 @click.option("--preset", type=click.Choice(["fast", "paper", "tiny"]), default="fast", show_default=True)
 @click.option("--methods", default=None, help="Comma-separated methods (default: all). See --list.")
 @click.option("--list", "list_methods", is_flag=True, help="List the methods and exit.")
@@ -40,6 +40,8 @@ def benchmark(out, preset, methods, list_methods, device, seed) -> None:
     if list_methods:
         click.echo("\n".join(ALL_METHODS))
         return
+    if out is None:
+        raise click.UsageError("Missing option '--out'.")
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     run_benchmark(out, preset=preset, methods=chosen, device=device, seed=seed,
                   log=lambda m: click.echo(m, err=True))
