@@ -7,6 +7,7 @@ traceback); set ``TURNDIFF_DEBUG=1`` to see the traceback of an unexpected error
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -66,8 +67,6 @@ def _on_signal(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``turndiff`` executable."""
-    import signal
-
     _register()
     _SIGNALLED.clear()
     previous = {}
@@ -84,8 +83,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None) -> None:
-    import signal
-
     try:
         rv = cli.main(args=argv, prog_name="turndiff", standalone_mode=False)
         if _SIGNALLED:  # the exception was swallowed on the way: still report the signal

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -50,13 +50,14 @@ def _check(name: str, checks) -> None:
 class _Part:
     """Frozen, validated, JSON round trip, unknown keys raise: the pattern of every config."""
 
+    #: Tuple fields and the type of their items (JSON gives lists; the configs hold tuples).
+    _TUPLES: ClassVar[dict[str, type]] = {}
+
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "train" and isinstance(value, Mapping):
-                object.__setattr__(self, "train", TrainConfig.from_dict(value))
-            elif isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
+        if isinstance(getattr(self, "train", None), Mapping):
+            object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
+        for name, kind in self._TUPLES.items():
+            object.__setattr__(self, name, _tuple(getattr(self, name), kind))
         self._coerce()
         self.validate()
 
@@ -144,8 +145,7 @@ class AutoencoderConfig(_Part):
     train: TrainConfig = field(default_factory=lambda: TrainConfig(iters=20000, lr=2e-4, warmup=500,
                                                                    ema_decay=0.999, grad_clip=1.0))
 
-    def _coerce(self) -> None:
-        object.__setattr__(self, "channels", _tuple(self.channels, int))
+    _TUPLES: ClassVar[dict[str, type]] = {"channels": int}
 
     def validate(self) -> None:
         levels = math.log2(self.downsample) if self.downsample > 0 else -1
@@ -222,10 +222,7 @@ class UNetConfig(_Part):
     train: TrainConfig = field(default_factory=lambda: TrainConfig(iters=40000, lr=1e-4, warmup=500,
                                                                    ema_decay=0.999, grad_clip=1.0))
 
-    def _coerce(self) -> None:
-        object.__setattr__(self, "channels", _tuple(self.channels, int))
-        object.__setattr__(self, "attention", _tuple(self.attention, bool))
-        object.__setattr__(self, "cond_noise_scale", _tuple(self.cond_noise_scale, float))
+    _TUPLES: ClassVar[dict[str, type]] = {"channels": int, "attention": bool, "cond_noise_scale": float}
 
     def validate(self) -> None:
         _check("UNetConfig", [
