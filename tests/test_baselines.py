@@ -71,6 +71,21 @@ def _body_rmse(x, ref):
 # ------------------------------------------------------------------------ registry
 
 
+def test_learned_presets_keep_training_settings_in_their_train_config():
+    """A training setting beside the TrainConfig would be silently ignored by the loop
+    (Neighbor2Neighbor's 1500 fast steps once were); every one must be inside it."""
+    from turndiff.training import TRAIN_FIELDS, TrainConfig
+
+    for name, b in BASELINES.items():
+        if not b.trained:
+            continue
+        for preset, cfg in b.presets.items():
+            assert isinstance(cfg["train"], TrainConfig), (name, preset)
+            assert not set(cfg) & set(TRAIN_FIELDS), (name, preset, sorted(set(cfg) & set(TRAIN_FIELDS)))
+    assert BASELINES["Neighbor2Neighbor"].presets["fast"]["train"].iters == 1500
+    assert BASELINES["RED-CNN (supervised)"].presets["fast"]["train"].iters == 1500
+
+
 def test_registry_names_flags_and_clean_data():
     assert list(BASELINES) == ["FBP", "TV", "BM3D", "Neighbor2Neighbor", "Blind2Unblind", "Noiser2Noise",
                                "Noise2Sim", "Noise2Inverse", "RED-CNN (supervised)"]

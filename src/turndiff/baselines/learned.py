@@ -19,7 +19,7 @@ from torch import nn
 
 from ..nets import ResidualDenoiser
 from ..physics import CTProjector, Geometry
-from ..training import TrainConfig
+from ..training import TRAIN_FIELDS, TrainConfig
 from .base import Baseline, FittedBaseline, check_photons, check_sinograms, register, resolve_preset
 from .data import HU_SCALE, crop_batch_fn, noise_images, similar_images, view_split_fbp
 from .nets import REDCNN, network_spec
@@ -65,13 +65,14 @@ COMMON_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _presets(**specific: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The common presets with each method's own keys; a ``train`` entry holds changes to
-    the common :class:`TrainConfig`."""
+    """The common presets with each method's own keys. Training settings, given by their
+    :class:`TrainConfig` names (``iters``, ``lr``, ...) or as a ``train`` dict, change the
+    common :class:`TrainConfig`, never sit beside it."""
     out = {}
     for p, common in COMMON_PRESETS.items():
         own = dict(specific.get(p, {}))
-        train = common["train"].replace(**own.pop("train", {}))
-        out[p] = {**common, **own, "train": train}
+        changes = {**own.pop("train", {}), **{k: own.pop(k) for k in TRAIN_FIELDS if k in own}}
+        out[p] = {**common, **own, "train": common["train"].replace(**changes)}
     return out
 
 
