@@ -9,8 +9,9 @@ selection and resume machinery of ``fit``, 40 steps; the CLI's ``fit`` has only 
 minutes) and ``reconstruct`` (a tiny model) on a small scan, sends SIGTERM or SIGKILL after a random delay, and checks:
 
 * SIGTERM: exit 143, no output and no hidden temporary left;
-* SIGKILL: no output (a hidden ``.NAME.tmp-*`` may remain: it cannot be caught), and the
-  same command run again completes and leaves nothing but its output;
+* SIGKILL: no output, and within 5 s (the janitor process removes what the killed writer
+  could not) nothing left but a training run's ``OUT.run/`` resume folder; the same
+  command run again completes and leaves nothing but its output;
 * a signal that arrives after the output was renamed into place finds the work done: the
   output must then read back whole;
 * ``train-proj``: a run killed and rerun (resuming from ``OUT.run/``) gives the same weights,
@@ -58,8 +59,15 @@ def _complete(path: Path) -> bool:
         return False
 
 
-def _leftovers(folder: Path, keep: set[str]) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+def _leftovers(folder: Path, keep: set[str], wait: float = 0.0) -> list[str]:
+    """What ``folder`` holds beyond ``keep``, after waiting up to ``wait`` seconds for it to
+    empty (the janitor cleans up asynchronously, after the writer's death)."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = sorted(p.name for p in folder.iterdir() if p.name not in keep)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
 
 
 def main() -> int:
@@ -133,6 +141,9 @@ def main() -> int:
             note = "SIGKILL"
             if (out / outputs[name]).exists():
                 problems.append("an output appeared although the command was killed")
+            left = _leftovers(out, {run_dir}, wait=5.0)
+            if left:
+                problems.append(f"left {left}")
         # Rerun (resuming a killed training run) and check what is left.
         again = subprocess.run(commands[name](out) + (["--overwrite"] if finished else []), capture_output=True,
                                text=True)

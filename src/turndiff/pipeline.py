@@ -120,6 +120,7 @@ class TurnDiffPipeline:
             raise InputError(f"{meta}: not valid JSON ({e.msg})") from None
         if not isinstance(info, dict) or not isinstance(info.get("geometry"), str):
             raise InputError(f"{meta}: not a TurnDiff model index (needs a 'geometry' string)")
+        _check_index(info, meta)
         dev = resolve_device(device)
         stage1 = ProjectionDenoiser.from_pretrained(d / STAGE1_DIR)
         components = info.get("components") if isinstance(info.get("components"), dict) else {}
@@ -237,6 +238,30 @@ class TurnDiffPipeline:
             image, weight = global_fusion(x_d, x0, lam_f), None
         t["fusion"] = time.perf_counter() - t0
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights)
+
+
+#: The types of the index entries that :func:`model_index` writes (others are kept, unread).
+_INDEX_TYPES = {"format": str, "version": str, "components": dict, "geometry": str, "photons_train": float,
+                "photons_train_estimated": float, "dose_fraction_train": float, "preset": str, "seed": int,
+                "train_slices": int, "train_seconds": dict}
+
+
+def _check_index(info: dict, where: Path) -> None:
+    """Refuse an index entry of the wrong type (a hand-edited or damaged ``turndiff.json``)
+    here, with its name, instead of as a TypeError deep in inference."""
+    for key, kind in _INDEX_TYPES.items():
+        value = info.get(key)
+        if value is None:
+            continue
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+            ok = ok and (value > 0 or not key.startswith("photons"))
+        else:
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+        if not ok:
+            what = {float: "a finite number" + (" > 0" if key.startswith("photons") else ""), int: "an integer",
+                    str: "a string", dict: "an object"}[kind]
+            raise InputError(f"{where}: '{key}' must be {what}, got {json.dumps(value)[:40]}")
 
 
 def model_index(

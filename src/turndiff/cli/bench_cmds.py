@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import cli
+from .common import seed_option
 from .stage1_cmds import DEVICE
 
 
@@ -16,7 +17,7 @@ from .stage1_cmds import DEVICE
 @click.option("--preset", type=click.Choice(["fast", "paper", "tiny"]), default="fast", show_default=True,
               help="Training preset (tiny: seconds, for smoke tests).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 def demo(out, size, train_slices, test_slices, preset, device, seed) -> None:
     """The main job end to end on the embedded phantoms: simulate at 25% dose, fit, reconstruct
     at 25% and the unseen 10% and 50%, and write a figure and a metrics table to OUT."""
@@ -32,7 +33,7 @@ def demo(out, size, train_slices, test_slices, preset, device, seed) -> None:
 @click.option("--methods", default=None, help="Comma-separated methods (default: all). See --list.")
 @click.option("--list", "list_methods", is_flag=True, help="List the methods and exit.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 def benchmark(out, preset, methods, list_methods, device, seed) -> None:
     """Every method and ablation on the phantoms: tables, figures, an HTML report and results.json."""
     from ..benchmark.runner import ALL_METHODS, run_benchmark

@@ -108,6 +108,15 @@ def write_images(out: str, hu: np.ndarray, *, fmt: str | None, spacing: float | 
     return f
 
 
+def seed_option(help: str = "Seed of every random choice (noise, initialisation, sampling).", default: int = 0):
+    """``--seed``: an integer in [0, 2**32 - 1] (what every seeded library takes), checked
+    by click so that a bad value is refused naming the option."""
+    import click
+
+    return click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=default, show_default=True,
+                        help=help)
+
+
 def overwrite_option(f):
     """``--overwrite``: the one output policy of every command that writes."""
     import click

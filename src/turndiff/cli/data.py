@@ -9,7 +9,7 @@ import numpy as np
 
 from . import cli
 from .common import (OUTPUT_FORMATS, check_image_output, geometry_of, load_hu_input, overwrite_option,
-                     refuse_output_over_input, to_square_grid, write_images)
+                     refuse_output_over_input, to_square_grid, write_images, seed_option)
 
 
 @cli.command()
@@ -22,7 +22,7 @@ from .common import (OUTPUT_FORMATS, check_image_output, geometry_of, load_hu_in
               help="Fan-beam detector shape.")
 @click.option("--views", type=click.IntRange(min=8), default=None, help="Views over 360 degrees [default: 720 per 512 px].")
 @click.option("--size", type=click.IntRange(min=16), default=None, help="Resample images to SIZE x SIZE first.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise (and of phantoms).")
+@seed_option("Seed of the noise (and of phantoms).")
 @click.option("--keep-clean", is_flag=True, help="Also store the noiseless `clean_sinogram`.")
 @click.option("--electronic-noise", type=click.FloatRange(min=0), default=None,
               help="Electronic noise std in photons [default: sqrt(10)].")

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import cli
 from .common import (OUTPUT_FORMATS, check_image_output, claim_run_dir, geometry_of, overwrite_option,
-                     refuse_output_over_input, write_images)
+                     refuse_output_over_input, write_images, seed_option)
 from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 
 
@@ -20,7 +20,7 @@ from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
 @click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 @overwrite_option
 def train_ldm(proj_dir, input, out, preset, device, seed, overwrite) -> None:
     """Train stage 2 (latent diffusion) from a trained stage-1 model and the noisy `sinogram` of IN.h5.
@@ -56,7 +56,7 @@ def train_ldm(proj_dir, input, out, preset, device, seed, overwrite) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
 @click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 @overwrite_option
 def fit_cmd(input, out, preset, device, seed, overwrite) -> None:
     """Train both stages on the noisy `sinogram` of IN.h5 alone (resumes after an interruption)."""
@@ -93,7 +93,7 @@ def fit_cmd(input, out, preset, device, seed, overwrite) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps [model default].")
 @click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Partial-diffusion start, fraction of the chain [model default].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 @click.option("--symmetries", type=click.Choice(["flips", "mirror", "none"]), default="flips", show_default=True,
               help="Test-time flips of stage 1, averaged (none: one pass, 4x faster stage 1).")
 @click.option("--calibrate", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import claim_run_dir, geometry_of, overwrite_option, refuse_output_over_input
+from .common import claim_run_dir, geometry_of, overwrite_option, refuse_output_over_input, seed_option
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -43,7 +43,7 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
               help="Every N steps, estimate the sinogram MSE by SURE (no clean data) and keep the best "
                    "weights; 0 turns it off [preset: fast 500, paper 1000].")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 @overwrite_option
 def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs, loss_weighting, sure_every, device,
                seed, overwrite) -> None:

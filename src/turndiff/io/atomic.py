@@ -1,10 +1,16 @@
 """Write outputs under a temporary name and rename them into place on success.
 
 A crash, an exception or Ctrl-C while writing never leaves a partial output behind:
-either the old file (if any) is still there, or the complete new one is. A SIGKILL (or a
-power cut) cannot be caught: its hidden temporary stays until the next command that writes
-the same output, which removes it. Temporaries are named ``.STEM.tmp-HOST-PID-XXXX`` so
-that only those of a dead process on this machine are removed, never a write in progress.
+either the old file (if any) is still there, or the complete new one is.
+
+A SIGKILL cannot be caught, so the process that writes cannot clean up after it. A small
+helper process (the *janitor*, started with the first output and in a session of its own)
+is told each temporary before it is created and each commit; when the writer dies, its end
+of the pipe closes, and the janitor removes what is left and moves a folder that was being
+replaced back into place. Should the janitor die too (a whole process group or cgroup
+killed at once, a power cut), the next command that writes the same output removes the
+temporaries: they are named ``.STEM.tmp-HOST-PID-XXXX`` so that only those of a dead
+process on this machine are removed, never a write in progress.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import secrets
 import socket
-import tempfile
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +82,105 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+# The janitor: reads NUL-terminated records from its stdin, ``+PATH`` (a temporary),
+# ``-PATH`` (committed or removed) and ``<OLD\tTARGET`` (a folder moved aside while its
+# replacement is renamed in); at end of file (the writer exited or was killed) it moves
+# every OLD whose TARGET is missing back into place, then removes what is still listed.
+# ``-S -I``: no site packages, so it starts in milliseconds and imports nothing of ours.
+_JANITOR = r"""
+import os, shutil, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+temps, olds, buf = {}, {}, b""
+while True:
+    chunk = os.read(0, 65536)
+    if not chunk:
+        break
+    buf += chunk
+    *records, buf = buf.split(b"\0")
+    for r in records:
+        kind, body = r[:1], r[1:]
+        if kind == b"+":
+            temps[body] = True
+        elif kind == b"-":
+            temps.pop(body, None)
+            olds.pop(body, None)
+        elif kind == b"<":
+            old, target = body.split(b"\t", 1)
+            olds[old] = target
+for old, target in olds.items():
+    moved = os.path.join(old, b"x")
+    if os.path.lexists(moved) and not os.path.lexists(target):
+        try:
+            os.replace(moved, target)
+        except OSError:
+            continue
+    temps[old] = True
+for t in temps:
+    if os.path.isdir(t) and not os.path.islink(t):
+        shutil.rmtree(t, ignore_errors=True)
+    else:
+        try:
+            os.unlink(t)
+        except OSError:
+            pass
+"""
+
+
+class _Janitor:
+    """This process's janitor (see the module docstring); started on first use, and again
+    in a forked child, which must not share its parent's."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._pid = -1
+
+    def _send(self, record: bytes) -> None:
+        if self._pid != os.getpid() or self._proc is None or self._proc.poll() is not None:
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-S", "-I", "-c", _JANITOR], stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            except OSError:
+                self._proc = None  # the next write's stale-temporary sweep remains
+                return
+            self._pid = os.getpid()
+        try:
+            self._proc.stdin.write(record + b"\0")
+            self._proc.stdin.flush()
+        except OSError:
+            pass
+
+    def add(self, path: Path) -> None:
+        self._send(b"+" + os.fsencode(os.path.abspath(path)))
+
+    def moved_aside(self, old: Path, target: Path) -> None:
+        self._send(b"<" + os.fsencode(os.path.abspath(old)) + b"\t" + os.fsencode(os.path.abspath(target)))
+
+    def done(self, path: Path) -> None:
+        self._send(b"-" + os.fsencode(os.path.abspath(path)))
+
+
+_janitor = _Janitor()
+
+
+def _new_temporary(parent: Path, prefix: str, suffix: str, directory: bool) -> Path:
+    """Create a fresh file or folder ``parent/PREFIX<random>SUFFIX``, told to the janitor
+    before it exists so that no instant is left in which a SIGKILL would orphan it."""
+    for _ in range(100):
+        p = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        _janitor.add(p)
+        try:
+            if directory:
+                os.mkdir(p, 0o700)
+            else:
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return p
+        except FileExistsError:
+            _janitor.done(p)
+    raise FileExistsError(f"no free temporary name in {parent}")
 
 
 def _remove_stale_temporaries(parent: Path, stem: str) -> None:
@@ -190,12 +297,7 @@ def atomic_output(
     _remove_stale_temporaries(parent, stem)
     tag = f"{_host()}-{os.getpid()}-"
     try:
-        if directory:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-{tag}", suffix=ext, dir=parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=f".{stem}.tmp-{tag}", suffix=ext, dir=parent)
-            os.close(fd)
-            tmp = Path(name)
+        tmp = _new_temporary(parent, f".{stem}.tmp-{tag}", ext, directory)
     except OSError as e:
         raise InputError(f"{path}: cannot write here ({e.strerror or e})") from None
 
@@ -211,17 +313,22 @@ def atomic_output(
                 for name in files:
                     os.chmod(os.path.join(root, name), _default_mode(False))
         if directory and path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{stem}.old-{tag}", dir=parent))
+            old = _new_temporary(parent, f".{stem}.old-{tag}", "", True)
+            _janitor.moved_aside(old, path)  # killed in between: the janitor puts it back
             os.replace(path, old / "x")
             try:
                 os.replace(tmp, path)
             except BaseException:
                 os.replace(old / "x", path)
                 shutil.rmtree(old, ignore_errors=True)
+                _janitor.done(old)
                 raise
             shutil.rmtree(old, ignore_errors=True)
+            _janitor.done(old)
         else:
             os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
+    finally:
+        _janitor.done(tmp)
