@@ -4,9 +4,11 @@ Run::
 
     python benchmarks/kill_test.py [--kills 24] [--seed 0] [--workdir DIR]
 
-Each round starts one of ``simulate``, ``fbp``, ``train-proj`` (the stage-1 training, SURE
-selection and resume machinery of ``fit``, 40 steps; the CLI's ``fit`` has only presets of
-minutes) and ``reconstruct`` (a tiny model) on a small scan, sends SIGTERM or SIGKILL after a random delay, and checks:
+Each round starts one of ``simulate``, ``fbp``, ``fit --preset tiny`` (both stages, a few
+steps each: the training, checkpoint and resume machinery of every preset), ``train-proj``
+(40 steps with SURE checkpoint selection, whose state must survive a resume) and
+``reconstruct`` (a tiny model) on a small scan, sends SIGTERM or SIGKILL after a random
+delay, and checks:
 
 * SIGTERM: exit 143, no output and no hidden temporary left;
 * SIGKILL: no output, and within 5 s (the janitor process removes what the killed writer
@@ -14,8 +16,9 @@ minutes) and ``reconstruct`` (a tiny model) on a small scan, sends SIGTERM or SI
   command run again completes and leaves nothing but its output;
 * a signal that arrives after the output was renamed into place finds the work done: the
   output must then read back whole;
-* ``train-proj``: a run killed and rerun (resuming from ``OUT.run/``) gives the same weights,
-  bit for bit, as an uninterrupted run.
+* ``fit`` and ``train-proj``: a run killed and rerun (resuming from ``OUT.run/``) gives the
+  same weights, every safetensors file of the model folder bit for bit, as an
+  uninterrupted run.
 
 Prints one line per kill and a summary; exits non-zero if any check failed.
 """
@@ -32,11 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from safetensors.numpy import load_file
 
 
 #: The training run that is killed and resumed, and its uninterrupted reference.
 TRAIN = ("--iters", "40", "--sure-every", "20")
+FIT = ("--preset", "tiny")
 
 
 def _turndiff(*args: str) -> list[str]:
@@ -70,9 +75,19 @@ def _leftovers(folder: Path, keep: set[str], wait: float = 0.0) -> list[str]:
         time.sleep(0.05)
 
 
+def _weights(folder: Path) -> dict[str, dict]:
+    """Every safetensors file of a model folder, by path inside it."""
+    return {str(f.relative_to(folder)): load_file(str(f)) for f in sorted(folder.rglob("*.safetensors"))}
+
+
+def _same(a: dict[str, dict], b: dict[str, dict]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[f].keys() == b[f].keys() and all(np.array_equal(a[f][n], b[f][n]) for n in a[f]) for f in a)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kills", type=int, default=24)
+    ap.add_argument("--kills", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
@@ -81,6 +96,11 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     scan = work / "scan.h5"
     subprocess.run(_turndiff("simulate", "phantom:2", "--size", "64", "--out", str(scan), "--overwrite"),
+                   check=True, capture_output=True)
+    # `simulate` and `fbp` take a second or two on small data: give them enough to be
+    # killed in the middle of (a few seconds at 256 x 256).
+    big = work / "big.h5"
+    subprocess.run(_turndiff("simulate", "phantom:24", "--size", "256", "--out", str(big), "--overwrite"),
                    check=True, capture_output=True)
     # A tiny TurnDiff model for `reconstruct` (the CLI's `fit` has only the fast and paper presets).
     from turndiff.io import read_sinogram_h5
@@ -91,21 +111,23 @@ def main() -> int:
     model = work / "model"
     fit(sino, geometry=geometry_from_json(attrs["geometry"]), photons=attrs["photons"], preset="tiny",
         device="cpu", progress=False).save_pretrained(model)
-    # The reference training run: uninterrupted, in its own folder.
+    # The reference training runs: uninterrupted, in their own folder.
     ref_dir = work / "ref"
     ref_dir.mkdir(exist_ok=True)
     subprocess.run(_turndiff("train-proj", str(scan), "--out", str(ref_dir / "proj"), *TRAIN), check=True,
                    capture_output=True)
-    reference = load_file(str(ref_dir / "proj" / "model.safetensors"))
+    subprocess.run(_turndiff("fit", str(scan), "--out", str(ref_dir / "fit"), *FIT), check=True, capture_output=True)
+    reference = {"train-proj": _weights(ref_dir / "proj"), "fit": _weights(ref_dir / "fit")}
 
     commands = {
-        "simulate": lambda out: _turndiff("simulate", "phantom:6", "--size", "128", "--out", str(out / "s.h5")),
-        "fbp": lambda out: _turndiff("fbp", str(scan), "--out", str(out / "r.nii.gz")),
+        "simulate": lambda out: _turndiff("simulate", "phantom:24", "--size", "256", "--out", str(out / "s.h5")),
+        "fbp": lambda out: _turndiff("fbp", str(big), "--out", str(out / "r.nii.gz")),
+        "fit": lambda out: _turndiff("fit", str(scan), "--out", str(out / "fit"), *FIT),
         "train-proj": lambda out: _turndiff("train-proj", str(scan), "--out", str(out / "proj"), *TRAIN),
         "reconstruct": lambda out: _turndiff("reconstruct", str(model), str(scan), "--out", str(out / "x.h5"),
                                              "--save-intermediates"),
     }
-    outputs = {"simulate": "s.h5", "fbp": "r.nii.gz", "train-proj": "proj", "reconstruct": "x.h5"}
+    outputs = {"simulate": "s.h5", "fbp": "r.nii.gz", "fit": "fit", "train-proj": "proj", "reconstruct": "x.h5"}
     failures = 0
     for k in range(args.kills):
         name = list(commands)[k % len(commands)]
@@ -152,9 +174,8 @@ def main() -> int:
         left = _leftovers(out, {outputs[name]})
         if left:
             problems.append(f"after the rerun, left {left}")
-        if name == "train-proj" and again.returncode == 0:
-            weights = load_file(str(out / "proj" / "model.safetensors"))
-            same = weights.keys() == reference.keys() and all((weights[n] == reference[n]).all() for n in weights)
+        if name in reference and again.returncode == 0:
+            same = _same(_weights(out / outputs[name]), reference[name])
             note += ", resumed weights " + ("identical" if same else "DIFFER")
             if not same:
                 problems.append("resumed weights differ from the uninterrupted run")

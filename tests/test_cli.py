@@ -293,3 +293,45 @@ def test_sigkill_leftovers_are_removed_by_the_next_write(tmp_path):
     assert out.is_file() and not stale.exists() and live.exists()
     live.unlink()
     assert sorted(p.name for p in out.parent.iterdir()) == ["scan.h5"]
+
+
+def test_light_commands_do_not_import_torch(tmp_path):
+    """Issue 20: every command pays its imports before its first slice. `simulate` and
+    `fbp` need NumPy and the numba kernels, not torch (over a second to import); `--help`
+    and `--version` need neither."""
+    code = ("import sys; from turndiff.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('MODULES:' + ' '.join(m for m in ('torch', 'numba', 'monai') if m in sys.modules))")
+    scan = tmp_path / "scan.h5"
+    for args, allowed in ((["--version"], set()), (["fbp", "--help"], set()),
+                          (["simulate", "phantom:1", "--size", "32", "--out", str(scan)], {"numba"}),
+                          (["fbp", str(scan), "--out", str(tmp_path / "r.npy")], {"numba"})):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        loaded = next(ln for ln in out.stdout.splitlines() if ln.startswith("MODULES:"))[len("MODULES:"):]
+        assert set(loaded.split()) <= allowed, (args, loaded)
+
+
+def test_spread_slices():
+    from turndiff.cli.model_cmds import spread_slices
+
+    assert spread_slices(100, 5).tolist() == [0, 25, 50, 74, 99]  # ends included, evenly spread
+    assert spread_slices(3, 32).tolist() == [0, 1, 2]  # fewer slices than asked: all of them
+    assert spread_slices(7, 7).tolist() == list(range(7))
+
+
+def test_fit_trains_on_the_chosen_slices_only(tmp_path, monkeypatch):
+    """Issue 16: `fit --train-slices N` reads and trains on N slices spread through the
+    scan, not the whole study."""
+    from turndiff.io import hdf5
+
+    scan = tmp_path / "scan.h5"
+    run("simulate", "phantom:5", "--size", "32", "--out", str(scan))
+    reads = []
+    original = hdf5.SinogramReader.read
+    monkeypatch.setattr(hdf5.SinogramReader, "read", lambda self, index=slice(None): reads.append(
+        np.asarray(index).tolist() if not isinstance(index, slice) else index) or original(self, index))
+    err = run("fit", str(scan), "--out", str(tmp_path / "m"), "--preset", "tiny", "--train-slices", "2")
+    assert "training on 2 of 5 slices" in err
+    assert reads == [[0, 4]]  # only the two training slices were read
+    assert json.loads((tmp_path / "m" / "turndiff.json").read_text())["train_slices"] == 2

@@ -29,7 +29,8 @@ def test_first_format_turndiff_model_loads_and_reproduces(expected, tmp_path) ->
     assert "config" not in json.loads((V0 / "turndiff_model/projection_denoiser" / CONFIG_NAME).read_text())
     pipe = TurnDiffPipeline.from_pretrained(V0 / "turndiff_model", device="cpu")
     out = pipe(expected["sinogram"], seed=0, symmetries="none", progress=False)  # recorded before the flips
-    np.testing.assert_allclose(out.x0, expected["turndiff_x0"], atol=1e-3)
+    # 0.01 HU: the FBP kernels of issue 20 sum in another order (1e-6 relative, 0.002 HU here).
+    np.testing.assert_allclose(out.x0, expected["turndiff_x0"], atol=1e-2)
     np.testing.assert_allclose(out.image_hu, expected["turndiff"], atol=1e-2)
     # Saved again, it is in the one format, and reloads to the same output.
     pipe.save_pretrained(tmp_path / "again")
@@ -47,7 +48,7 @@ def test_first_format_baselines_load_and_reproduce(expected, tmp_path) -> None:
     geometry = geometry_from_json(json.loads((V0 / "turndiff_model/turndiff.json").read_text())["geometry"])
     n2i = FittedBaseline.from_pretrained(V0 / "baseline_noise2inverse")
     out = n2i.reconstruct(expected["sinogram"], geometry, photons=2.5e4)
-    np.testing.assert_allclose(out, expected["noise2inverse"], atol=1e-3)
+    np.testing.assert_allclose(out, expected["noise2inverse"], atol=1e-2)  # HU; FBP summation order (issue 20)
     tv = FittedBaseline.from_pretrained(V0 / "baseline_tv")
     assert tv.method == "TV" and tv.network is None and tv.params
     for name, fitted in (("n2i", n2i), ("tv", tv)):

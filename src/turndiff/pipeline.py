@@ -156,6 +156,21 @@ class TurnDiffPipeline:
             raise InputError(f"{where}: geometry does not match the model's (differs in {', '.join(diffs)})")
         return y
 
+    def calibrates(self, photons_input: float | None, calibrate: bool | None) -> bool:
+        """Whether :meth:`__call__` runs the SURE calibration for an input of estimated
+        ``I0`` ``photons_input`` (see its ``calibrate``)."""
+        i0_train = self.info.get("photons_train_estimated")
+        if calibrate is False or not photons_input or not i0_train:
+            return False
+        return bool(calibrate) or float(np.sqrt(i0_train / photons_input)) <= CALIBRATE_MAX_NOISE_RATIO
+
+    def check_sampler(self, steps: int | None, strength: float | None) -> None:
+        """Raise :class:`InputError` now if stage 2 cannot sample with ``steps`` and
+        ``strength`` (a stage-1-only model takes anything)."""
+        if self.stage2 is not None:
+            cfg2 = self.stage2.config
+            sampling_timesteps(cfg2, cfg2.sampler.steps if steps is None else steps, strength=strength)
+
     def __call__(
         self,
         sinogram: np.ndarray,
@@ -170,6 +185,9 @@ class TurnDiffPipeline:
         fusion_config: FusionConfig | None = None,
         calibrate: bool | None = None,
         symmetries: str = DEFAULT_SYMMETRIES,
+        photons_input: float | None = None,
+        generator: torch.Generator | None = None,
+        probe_rng: np.random.Generator | None = None,
         progress: bool = True,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
@@ -195,13 +213,22 @@ class TurnDiffPipeline:
         symmetries
             Test-time flips of stage 1 (:data:`turndiff.stage1.SYMMETRIES`; default all
             four, chosen by SURE; ``"none"``: one pass, four times faster).
+        photons_input
+            The input's ``I0`` as :func:`turndiff.dose.estimate_photons` gives it (default:
+            estimated from ``sinogram``). A study reconstructed in batches passes one
+            estimate for all of them, so every slice gets the same strategy.
+        generator
+            CPU generator of the sampler's per-slice seeds, instead of ``seed``; a study
+            reconstructed in batches passes one generator through all of them, so slice
+            ``k`` gets the noise it would get in one call.
+        probe_rng
+            NumPy generator of the SURE calibration's probes (default: seeded 0 per call);
+            passed through a study's batches for the same reason.
         """
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
         y = self.check_sinogram(sinogram)
-        if self.stage2 is not None:  # refuse bad sampler settings before stage 1 runs, not after
-            cfg2 = self.stage2.config
-            sampling_timesteps(cfg2, cfg2.sampler.steps if steps is None else steps, strength=strength)
+        self.check_sampler(steps, strength)  # before stage 1 runs, not after
         t = {}
         t0 = time.perf_counter()
         x_ld = self.projector.fbp_hu(y)
@@ -209,16 +236,15 @@ class TurnDiffPipeline:
         t0 = time.perf_counter()
         y0 = self.stage1.denoise(y, device=self.device, progress=progress, symmetries=symmetries)
         i0_train = self.info.get("photons_train_estimated")
-        i0_in = estimate_photons(y) if strategy == "auto" or calibrate is not False else None
+        i0_in = None
+        if strategy == "auto" or calibrate is not False:
+            i0_in = float(photons_input) if photons_input is not None else estimate_photons(y)
         weights = None
-        if calibrate is not False and i0_in and i0_train:
-            ratio = float(np.sqrt(i0_train / i0_in))
-            if calibrate or ratio <= CALIBRATE_MAX_NOISE_RATIO:
-                # The estimator's bias cancels in the ratio; the training I0 is the known one.
-                photons = float(self.stage1.photons) * i0_in / i0_train
-                y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
-                                             y, photons,
-                                             denoised=y0)
+        if self.calibrates(i0_in, calibrate):
+            # The estimator's bias cancels in the ratio; the training I0 is the known one.
+            photons = float(self.stage1.photons) * i0_in / i0_train
+            y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
+                                         y, photons, denoised=y0, rng=probe_rng)
         x0 = self.projector.fbp_hu(y0)
         t["stage1"] = time.perf_counter() - t0
         choice = choose_strategy(strategy, lam, photons_input=i0_in if strategy == "auto" else None,
@@ -227,8 +253,8 @@ class TurnDiffPipeline:
         if self.stage2 is None:  # a stage-1-only model folder
             return TurnDiffOutput(x0, x_ld, x0, x_prior, None, None, choice, i0_in, t, weights)
         t0 = time.perf_counter()
-        x_d = self.stage2.sample(x_prior, steps=steps, strength=strength, seed=seed, progress=progress,
-                                 amp=self.device.type == "cuda")
+        x_d = self.stage2.sample(x_prior, steps=steps, strength=strength, seed=None if generator else seed,
+                                 generator=generator, progress=progress, amp=self.device.type == "cuda")
         t["stage2"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if fusion == "pixel":

@@ -151,28 +151,8 @@ def refuse_output_over_input(out: str, *inputs: str, model_folder: bool = False,
         check_output(target, directory=True)
 
 
-RUN_INPUT = "input.json"
+def claim_run_dir(run_dir, sinogram, settings: dict) -> bool:
+    """:func:`turndiff.io.claim_run_dir` (the CLI's commands import it from here)."""
+    from ..io import claim_run_dir as claim
 
-
-def claim_run_dir(run_dir, sinogram: np.ndarray, settings: dict) -> None:
-    """Tie a resumable run folder to its input: a run interrupted on other data or
-    settings is refused instead of silently continued (resuming from another scan's
-    weights). Writes ``run_dir/input.json`` (SHA-256 of the sinogram and the settings)."""
-    import hashlib
-    from pathlib import Path
-
-    run_dir = Path(run_dir)
-    stamp = {"sinogram_sha256": hashlib.sha256(np.ascontiguousarray(sinogram, np.float32).tobytes()).hexdigest(),
-             "shape": list(sinogram.shape), "settings": settings}
-    path = run_dir / RUN_INPUT
-    if path.is_file():
-        try:
-            before = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            before = None
-        if before != json.loads(json.dumps(stamp)):
-            raise InputError(f"{run_dir}: holds an interrupted run on other data or settings; "
-                             "delete it to start again, or rerun the same command to resume")
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stamp, indent=2))
+    return claim(run_dir, sinogram, settings)

@@ -78,6 +78,7 @@ def fbp(input: str, out: str, fmt, filt, template, anonymize, overwrite) -> None
 
     from ..io import read_sinogram_h5, read_volume
     from ..physics import CTProjector
+    from ..physics.projector import BATCH
 
     refuse_output_over_input(out, input, overwrite=overwrite)
     check_image_output(out, fmt)
@@ -86,8 +87,10 @@ def fbp(input: str, out: str, fmt, filt, template, anonymize, overwrite) -> None
     g = geometry_of(attrs, input)
     A = CTProjector(g)
     hu = np.empty((sino.shape[0], *g.image_shape), np.float32)
-    for i in tqdm(range(sino.shape[0]), desc="fbp", unit="slice"):
-        hu[i] = A.fbp_hu(sino[i], filter=filt)
+    with tqdm(total=sino.shape[0], desc="fbp", unit="slice") as bar:
+        for a in range(0, sino.shape[0], BATCH):  # batches: cheaper per slice than one at a time
+            hu[a : a + BATCH] = A.fbp_hu(sino[a : a + BATCH], filter=filt)
+            bar.update(len(hu[a : a + BATCH]))
     keep = {k: attrs[k] for k in ("geometry", "photons", "source") if k in attrs}
     write_images(out, hu, fmt=fmt, spacing=g.pixel_spacing, attrs=keep, template=tmpl, anonymize=anonymize)
     click.echo(f"wrote {out}", err=True)

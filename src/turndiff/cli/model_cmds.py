@@ -14,11 +14,19 @@ from .common import (OUTPUT_FORMATS, check_image_output, claim_run_dir, geometry
 from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 
 
+#: ``fast`` (the 2-core CPU budget), ``paper`` (the paper's settings, for a GPU) and
+#: ``tiny``, seconds long: it checks the machinery (a fresh install, a batch script, the
+#: kill test of docs/RELIABILITY.md) and makes no useful model.
+PRESET = click.option("--preset", type=click.Choice(["fast", "paper", "tiny"]), default="fast", show_default=True,
+                      help="fast: 2-core CPU budget; paper: the paper's settings (GPU); tiny: a seconds-long "
+                           "check of the machinery, not a useful model.")
+
+
 @cli.command("train-ldm")
 @click.argument("proj_dir", metavar="PROJ_DIR", type=click.Path(file_okay=False))
 @click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
-@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
+@PRESET
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @seed_option()
 @overwrite_option
@@ -51,20 +59,39 @@ def train_ldm(proj_dir, input, out, preset, device, seed, overwrite) -> None:
     click.echo(f"wrote {out}", err=True)
 
 
+#: Slices `fit` trains on by default: self-supervision needs no labels, but it does need
+#: time, and a study's neighbouring slices add little that 32 spread through it lack.
+TRAIN_SLICES = 32
+
+
+def spread_slices(n: int, k: int) -> np.ndarray:
+    """``min(k, n)`` increasing slice indices spread evenly over ``0 .. n - 1`` (first and
+    last included)."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
+
+
 @cli.command("fit")
 @click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
-@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True)
+@PRESET
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--train-slices", type=click.IntRange(min=1), default=TRAIN_SLICES, show_default=True,
+              help="Train on this many slices spread evenly through IN.h5 (all of them if it has fewer).")
 @seed_option()
 @overwrite_option
-def fit_cmd(input, out, preset, device, seed, overwrite) -> None:
+def fit_cmd(input, out, preset, device, train_slices, seed, overwrite) -> None:
     """Train both stages on the noisy `sinogram` of IN.h5 alone (resumes after an interruption)."""
-    from ..io import read_sinogram_h5
+    from ..io import SinogramReader
     from ..pipeline import fit
 
     refuse_output_over_input(out, input, model_folder=True, overwrite=overwrite)
-    sino, attrs = read_sinogram_h5(input)
+    with SinogramReader(input) as reader:  # only the training slices are read
+        chosen = spread_slices(len(reader), train_slices)
+        sino, attrs = reader.read(chosen), reader.attrs
+    if len(chosen) < reader.shape[0]:
+        click.echo(f"training on {len(chosen)} of {reader.shape[0]} slices, spread through the scan", err=True)
     g = geometry_of(attrs, input)
     run_dir = Path(out).with_name(Path(out).name + ".run")
     claim_run_dir(run_dir, sino, {"command": "fit", "preset": preset, "seed": seed})
@@ -108,30 +135,40 @@ def fit_cmd(input, out, preset, device, seed, overwrite) -> None:
 def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, steps, strength, seed, symmetries,
                 calibrate,
                 device, save_intermediates, template, anonymize, overwrite) -> None:
-    """Reconstruct the `sinogram` of IN.h5 with a TurnDiff model."""
-    from ..io import read_sinogram_h5, read_volume
+    """Reconstruct the `sinogram` of IN.h5 with a TurnDiff model.
+
+    The study is read, reconstructed and written a batch of slices at a time, so its
+    length is not limited by memory. An interrupted run (Ctrl-C, a kill) resumes from
+    OUT.run/ when the same command is run again; the output appears only when complete.
+    """
+    from ..io import read_volume
     from ..pipeline import TurnDiffPipeline
+    from ..streaming import finish_h5, finish_images, reconstruct_study
 
     refuse_output_over_input(out, input, model_dir, overwrite=overwrite)
-    check_image_output(out, fmt)
+    f = check_image_output(out, fmt)
     tmpl = read_volume(template).dicom_template if template else None  # a bad template fails before the work
     pipe = TurnDiffPipeline.from_pretrained(model_dir, device=device)
-    sino, attrs = read_sinogram_h5(input)
-    g = geometry_of(attrs, input)
-    pipe.check_sinogram(sino, g, where=input)
     if fusion == "global" and fusion_lam is None:
         fusion_lam = lam  # SURFACE.md: `--fusion global --lam L`
-    res = pipe(sino, strategy=strategy, lam=lam if strategy in ("up", "down") else None, fusion=fusion,
-               fusion_lam=fusion_lam, steps=steps, strength=strength, seed=seed,
-               calibrate={"auto": None, "on": True, "off": False}[calibrate], symmetries=symmetries)
+    if f == "h5":
+        finish = finish_h5(out, overwrite=overwrite)
+    else:
+        spacing = geometry_of(pipe.info, model_dir).pixel_spacing
+        finish = finish_images(lambda hu, attrs, extra: write_images(
+            out, hu, fmt=fmt, spacing=spacing, extra=extra, attrs=attrs, template=tmpl, anonymize=anonymize),
+            intermediates=save_intermediates)
+    res = reconstruct_study(pipe, input, finish, out=out, strategy=strategy,
+                            lam=lam if strategy in ("up", "down") else None, fusion=fusion, fusion_lam=fusion_lam,
+                            steps=steps, strength=strength, seed=seed,
+                            calibrate={"auto": None, "on": True, "off": False}[calibrate], symmetries=symmetries,
+                            save_intermediates=save_intermediates and f == "h5")
     c = res.strategy
     click.echo(f"strategy {c.strategy} (lam {c.lam:.3f}, weight of x_ld {c.weight_ld:.3f}"
                + (f", input noise / training noise {c.noise_ratio:.2f}" if c.noise_ratio else "") + ")", err=True)
     if res.calibration is not None:
-        click.echo(f"stage 1 calibrated by SURE: mean weight of its correction {res.calibration.mean():.2f}", err=True)
-    extra = {k: v for k, v in res.intermediates().items()} if save_intermediates else None
-    keep = {k: attrs[k] for k in ("geometry", "photons") if k in attrs}
-    keep["source"] = f"turndiff reconstruct ({c.strategy}, fusion {fusion}) of {input}"
-    write_images(out, res.image_hu.astype(np.float32), fmt=fmt, spacing=g.pixel_spacing, extra=extra, attrs=keep,
-                 template=tmpl, anonymize=anonymize)
+        click.echo(f"stage 1 calibrated by SURE: mean weight of its correction {res.calibration:.2f}", err=True)
+    if res.computed < res.slices:
+        click.echo(f"resumed: {res.slices - res.computed} of {res.slices} slices were done by an interrupted run",
+                   err=True)
     click.echo(f"wrote {out}", err=True)

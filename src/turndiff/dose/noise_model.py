@@ -8,9 +8,9 @@ maps, stage 2's recorrupted triples, the baselines) uses :func:`postlog_variance
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 __all__ = ["ELECTRONIC_NOISE_STD", "postlog_variance", "estimate_photons"]
 
@@ -36,7 +36,8 @@ def postlog_variance(p, photons, *, electronic_std: float = ELECTRONIC_NOISE_STD
     Same type and shape as ``p`` (NumPy float64 for arrays). ``p`` is clamped to
     ``[-1, 20]`` and the counts to at least ``1e-3`` so starved bins stay finite.
     """
-    if isinstance(p, torch.Tensor):
+    torch = sys.modules.get("torch")  # imported only by callers that pass tensors
+    if torch is not None and isinstance(p, torch.Tensor):
         if isinstance(photons, torch.Tensor) and photons.ndim == 1:
             photons = photons.view(-1, *([1] * (p.ndim - 1)))
         counts = (photons * torch.exp(-p.clamp(min=-1.0, max=20.0))).clamp_min(1e-3)
@@ -45,7 +46,14 @@ def postlog_variance(p, photons, *, electronic_std: float = ELECTRONIC_NOISE_STD
     return (counts + electronic_std**2) / counts**2
 
 
-def estimate_photons(sinogram: np.ndarray | torch.Tensor, *, electronic_std: float = ELECTRONIC_NOISE_STD) -> float:
+def _window_means(x: np.ndarray, w: int) -> np.ndarray:
+    """Means over consecutive, non-overlapping windows of ``w`` along the last axis (a
+    remainder shorter than ``w`` is dropped), flattened."""
+    m = x.shape[-1] // w
+    return x[..., : m * w].reshape(*x.shape[:-1], m, w).mean(-1).ravel()
+
+
+def estimate_photons(sinogram, *, electronic_std: float = ELECTRONIC_NOISE_STD) -> float:
     """Estimate ``I0`` (photons per bin) from noisy post-log sinograms ``[..., V, D]`` alone.
 
     A cubic prediction from the neighbours, ``d = y[j] - (4 (y[j-1] + y[j+1]) - (y[j-2] + y[j+2])) / 6``,
@@ -61,20 +69,23 @@ def estimate_photons(sinogram: np.ndarray | torch.Tensor, *, electronic_std: flo
     on coarse sinograms of sharp-edged objects it underestimates. The automatic dose
     strategy uses the *ratio* of two such estimates, where the bias cancels.
     """
-    y = torch.as_tensor(sinogram, dtype=torch.float64)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(sinogram, torch.Tensor):
+        sinogram = sinogram.detach().cpu().numpy()
+    y = np.asarray(sinogram, dtype=np.float64)
     y = y.reshape(-1, y.shape[-1])
     pred = (4.0 * (y[:, 1:-3] + y[:, 3:-1]) - (y[:, :-4] + y[:, 4:])) / 6.0
     d = y[:, 2:-2] - pred
     ym = y[:, 2:-2]
     w = 9
-    keep = F.avg_pool1d(((ym > 0.5) & (ym < 7.0)).double()[:, None], w, stride=w).flatten() == 1.0
+    keep = _window_means(((ym > 0.5) & (ym < 7.0)).astype(np.float64), w) == 1.0
     if keep.sum() < 16:
-        keep = torch.ones_like(keep)
-    e = torch.exp(ym)
+        keep = np.ones_like(keep)
+    e = np.exp(ym)
     chi2_median = (1.0 - 2.0 / (9.0 * w)) ** 3  # Wilson-Hilferty: median of chi2_w / w
     i0 = float("inf")
     for _ in range(4):
         u = d**2 / ((1.0 + 34.0 / 36.0) * e * (1.0 + electronic_std**2 * e / i0))
-        um = F.avg_pool1d(u[:, None], w, stride=w).flatten()[keep]
-        i0 = chi2_median / max(float(um.median()), 1e-30)
+        um = np.sort(_window_means(u, w)[keep])
+        i0 = chi2_median / max(float(um[(um.size - 1) // 2]), 1e-30)  # the lower median
     return i0

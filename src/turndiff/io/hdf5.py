@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from turndiff._checks import PLAUSIBLE_LINE_INTEGRAL
 from turndiff.errors import InputError
 from turndiff.io.atomic import atomic_output
 
-__all__ = ["H5Data", "read_h5", "read_h5_dataset", "read_sinogram_h5", "write_h5"]
+__all__ = ["H5Data", "SinogramReader", "read_h5", "read_h5_dataset", "read_sinogram_h5", "write_h5"]
 
 SINOGRAM_KEYS = ("sinogram", "clean_sinogram")
 IMAGE_KEYS = ("reference_hu", "image_hu", "x_ld", "x_prior", "x_diffusion", "fusion_weight")
@@ -213,13 +213,88 @@ def read_h5_dataset(path: str | os.PathLike[str], name: str) -> np.ndarray:
         return _read_dataset(f, name, str(path))
 
 
-def read_sinogram_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+class SinogramReader:
+    """The noisy ``sinogram`` of a turndiff ``.h5`` file, read a batch of slices at a time,
+    so a whole study never has to fit in memory.
+
+    Opening checks what can be checked without reading the data: the file, the dataset,
+    its rank, the ``geometry`` attribute against ``(V, D)`` and the ``photons`` attribute.
+    Each :meth:`read` checks the values it returns (finite, post-log line integrals).
+    Nothing else in the file (``clean_sinogram``, ``reference_hu``) is ever read.
+
+    Examples
+    --------
+    >>> with SinogramReader("scan.h5") as r:  # doctest: +SKIP
+    ...     for a in range(0, len(r), 8):
+    ...         batch = r.read(slice(a, a + 8))  # float32 [<= 8, V, D]
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import h5py
+
+        self.path = Path(path)
+        self._where = str(path)
+        self._file = _open(path)
+        try:
+            if "sinogram" not in self._file:
+                have = ", ".join(sorted(self._file.keys())) or "none"
+                raise InputError(f"{self._where}: no dataset 'sinogram' (datasets: {have})")
+            ds = self._file["sinogram"]
+            if not isinstance(ds, h5py.Dataset):
+                raise InputError(f"{self._where}: 'sinogram' is a group, not a dataset")
+            if ds.dtype.kind not in "fiub":
+                raise InputError(f"{self._where}: dataset 'sinogram' is not numeric (dtype {ds.dtype})")
+            shape = (1, *ds.shape) if ds.ndim == 2 else tuple(ds.shape)
+            _check_rank(np.broadcast_to(np.float32(0), shape), "sinogram", self._where)  # shape only
+            self._ds, self._flat = ds, ds.ndim == 2
+            self.shape: tuple[int, int, int] = shape
+            self.attrs: dict[str, Any] = _read_attrs(self._file)
+            _check_geometry(np.broadcast_to(np.float32(0), shape), self.attrs, self._where)
+            _check_photons(self.attrs, self._where)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, index: slice | Sequence[int] | np.ndarray = slice(None)) -> np.ndarray:
+        """Slices ``index`` (a slice, or increasing indices) as float32 ``[k, V, D]``,
+        validated."""
+        try:
+            arr = np.asarray(self._ds[()])[None][index] if self._flat else np.asarray(self._ds[index])
+        except (OSError, ValueError, TypeError) as e:
+            raise InputError(f"{self._where}: cannot read dataset 'sinogram' ({e})") from None
+        arr = _check_values(arr, "sinogram", self._where)
+        lo, hi = PLAUSIBLE_LINE_INTEGRAL
+        if arr.size and (arr.min() < lo or arr.max() > hi):
+            raise InputError(f"{self._where}: sinogram values from {arr.min():.3g} to {arr.max():.3g} are not "
+                             f"post-log line integrals (expected within [{lo:g}, {hi:g}]; raw counts need "
+                             "-log(I / I0))")
+        return arr
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "SinogramReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_sinogram_h5(
+    path: str | os.PathLike[str], slices: slice | Sequence[int] | np.ndarray | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read the noisy ``sinogram`` and the file attributes, nothing else.
 
     Parameters
     ----------
     path : path-like
         A turndiff ``.h5`` file.
+    slices : slice or increasing indices, optional
+        Read only these slices (e.g. ``fit --train-slices``); default all. For a study
+        too large for memory, read it in batches with :class:`SinogramReader`.
 
     Returns
     -------
@@ -236,17 +311,8 @@ def read_sinogram_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str
         ``geometry`` attribute whose ``(views, det_count)`` disagrees with the data, or a
         ``photons`` attribute that is not a positive number.
     """
-    where = str(path)
-    with _open(path) as f:
-        sino = _read_dataset(f, "sinogram", where)
-        attrs = _read_attrs(f)
-    _check_geometry(sino, attrs, where)
-    _check_photons(attrs, where)
-    lo, hi = PLAUSIBLE_LINE_INTEGRAL
-    if sino.size and (sino.min() < lo or sino.max() > hi):
-        raise InputError(f"{where}: sinogram values from {sino.min():.3g} to {sino.max():.3g} are not post-log "
-                         f"line integrals (expected within [{lo:g}, {hi:g}]; raw counts need -log(I / I0))")
-    return sino, attrs
+    with SinogramReader(path) as r:
+        return r.read(slice(None) if slices is None else slices), r.attrs
 
 
 def _check_photons(attrs: dict[str, Any], where: str) -> None:

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from functools import cached_property
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, Union
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 from .filters import FILTERS, filter_sinogram
@@ -44,8 +44,23 @@ from .units import mu_to_hu
 
 __all__ = ["CTProjector", "Backend"]
 
+#: Slices the CPU kernels take at once: a batch costs less per slice than one slice, and
+#: its slices-last working copies (``[n + 2, n + 2, B]`` images, ``[V, D + 2, B]`` filtered
+#: projections: about 70 MB at 512 x 512) bound the memory of a stack of any length.
+BATCH = 16
+
 Backend = Literal["auto", "numba", "torch"]
-ArrayLike = TypeVar("ArrayLike", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported only when a tensor arrives or the torch backend is asked for, so that
+# the NumPy path (`turndiff fbp`, `simulate`) starts without its second of import time.
+ArrayLike = TypeVar("ArrayLike", np.ndarray, "torch.Tensor")
+
+
+def _is_tensor(x) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 class CTProjector:
@@ -152,14 +167,14 @@ class CTProjector:
         return R * np.cos(self._bins / g.src_det_distance)
 
     # ------------------------------------------------------------------ dispatch
-    def _use_torch(self, x: np.ndarray | torch.Tensor) -> bool:
+    def _use_torch(self, x: Union[np.ndarray, "torch.Tensor"]) -> bool:
         if self.backend == "torch":
             return True
         if self.backend == "numba":
             return False
-        return isinstance(x, torch.Tensor)
+        return _is_tensor(x)
 
-    def _check(self, x: np.ndarray | torch.Tensor, shape: tuple[int, int], what: str) -> None:
+    def _check(self, x: Union[np.ndarray, "torch.Tensor"], shape: tuple[int, int], what: str) -> None:
         if x.ndim not in (2, 3) or tuple(x.shape[-2:]) != tuple(shape):
             raise InputError(
                 f"{what} of shape {tuple(x.shape)} does not match the geometry (expected [..., {shape[0]}, {shape[1]}])"
@@ -170,14 +185,27 @@ class CTProjector:
         """Line integrals of ``image`` (mu per mm, ``[N, H, W]`` or ``[H, W]``) -> ``[N, V, D]``."""
         self._check(image, self.geometry.image_shape, "image")
         if self._use_torch(image):
+            import torch
+
             return self._torch_fp(torch.as_tensor(image))
         img, squeeze = _as_batch(image)
-        from ._numba_kernels import joseph_fp
+        from ._numba_kernels import joseph_fp, joseph_fp_batch
 
         src, dirs = self.rays
         V, D = self.geometry.sinogram_shape
+        n = self.geometry.image_size
         out = np.empty((img.shape[0], V, D * self.det_subsamples), np.float32)
-        joseph_fp(img, src, dirs, out)
+        for a in range(0, img.shape[0], BATCH):
+            part = img[a : a + BATCH]
+            if len(part) == 1:
+                padded = np.zeros((n + 2, n + 2), np.float32)
+                padded[1:-1, 1:-1] = part[0]
+                joseph_fp(padded, np.ascontiguousarray(padded.T), src, dirs, out[a])
+            else:
+                padded = np.zeros((n + 2, n + 2, len(part)), np.float32)
+                padded[1:-1, 1:-1] = part.transpose(1, 2, 0)
+                joseph_fp_batch(padded, np.ascontiguousarray(padded.transpose(1, 0, 2)), src, dirs,
+                                out[a : a + BATCH])
         out = out.reshape(img.shape[0], V, D, self.det_subsamples).mean(-1) if self.det_subsamples > 1 else out
         out *= np.float32(self.geometry.pixel_spacing)
         return out[0] if squeeze else out
@@ -188,6 +216,8 @@ class CTProjector:
         """Exact transpose of :meth:`forward` (``[N, V, D]`` -> ``[N, H, W]``)."""
         self._check(sinogram, self.geometry.sinogram_shape, "sinogram")
         if self._use_torch(sinogram):
+            import torch
+
             y = torch.as_tensor(sinogram)
             x0 = torch.zeros((*y.shape[:-2], *self.geometry.image_shape), dtype=y.dtype, device=y.device)
             with torch.enable_grad():
@@ -214,7 +244,7 @@ class CTProjector:
         if isinstance(sinogram, np.ndarray) and sinogram.dtype != np.float32:
             sinogram = sinogram.astype(np.float32)
         hu = mu_to_hu(self.fbp(sinogram, filter=filter), self.geometry.mu_water)
-        return hu.float() if isinstance(hu, torch.Tensor) else np.asarray(hu, np.float32)
+        return hu.float() if _is_tensor(hu) else np.asarray(hu, np.float32)
 
     def fbp(self, sinogram: ArrayLike, *, filter: str = "ram-lak") -> ArrayLike:
         """Filtered back-projection of ``[N, V, D]`` line integrals -> ``mu`` ``[N, H, W]``.
@@ -229,23 +259,31 @@ class CTProjector:
         mode, R, det0, det_step, spacing, scale = self._bp_params
         pre = self._preweight()
         if self._use_torch(sinogram):
+            import torch
+
             y = torch.as_tensor(sinogram)
             if pre is not None:
                 y = y * torch.as_tensor(pre, dtype=y.dtype, device=y.device)
             q = filter_sinogram(y, spacing, filter=filter, arc=mode == 2)
             return self._torch_bp(q) * scale
         sino, squeeze = _as_batch(sinogram)
-        y = torch.from_numpy(sino)
-        if pre is not None:
-            y = y * torch.from_numpy(pre.astype(np.float32))
-        q = np.ascontiguousarray(filter_sinogram(y, spacing, filter=filter, arc=mode == 2).numpy())
-        from ._numba_kernels import pixel_bp
+        from ._numba_kernels import pixel_bp, pixel_bp_batch
 
         out = np.zeros((sino.shape[0], *self.geometry.image_shape), np.float32)
-        if mode == 2:
-            q, det0, det_step = self._arc_to_flat(q, R, det0, det_step)
-            mode = 1
-        pixel_bp(q, np.cos(self.angles), np.sin(self.angles), mode, R, det0, det_step, out)
+        cos_b, sin_b = np.cos(self.angles), np.sin(self.angles)
+        for a in range(0, sino.shape[0], BATCH):  # filtered copies for one batch at a time
+            y = sino[a : a + BATCH]
+            if pre is not None:
+                y = y * pre.astype(np.float32)
+            q = np.ascontiguousarray(filter_sinogram(y, spacing, filter=filter, arc=mode == 2))
+            m, d0, step = mode, det0, det_step
+            if mode == 2:
+                q, d0, step = self._arc_to_flat(q, R, det0, det_step)
+                m = 1
+            if len(q) == 1:
+                pixel_bp(q[0], cos_b, sin_b, m, R, d0, step, out[a])
+            else:
+                pixel_bp_batch(q, cos_b, sin_b, m, R, d0, step, out[a : a + BATCH])
         out *= np.float32(scale)
         return out[0] if squeeze else out
 
@@ -272,7 +310,9 @@ class CTProjector:
         return np.ascontiguousarray(qf, dtype=np.float32), float(t[0]), float(t[1] - t[0])
 
     # ------------------------------------------------------------------ torch backend
-    def _torch_fp(self, image: torch.Tensor) -> torch.Tensor:
+    def _torch_fp(self, image: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
         squeeze = image.ndim == 2
         x = image[None] if squeeze else image
         x = x.to(torch.float32)
@@ -301,7 +341,9 @@ class CTProjector:
         sino = torch.cat(out, 1) * self.geometry.pixel_spacing
         return sino[0] if squeeze else sino
 
-    def _torch_bp(self, q: torch.Tensor) -> torch.Tensor:
+    def _torch_bp(self, q: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
         squeeze = q.ndim == 2
         q = (q[None] if squeeze else q).to(torch.float32)
         mode, R, det0, det_step, _, _ = self._bp_params
@@ -334,8 +376,8 @@ class CTProjector:
         return out[0] if squeeze else out
 
 
-def _as_batch(x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, bool]:
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def _as_batch(x: Union[np.ndarray, "torch.Tensor"]) -> tuple[np.ndarray, bool]:
+    a = x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
     squeeze = a.ndim == 2
     a = a[None] if squeeze else a
     return np.ascontiguousarray(a, dtype=np.float32), squeeze

@@ -174,6 +174,7 @@ def sure_calibrate(
     electronic_std: float = ELECTRONIC_NOISE_STD,
     eps: float = 0.01,
     seed: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blend a denoiser's output with its input, per slice and detector-frequency band,
     with the weights SURE finds best (:func:`sure_band_weights`); no clean data.
@@ -196,6 +197,10 @@ def sure_calibrate(
         ``denoise(sinogram)`` if already computed.
     electronic_std, eps, seed
         Noise model, probe scale (fraction of the noise std) and probe seed.
+    rng : numpy.random.Generator, optional
+        Draws the probes instead of ``seed``, slice after slice: a study calibrated in
+        batches passes one generator through all of them, so slice ``k`` gets the probe it
+        would get in one call.
 
     Returns
     -------
@@ -210,7 +215,7 @@ def sure_calibrate(
     if isinstance(bands, bool) or not isinstance(bands, int) or bands < 1:
         raise InputError(f"bands must be a positive integer, got {bands!r}")
     f = np.asarray(denoise(y) if denoised is None else denoised, np.float32).reshape(y.shape)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed) if rng is None else rng
     out = np.empty_like(y, dtype=np.float32)
     weights = np.ones((y.shape[0], bands))
     for i in range(y.shape[0]):

@@ -1,0 +1,218 @@
+"""Whole studies: reconstruct a scan of any length a batch of slices at a time.
+
+:func:`reconstruct_study` reads the ``sinogram`` of an ``.h5`` file in batches
+(:class:`turndiff.io.SinogramReader`), runs the pipeline on each and writes each result
+into a work file in the run folder ``OUT.run/`` (chunked HDF5, one slice per chunk), so the
+memory it needs does not grow with the number of slices. The slices stay consistent with
+each other and with a single call: the input's dose is estimated once for the whole study
+(from up to :data:`DOSE_SLICES` slices spread through it), and one generator hands every
+slice the sampler seed it would get in one call. An interrupted run (Ctrl-C, SIGTERM, a
+SIGKILL, a power cut) is rerun with the same command: the run folder, tied to its input and
+settings, says which slices are done, and only the others are computed. The output appears
+at once, complete, when the last slice is done; the run folder is then removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .dose import estimate_photons
+from .errors import InputError
+from .io import SinogramReader, atomic_output, claim_run_dir, run_dir_for
+from .pipeline import TurnDiffPipeline
+from .physics import geometry_from_json
+
+__all__ = ["DOSE_SLICES", "STUDY_BATCH", "StudyResult", "reconstruct_study"]
+
+#: Slices the dose of a study is estimated from (spread evenly; all of a shorter study).
+DOSE_SLICES = 16
+#: Slices reconstructed at once: the unit of progress, of resumption and of memory.
+STUDY_BATCH = 8
+_WORK = "partial.h5"
+
+
+@dataclass
+class StudyResult:
+    """What :func:`reconstruct_study` did: slices in the study, slices computed by this
+    call (the others were done by an interrupted one), the strategy chosen, the study's
+    estimated ``I0``, and the mean SURE calibration weight (None when off)."""
+
+    slices: int
+    computed: int
+    strategy: Any
+    photons_input: float | None
+    calibration: float | None
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    return np.arange(n) if k >= n else np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
+
+
+def _open_work(path: Path, n: int, shape: tuple[int, int], names: tuple[str, ...]):
+    """The work file: ``image_hu`` (and intermediates) ``[n, H, W]`` chunked by slice, and
+    ``done`` ``[n]``; created if missing, else reopened as an interrupted run left it."""
+    import h5py
+
+    if path.is_file():
+        try:
+            f = h5py.File(path, "r+")
+            if all(k in f and f[k].shape == (n, *shape) for k in names) and f["done"].shape == (n,):
+                return f
+            f.close()
+        except OSError:  # killed mid-write: the work file is unreadable; start it again
+            pass
+        path.unlink()
+    f = h5py.File(path, "w")
+    for k in names:
+        f.create_dataset(k, shape=(n, *shape), dtype=np.float32, chunks=(1, *shape))
+    f.create_dataset("done", shape=(n,), dtype=np.uint8)
+    return f
+
+
+def reconstruct_study(
+    pipe: TurnDiffPipeline,
+    input_h5: str | os.PathLike[str],
+    finish: Callable[[Path, dict[str, Any]], None],
+    *,
+    out: str | os.PathLike[str],
+    strategy: str = "auto",
+    lam: float | None = None,
+    fusion: str = "pixel",
+    fusion_lam: float | None = None,
+    steps: int | None = None,
+    strength: float | None = None,
+    seed: int = 0,
+    calibrate: bool | None = None,
+    symmetries: str = "flips",
+    save_intermediates: bool = False,
+    batch: int = STUDY_BATCH,
+    progress: bool = True,
+) -> StudyResult:
+    """Reconstruct every slice of ``input_h5`` in batches, resumably.
+
+    Parameters
+    ----------
+    pipe
+        The model.
+    input_h5
+        A turndiff ``.h5`` scan (its ``sinogram``, ``[N, V, D]``, any N).
+    finish
+        ``finish(work, attrs)`` turns the completed work file (an HDF5 file holding
+        ``image_hu`` ``[N, H, W]`` and, with ``save_intermediates``, the intermediates) into
+        the output; ``attrs`` are the input's ``geometry`` and ``photons`` and a ``source``
+        line. Called once, after the last slice.
+    out
+        The output path: the run folder is ``OUT.run`` beside it.
+    strategy, lam, fusion, fusion_lam, steps, strength, seed, calibrate, symmetries
+        As for :meth:`TurnDiffPipeline.__call__`.
+    batch
+        Slices per batch (memory and the unit of resumption; results do not depend on it).
+
+    Returns
+    -------
+    StudyResult
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch must be an integer >= 1, got {batch!r}")
+    with SinogramReader(input_h5) as reader:
+        n = len(reader)
+        attrs = reader.attrs
+        g = geometry_from_json(attrs["geometry"]) if "geometry" in attrs else None
+        pipe.check_sinogram(reader.read(slice(0, 1)), g, where=str(input_h5))
+        pipe.check_sampler(steps, strength)  # before hashing the study, not at its first batch
+        run_dir = run_dir_for(out)
+        settings = {"command": "reconstruct", "strategy": strategy, "lam": lam, "fusion": fusion,
+                    "fusion_lam": fusion_lam, "steps": steps, "strength": strength, "seed": seed,
+                    "calibrate": calibrate, "symmetries": symmetries, "intermediates": bool(save_intermediates),
+                    "model": pipe.info.get("version"), "model_geometry": pipe.info.get("geometry")}
+        claim_run_dir(run_dir, reader, settings)
+        photons = None
+        if strategy == "auto" or calibrate is not False:
+            photons = float(estimate_photons(reader.read(_spread(n, DOSE_SLICES))))
+        names = ("image_hu",)
+        if save_intermediates:  # what TurnDiffOutput.intermediates() holds for this model and fusion
+            names += ("x_ld", "x0", "x_prior") + (
+                ("x_diffusion",) + (("fusion_weight",) if fusion == "pixel" else ()) if pipe.stage2 else ())
+        # One generator each for the sampler's seeds and the calibration's probes, through
+        # every batch: slice k gets what it would get in one call, whatever the batching.
+        generator = torch.Generator().manual_seed(int(seed))
+        probe_rng = np.random.default_rng(0)
+        calibrated = pipe.calibrates(photons, calibrate)
+        computed, choice, weights = 0, None, []
+        with _open_work(run_dir / _WORK, n, pipe.geometry.image_shape, names) as work, \
+                tqdm(total=n, desc="reconstruct", unit="slice", disable=not progress) as bar:
+            done = np.asarray(work["done"][()], bool)
+            bar.update(int(done.sum()))
+            for a in range(0, n, batch):
+                b = min(a + batch, n)
+                if done[a:b].all():  # an interrupted run did these: only advance the generators
+                    torch.randint(0, 2**62, (b - a,), generator=generator)
+                    if calibrated:
+                        probe_rng.standard_normal((b - a, *pipe.geometry.sinogram_shape))
+                    continue
+                res = pipe(reader.read(slice(a, b)), strategy=strategy, lam=lam, fusion=fusion,
+                           fusion_lam=fusion_lam, steps=steps, strength=strength, calibrate=calibrate,
+                           symmetries=symmetries, photons_input=photons, generator=generator,
+                           probe_rng=probe_rng, progress=False)
+                choice = res.strategy
+                if res.calibration is not None:
+                    weights.append(float(np.mean(res.calibration)))
+                work["image_hu"][a:b] = res.image_hu.astype(np.float32)
+                if save_intermediates:
+                    for k, v in res.intermediates().items():
+                        work[k][a:b] = np.asarray(v, np.float32)
+                work["done"][a:b] = 1
+                work.flush()
+                computed += b - a
+                bar.update(b - a)
+    if choice is None:  # every slice was done before: the strategy of this input, again
+        from .inference import choose_strategy
+
+        choice = choose_strategy(strategy, lam, photons_input=photons if strategy == "auto" else None,
+                                 photons_train=pipe.info.get("photons_train_estimated"))
+    keep = {k: attrs[k] for k in ("geometry", "photons") if k in attrs}
+    keep["source"] = f"turndiff reconstruct ({choice.strategy}, fusion {fusion}) of {input_h5}"
+    finish(run_dir / _WORK, keep)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return StudyResult(n, computed, choice, photons, float(np.mean(weights)) if weights else None)
+
+
+def finish_h5(out: str | os.PathLike[str], *, overwrite: bool = False) -> Callable[[Path, dict[str, Any]], None]:
+    """A ``finish`` for :func:`reconstruct_study` that makes the work file itself the
+    ``.h5`` output (attributes added, bookkeeping dropped, renamed into place): the study
+    is never held in memory, not even to write it."""
+    import h5py
+
+    def finish(work: Path, attrs: dict[str, Any]) -> None:
+        with h5py.File(work, "r+") as f:
+            del f["done"]
+            for k, v in attrs.items():
+                f.attrs[k] = v
+        with atomic_output(out, overwrite=overwrite) as tmp:
+            os.replace(work, tmp)
+
+    return finish
+
+
+def finish_images(write: Callable[[np.ndarray, dict[str, Any], dict[str, np.ndarray] | None], None],
+                  intermediates: bool = False) -> Callable[[Path, dict[str, Any]], None]:
+    """A ``finish`` for formats written from an array (NumPy, NIfTI, DICOM, PNG):
+    ``write(image_hu, attrs, extra)`` gets the completed stack."""
+    import h5py
+
+    def finish(work: Path, attrs: dict[str, Any]) -> None:
+        with h5py.File(work, "r") as f:
+            image = f["image_hu"][()]
+            extra = {k: f[k][()] for k in f if k not in ("image_hu", "done")} if intermediates else None
+        write(image, attrs, extra)
+
+    return finish

@@ -1,0 +1,82 @@
+"""Issue 16: a study reconstructed a batch of slices at a time is the study reconstructed
+at once, and an interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from turndiff.dose import simulate_scan
+from turndiff.errors import InputError
+from turndiff.io import write_h5
+from turndiff.phantoms import make_phantoms
+from turndiff.physics import default_fan_geometry
+from turndiff.pipeline import fit
+from turndiff.streaming import finish_h5, reconstruct_study
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A 5-slice scan and a tiny model trained on two of its slices."""
+    d = tmp_path_factory.mktemp("study")
+    g = default_fan_geometry(SIZE)
+    sino, _ = simulate_scan(make_phantoms(5, SIZE, seed=11), g, photons=2.5e4, seed=3)
+    write_h5(d / "scan.h5", {"sinogram": sino}, geometry_json=g.to_json(), photons=2.5e4)
+    pipe = fit(sino[:2], geometry=g, photons=2.5e4, preset="tiny", device="cpu", progress=False)
+    return d / "scan.h5", sino, pipe
+
+
+def _image(path) -> np.ndarray:
+    with h5py.File(path) as f:
+        assert "done" not in f  # bookkeeping of the run folder is not part of the output
+        return f["image_hu"][()]
+
+
+@pytest.mark.parametrize("calibrate", [None, True])
+def test_batches_give_the_one_call_result(study, tmp_path, calibrate):
+    """Same dose estimate, same sampler seeds and calibration probes per slice: batches of
+    2 (2 + 2 + 1) give what one call on all five slices gives."""
+    scan, sino, pipe = study
+    out = tmp_path / "r.h5"
+    res = reconstruct_study(pipe, scan, finish_h5(out), out=out, batch=2, seed=4, calibrate=calibrate,
+                            progress=False)
+    assert res.slices == 5 and res.computed == 5
+    whole = pipe(sino, seed=4, calibrate=calibrate, progress=False)
+    assert (res.calibration is not None) == (whole.calibration is not None)
+    np.testing.assert_allclose(_image(out), whole.image_hu, atol=1e-3)  # HU; float summation order only
+    assert not (tmp_path / "r.h5.run").exists()  # the run folder is gone once the output is whole
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(study, tmp_path, monkeypatch):
+    scan, sino, pipe = study
+    ref = tmp_path / "ref.h5"
+    reconstruct_study(pipe, scan, finish_h5(ref), out=ref, batch=2, progress=False)
+    out = tmp_path / "r.h5"
+    calls = []
+    original = type(pipe).__call__
+
+    def interrupted(self, *a, **k):
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C during the second batch
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(type(pipe), "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_study(pipe, scan, finish_h5(out), out=out, batch=2, progress=False)
+    monkeypatch.setattr(type(pipe), "__call__", original)
+    assert not out.exists() and (tmp_path / "r.h5.run").is_dir()  # no output until it is whole
+    res = reconstruct_study(pipe, scan, finish_h5(out), out=out, batch=2, progress=False)
+    assert res.computed == 3  # the first batch of two was not redone
+    np.testing.assert_allclose(_image(out), _image(ref), atol=1e-4)
+    # Another setting into the same interrupted run folder is refused, not mixed in.
+    (tmp_path / "x.h5.run").mkdir()
+    from turndiff.io import SinogramReader, claim_run_dir
+
+    with SinogramReader(scan) as r:
+        claim_run_dir(tmp_path / "x.h5.run", r, {"command": "reconstruct", "seed": 99})
+    with pytest.raises(InputError, match="other data or settings"):
+        reconstruct_study(pipe, scan, finish_h5(tmp_path / "x.h5"), out=tmp_path / "x.h5", progress=False)
