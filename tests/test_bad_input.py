@@ -113,17 +113,9 @@ def _text_npy(ws: Path) -> None:
 
 
 def _rtstruct(ws: Path) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from test_io import _bad_rtstruct_folder  # an RT structure set alone, in ws/rt
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.481.3", generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta, ds.Modality, ds.PatientID = meta, "RTSTRUCT", "x"
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    (ws / "rt").mkdir()
-    ds.save_as(ws / "rt" / "rs.dcm", enforce_file_format=True)
+    _bad_rtstruct_folder(ws, None)
 
 
 def _second_scan_interrupted(ws: Path) -> None:
@@ -190,6 +182,10 @@ DEFECTS = [
     (12, "fit under a file", _file_where_a_folder_belongs, "fit scan.h5 --out notafolder/m", "notafolder"),
     (12, "bad --template", None, "reconstruct model scan.h5 --out r.h5 --template scan.h5", "scan.h5"),
     (12, "--steps too large", None, "reconstruct model scan.h5 --out r.h5 --steps 100000", "steps"),
+    (12, "DICOM out over other data", None, "reconstruct model scan.h5 --out data --format dicom --overwrite",
+     "not written by turndiff"),
+    (12, "PNG out over other data (fbp)", None, "fbp scan.h5 --out data --format png --overwrite",
+     "not written by turndiff"),
     (13, "unknown option", None, "fbp scan.h5 --out r.npy --bogus", "--bogus"),
     (13, "--photons not a number", None, "simulate image.npy --out s.h5 --photons abc", "--photons"),
     (13, "--seed -1", None, "simulate image.npy --out s.h5 --seed -1", "--seed"),

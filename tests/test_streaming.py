@@ -80,3 +80,41 @@ def test_an_interrupted_run_resumes_where_it_stopped(study, tmp_path, monkeypatc
         claim_run_dir(tmp_path / "x.h5.run", r, {"command": "reconstruct", "seed": 99})
     with pytest.raises(InputError, match="other data or settings"):
         reconstruct_study(pipe, scan, finish_h5(tmp_path / "x.h5"), out=tmp_path / "x.h5", progress=False)
+
+
+def test_reconstruct_all_mirrors_the_tree_and_reports_each_scan(study, tmp_path):
+    """Issue 16: a cohort with one model. Two good scans in a tree and one bad: the good
+    ones are reconstructed into the mirrored tree, the bad one is refused with its reason
+    without stopping the others, summary.csv says so, and the exit is non-zero; a rerun
+    skips what exists."""
+    import csv
+    import shutil
+
+    from turndiff.cli import main
+
+    scan, sino, pipe = study
+    model = tmp_path / "model"
+    pipe.save_pretrained(model)
+    cohort = tmp_path / "cohort"
+    (cohort / "a").mkdir(parents=True)
+    (cohort / "b" / "c").mkdir(parents=True)
+    shutil.copy(scan, cohort / "a" / "p1.h5")
+    shutil.copy(scan, cohort / "b" / "c" / "p2.h5")
+    g = default_fan_geometry(SIZE + 8)  # another scanner: refused by the model
+    write_h5(cohort / "b" / "bad.h5", {"sinogram": np.zeros((1, *g.sinogram_shape), np.float32)},
+             geometry_json=g.to_json())
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["reconstruct-all", str(model), str(cohort), "--out", str(out), "--format", "nii", "--steps", "2"])
+    assert e.value.code == 1
+    assert (out / "a" / "p1.nii.gz").is_file() and (out / "b" / "c" / "p2.nii.gz").is_file()
+    with open(out / "summary.csv") as fh:
+        rows = {r["input"].split("cohort/")[1]: r for r in csv.DictReader(fh)}
+    assert rows["a/p1.h5"]["status"] == rows["b/c/p2.h5"]["status"] == "done"
+    assert rows["b/bad.h5"]["status"] == "refused" and "trained on" in rows["b/bad.h5"]["detail"]
+    (cohort / "b" / "bad.h5").unlink()
+    with pytest.raises(SystemExit) as e:
+        main(["reconstruct-all", str(model), str(cohort), "--out", str(out), "--format", "nii", "--steps", "2"])
+    assert e.value.code == 0
+    with open(out / "summary.csv") as fh:
+        assert {r["status"] for r in csv.DictReader(fh)} == {"skipped"}

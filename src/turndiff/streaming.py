@@ -61,13 +61,19 @@ def _open_work(path: Path, n: int, shape: tuple[int, int], names: tuple[str, ...
     import h5py
 
     if path.is_file():
+        f = None
         try:
             f = h5py.File(path, "r+")
             if all(k in f and f[k].shape == (n, *shape) for k in names) and f["done"].shape == (n,):
+                f["done"][()]  # readable to the end
                 return f
-            f.close()
-        except OSError:  # killed mid-write: the work file is unreadable; start it again
+        except (OSError, KeyError, ValueError, RuntimeError):  # killed mid-write: start it again
             pass
+        if f is not None:
+            try:
+                f.close()
+            except Exception:  # a damaged file may not even close cleanly
+                pass
         path.unlink()
     f = h5py.File(path, "w")
     for k in names:
@@ -179,7 +185,7 @@ def reconstruct_study(
 
         choice = choose_strategy(strategy, lam, photons_input=photons if strategy == "auto" else None,
                                  photons_train=pipe.info.get("photons_train_estimated"))
-    keep = {k: attrs[k] for k in ("geometry", "photons") if k in attrs}
+    keep = {k: attrs[k] for k in ("geometry", "photons", "placement") if k in attrs}
     keep["source"] = f"turndiff reconstruct ({choice.strategy}, fusion {fusion}) of {input_h5}"
     finish(run_dir / _WORK, keep)
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -41,6 +41,14 @@ def _register() -> None:
                 raise
 
 
+def _resume_hint() -> str:
+    """Where an interrupted resumable command keeps its work, if it claimed a run folder."""
+    runs = sys.modules.get("turndiff.io.runs")
+    claimed = runs.claimed_run_dirs() if runs is not None else []
+    existing = [d for d in claimed if d.is_dir()]
+    return f"; rerun the same command to resume from {existing[-1]}" if existing else ""
+
+
 def _one_line(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return msg[0] if msg else type(e).__name__
@@ -103,14 +111,14 @@ def _run(argv: list[str] | None) -> None:
         sys.exit(130)
     except _Terminated as e:
         name = "interrupted" if e.signum == signal.SIGINT else "terminated"
-        click.echo(f"turndiff: {name}; no partial output was left", err=True)
+        click.echo(f"turndiff: {name}; no partial output was left{_resume_hint()}", err=True)
         sys.exit(128 + int(e.signum))
     except KeyboardInterrupt:
         click.echo("turndiff: interrupted", err=True)
         sys.exit(130)
     except (TurnDiffError, ValueError, OSError, MemoryError) as e:
         if _SIGNALLED:  # a library turned the signal into its own error
-            click.echo("turndiff: interrupted; no partial output was left", err=True)
+            click.echo(f"turndiff: interrupted; no partial output was left{_resume_hint()}", err=True)
             sys.exit(128 + _SIGNALLED[0])
         if os.environ.get("TURNDIFF_DEBUG"):
             raise

@@ -11,10 +11,12 @@ from ..errors import InputError
 OUTPUT_FORMATS = ("h5", "npy", "nii", "nifti", "dicom", "png")
 
 
-def load_hu_input(spec: str, *, size: int | None, seed: int) -> tuple[np.ndarray, float | None, str, object]:
+def load_hu_input(spec: str, *, size: int | None, seed: int) -> tuple[np.ndarray, float | None, str, dict | None]:
     """Load images in HU from a path or ``phantom:N``.
 
-    Returns ``(hu [N, H, W], pixel spacing mm or None, source description, dicom template)``.
+    Returns ``(hu [N, H, W], pixel spacing mm or None, source description, placement)``,
+    the placement (:func:`turndiff.io.placement_of`) saying where the slices sit in
+    patient space, or None where the input does not say (phantoms, ``.npy``).
     """
     if spec.startswith("phantom:"):
         from ..phantoms import make_phantoms
@@ -27,13 +29,13 @@ def load_hu_input(spec: str, *, size: int | None, seed: int) -> tuple[np.ndarray
             raise InputError("phantom:N needs N >= 1")
         s = size or 256
         return make_phantoms(n, s, seed=seed), 384.0 / s, f"turndiff phantoms (seed {seed})", None
-    from ..io import read_volume
+    from ..io import placement_of, read_volume
 
     vol = read_volume(spec)
     ps = None
     if vol.spacing is not None:
         ps = float(vol.spacing[1])
-    return vol.hu, ps, vol.source, vol.dicom_template
+    return vol.hu, ps, vol.source, placement_of(vol)
 
 
 def to_square_grid(hu: np.ndarray, spacing: float | None, size: int | None) -> tuple[np.ndarray, float]:
@@ -83,11 +85,10 @@ def geometry_of(attrs: dict, where: str):
 
 def check_image_output(out: str, fmt: str | None) -> str:
     """Check ``--out`` / ``--format`` of an image output before any work; returns the format."""
-    from ..io import check_output
+    from ..io.volume import check_volume_output
 
     f = output_format(out, fmt)
-    if f in ("h5", "npy", "nii"):
-        check_output(out)
+    check_volume_output(out, "nifti" if f == "nii" else f)
     return f
 
 
@@ -104,7 +105,9 @@ def write_images(out: str, hu: np.ndarray, *, fmt: str | None, spacing: float | 
                  source=a.pop("source", None), extra_attrs=a)
     else:
         sp = (spacing, spacing) if spacing else None
-        write_volume(out, hu, format="nifti" if f == "nii" else f, spacing=sp, template=template, anonymize=anonymize)
+        place = (attrs or {}).get("placement")
+        write_volume(out, hu, format="nifti" if f == "nii" else f, spacing=sp, template=template, anonymize=anonymize,
+                     placement=json.loads(place) if isinstance(place, str) else place)
     return f
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import click
@@ -44,7 +45,7 @@ def simulate(input: str, out: str, photons, dose_fraction, geom, det_shape, view
         0.25 if dose_fraction is None else dose_fraction)
     if electronic_noise is not None and not math.isfinite(electronic_noise):
         raise InputError(f"--electronic-noise must be a finite number of photons, got {electronic_noise}")
-    hu, spacing, source, _ = load_hu_input(input, size=size, seed=seed)
+    hu, spacing, source, placement = load_hu_input(input, size=size, seed=seed)
     hu, ps = to_square_grid(hu, spacing, size)
     n = hu.shape[-1]
     if geom == "fan":
@@ -58,7 +59,9 @@ def simulate(input: str, out: str, photons, dose_fraction, geom, det_shape, view
     datasets = {"sinogram": noisy, "reference_hu": hu}
     if keep_clean:
         datasets["clean_sinogram"] = clean
-    write_h5(out, datasets, geometry_json=g.to_json(), photons=i0, source=source)
+    # Where the slices sit (DICOM or NIfTI input): fbp and reconstruct write their series there.
+    extra = {"placement": json.dumps(placement)} if placement is not None else None
+    write_h5(out, datasets, geometry_json=g.to_json(), photons=i0, source=source, extra_attrs=extra)
     click.echo(f"wrote {out}", err=True)
 
 
@@ -91,6 +94,6 @@ def fbp(input: str, out: str, fmt, filt, template, anonymize, overwrite) -> None
         for a in range(0, sino.shape[0], BATCH):  # batches: cheaper per slice than one at a time
             hu[a : a + BATCH] = A.fbp_hu(sino[a : a + BATCH], filter=filt)
             bar.update(len(hu[a : a + BATCH]))
-    keep = {k: attrs[k] for k in ("geometry", "photons", "source") if k in attrs}
+    keep = {k: attrs[k] for k in ("geometry", "photons", "source", "placement") if k in attrs}
     write_images(out, hu, fmt=fmt, spacing=g.pixel_spacing, attrs=keep, template=tmpl, anonymize=anonymize)
     click.echo(f"wrote {out}", err=True)

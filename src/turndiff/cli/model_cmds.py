@@ -103,38 +103,74 @@ def fit_cmd(input, out, preset, device, train_slices, seed, overwrite) -> None:
     click.echo(f"wrote {out} (stage 1 {secs['stage1']:.0f} s, stage 2 {secs.get('stage2', 0):.0f} s)", err=True)
 
 
+_RECONSTRUCT_OPTIONS = [
+    click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None,
+                 help="Override the output format."),
+    click.option("--strategy", type=click.Choice(["auto", "up", "down", "none"]), default="auto", show_default=True,
+                 help="Tunable dose strategy: up: lam*x_ld + (1-lam)*x0; down: lam*x0 + (1-lam)*x_ld; none: x_ld; "
+                      "auto: estimates the input's dose from its sinogram and sets the condition's noise to 0.2 of "
+                      "the training noise (docs/METHOD.md)."),
+    click.option("--lam", type=click.FloatRange(0, 1), default=None,
+                 help="Blend weight of the strategy (up/down), or of the diffusion output with --fusion global."),
+    click.option("--fusion", type=click.Choice(["pixel", "global"]), default="pixel", show_default=True),
+    click.option("--fusion-lam", type=click.FloatRange(0, 1), default=None,
+                 help="Weight of the diffusion output with --fusion global [default: --lam, else 0.5]."),
+    click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps [model default]."),
+    click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=None,
+                 help="Partial-diffusion start, fraction of the chain [model default]."),
+    seed_option(),
+    click.option("--symmetries", type=click.Choice(["flips", "mirror", "none"]), default="flips", show_default=True,
+                 help="Test-time flips of stage 1, averaged (none: one pass, 4x faster stage 1)."),
+    click.option("--calibrate", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+                 help="Blend stage 1 with the data per frequency band by SURE (auto: on unless the scan is "
+                      "much noisier than the training scans)."),
+    click.option("--device", type=DEVICE, default="auto", show_default=True),
+    click.option("--save-intermediates", is_flag=True,
+                 help="Also store x_ld, x0, x_prior, x_diffusion, fusion_weight (.h5)."),
+    click.option("--template", type=click.Path(exists=True), default=None,
+                 help="Source DICOM series whose patient/study tags a DICOM output copies."),
+    click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers."),
+    overwrite_option,
+]
+
+
+def reconstruct_options(f):
+    """The options of `reconstruct`, shared by `reconstruct-all`."""
+    for option in reversed(_RECONSTRUCT_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmpl, *, progress: bool = True):
+    """One study, streamed: the output policy, then :func:`turndiff.streaming.reconstruct_study`."""
+    from ..streaming import finish_h5, finish_images, reconstruct_study
+
+    refuse_output_over_input(out, input, model_dir, overwrite=opts["overwrite"])
+    f = check_image_output(out, opts["fmt"])
+    fusion_lam = opts["fusion_lam"]
+    if opts["fusion"] == "global" and fusion_lam is None:
+        fusion_lam = opts["lam"]  # SURFACE.md: `--fusion global --lam L`
+    if f == "h5":
+        finish = finish_h5(out, overwrite=opts["overwrite"])
+    else:
+        spacing = geometry_of(pipe.info, model_dir).pixel_spacing
+        finish = finish_images(lambda hu, attrs, extra: write_images(
+            out, hu, fmt=opts["fmt"], spacing=spacing, extra=extra, attrs=attrs, template=tmpl,
+            anonymize=opts["anonymize"]), intermediates=opts["save_intermediates"])
+    return reconstruct_study(
+        pipe, input, finish, out=out, strategy=opts["strategy"],
+        lam=opts["lam"] if opts["strategy"] in ("up", "down") else None, fusion=opts["fusion"], fusion_lam=fusion_lam,
+        steps=opts["steps"], strength=opts["strength"], seed=opts["seed"],
+        calibrate={"auto": None, "on": True, "off": False}[opts["calibrate"]], symmetries=opts["symmetries"],
+        save_intermediates=opts["save_intermediates"] and f == "h5", progress=progress)
+
+
 @cli.command("reconstruct")
 @click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(file_okay=False))
 @click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, help="Output: .h5, .npy, .nii(.gz), or a folder with --format dicom|png.")
-@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default=None, help="Override the output format.")
-@click.option("--strategy", type=click.Choice(["auto", "up", "down", "none"]), default="auto", show_default=True,
-              help="Tunable dose strategy: up: lam*x_ld + (1-lam)*x0; down: lam*x0 + (1-lam)*x_ld; none: x_ld; "
-                   "auto: estimates the input's dose from its sinogram and sets the condition's noise to 0.2 of "
-                   "the training noise (docs/METHOD.md).")
-@click.option("--lam", type=click.FloatRange(0, 1), default=None,
-              help="Blend weight of the strategy (up/down), or of the diffusion output with --fusion global.")
-@click.option("--fusion", type=click.Choice(["pixel", "global"]), default="pixel", show_default=True)
-@click.option("--fusion-lam", type=click.FloatRange(0, 1), default=None,
-              help="Weight of the diffusion output with --fusion global [default: --lam, else 0.5].")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps [model default].")
-@click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Partial-diffusion start, fraction of the chain [model default].")
-@seed_option()
-@click.option("--symmetries", type=click.Choice(["flips", "mirror", "none"]), default="flips", show_default=True,
-              help="Test-time flips of stage 1, averaged (none: one pass, 4x faster stage 1).")
-@click.option("--calibrate", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Blend stage 1 with the data per frequency band by SURE (auto: on unless the scan is "
-                   "much noisier than the training scans).")
-@click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--save-intermediates", is_flag=True, help="Also store x_ld, x_prior, x_diffusion, fusion_weight (.h5).")
-@click.option("--template", type=click.Path(exists=True), default=None,
-              help="Source DICOM series whose patient/study tags a DICOM output copies.")
-@click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers.")
-@overwrite_option
-def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, steps, strength, seed, symmetries,
-                calibrate,
-                device, save_intermediates, template, anonymize, overwrite) -> None:
+@reconstruct_options
+def reconstruct(model_dir, input, out, **opts) -> None:
     """Reconstruct the `sinogram` of IN.h5 with a TurnDiff model.
 
     The study is read, reconstructed and written a batch of slices at a time, so its
@@ -143,26 +179,12 @@ def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, s
     """
     from ..io import read_volume
     from ..pipeline import TurnDiffPipeline
-    from ..streaming import finish_h5, finish_images, reconstruct_study
 
-    refuse_output_over_input(out, input, model_dir, overwrite=overwrite)
-    f = check_image_output(out, fmt)
-    tmpl = read_volume(template).dicom_template if template else None  # a bad template fails before the work
-    pipe = TurnDiffPipeline.from_pretrained(model_dir, device=device)
-    if fusion == "global" and fusion_lam is None:
-        fusion_lam = lam  # SURFACE.md: `--fusion global --lam L`
-    if f == "h5":
-        finish = finish_h5(out, overwrite=overwrite)
-    else:
-        spacing = geometry_of(pipe.info, model_dir).pixel_spacing
-        finish = finish_images(lambda hu, attrs, extra: write_images(
-            out, hu, fmt=fmt, spacing=spacing, extra=extra, attrs=attrs, template=tmpl, anonymize=anonymize),
-            intermediates=save_intermediates)
-    res = reconstruct_study(pipe, input, finish, out=out, strategy=strategy,
-                            lam=lam if strategy in ("up", "down") else None, fusion=fusion, fusion_lam=fusion_lam,
-                            steps=steps, strength=strength, seed=seed,
-                            calibrate={"auto": None, "on": True, "off": False}[calibrate], symmetries=symmetries,
-                            save_intermediates=save_intermediates and f == "h5")
+    refuse_output_over_input(out, input, model_dir, overwrite=opts["overwrite"])
+    check_image_output(out, opts["fmt"])
+    tmpl = read_volume(opts["template"]).dicom_template if opts["template"] else None  # fails before the work
+    pipe = TurnDiffPipeline.from_pretrained(model_dir, device=opts["device"])
+    res = _reconstruct_one(pipe, model_dir, input, out, opts, tmpl)
     c = res.strategy
     click.echo(f"strategy {c.strategy} (lam {c.lam:.3f}, weight of x_ld {c.weight_ld:.3f}"
                + (f", input noise / training noise {c.noise_ratio:.2f}" if c.noise_ratio else "") + ")", err=True)
@@ -172,3 +194,90 @@ def reconstruct(model_dir, input, out, fmt, strategy, lam, fusion, fusion_lam, s
         click.echo(f"resumed: {res.slices - res.computed} of {res.slices} slices were done by an interrupted run",
                    err=True)
     click.echo(f"wrote {out}", err=True)
+
+
+_SUFFIX = {"h5": ".h5", "npy": ".npy", "nii": ".nii.gz", "nifti": ".nii.gz", "dicom": "", "png": ""}
+
+
+def _cohort(in_dir: Path, listing: str | None) -> list[Path]:
+    """The scans of a cohort: the ``.h5`` files under ``in_dir`` (sorted), or the paths in
+    the first column of a CSV file (relative to ``in_dir``; a header ``path`` is skipped)."""
+    import csv
+
+    if listing is None:
+        return sorted(p for p in in_dir.rglob("*.h5") if p.is_file() and not p.name.startswith("."))
+    with open(listing, newline="") as fh:
+        rows = [r[0].strip() for r in csv.reader(fh) if r and r[0].strip()]
+    if rows and rows[0].lower() == "path":
+        rows = rows[1:]
+    return [p if p.is_absolute() else in_dir / p for p in map(Path, rows)]
+
+
+@cli.command("reconstruct-all")
+@click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(file_okay=False))
+@click.argument("in_dir", metavar="IN_DIR", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder; mirrors IN_DIR's tree (scan.h5 -> scan.nii.gz, or a folder scan/ for DICOM/PNG).")
+@click.option("--list", "listing", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="CSV whose first column lists the scans (relative to IN_DIR) instead of every .h5 under it.")
+@reconstruct_options
+def reconstruct_all(model_dir, in_dir, out_dir, listing, **opts) -> None:
+    """Reconstruct every scan of a cohort with one model.
+
+    Each scan is reconstructed as `reconstruct` would (streamed, resumable); a scan whose
+    output exists is skipped unless --overwrite is given, and a bad scan is refused with
+    its reason without stopping the others. OUT/summary.csv lists what was done, skipped or
+    refused; the exit status is non-zero only when a scan was refused or failed.
+    """
+    import csv
+    import io as _io
+    import time
+
+    from ..errors import TurnDiffError
+    from ..io import atomic_output, read_volume
+    from ..pipeline import TurnDiffPipeline
+
+    fmt = opts["fmt"] or "h5"
+    opts["fmt"] = fmt
+    tmpl = read_volume(opts["template"]).dicom_template if opts["template"] else None
+    pipe = TurnDiffPipeline.from_pretrained(model_dir, device=opts["device"])
+    in_root, out_root = Path(in_dir), Path(out_dir)
+    scans = _cohort(in_root, listing)
+    if not scans:
+        raise click.ClickException(f"{in_dir}: no .h5 scans found")
+    rows = []
+    for k, scan in enumerate(scans, 1):
+        try:
+            rel = scan.relative_to(in_root)
+        except ValueError:
+            rel = Path(scan.name)
+        out = out_root / rel.with_suffix(_SUFFIX[fmt]) if _SUFFIX[fmt] else out_root / rel.with_suffix("")
+        t0 = time.perf_counter()
+        click.echo(f"[{k}/{len(scans)}] {scan}", err=True)
+        if (out.is_file() or (out.is_dir() and any(out.iterdir()))) and not opts["overwrite"]:
+            rows.append((str(scan), str(out), "skipped", "output exists (--overwrite replaces it)", 0.0))
+            continue
+        try:
+            res = _reconstruct_one(pipe, model_dir, str(scan), str(out), opts, tmpl)
+            note = f"{res.slices} slices" + (f", {res.slices - res.computed} resumed" if res.computed < res.slices
+                                             else "")
+            rows.append((str(scan), str(out), "done", note, time.perf_counter() - t0))
+        except (TurnDiffError, ValueError, OSError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            rows.append((str(scan), str(out), "refused", reason, time.perf_counter() - t0))
+            click.echo(f"  refused: {reason}", err=True)
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["input", "output", "status", "detail", "seconds"])
+    w.writerows([(a, b, c, d, f"{e:.1f}") for a, b, c, d, e in rows])
+    out_root.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_root / "summary.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    counts = {s: sum(r[2] == s for r in rows) for s in ("done", "skipped", "refused")}
+    click.echo("| input | status | detail |\n|---|---|---|", err=True)
+    for a, _, c, d, _ in rows:
+        click.echo(f"| {a} | {c} | {d} |", err=True)
+    click.echo(f"{counts['done']} done, {counts['skipped']} skipped, {counts['refused']} refused; "
+               f"summary in {out_root / 'summary.csv'}", err=True)
+    if counts["refused"]:
+        raise SystemExit(1)

@@ -16,7 +16,7 @@ file and the problem.
 
 from turndiff.io.atomic import atomic_output, check_output
 from turndiff.io.hdf5 import H5Data, SinogramReader, read_h5, read_h5_dataset, read_sinogram_h5, write_h5
-from turndiff.io.volume import WINDOWS, Volume, read_volume, window_to_uint8, write_volume
+from turndiff.io.volume import WINDOWS, Volume, placement_of, read_volume, window_to_uint8, write_volume
 from turndiff.io.runs import claim_run_dir, run_dir_for
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "SinogramReader",
     "write_h5",
     "Volume",
+    "placement_of",
     "WINDOWS",
     "read_volume",
     "write_volume",

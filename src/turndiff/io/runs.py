@@ -13,9 +13,16 @@ import numpy as np
 from turndiff.errors import InputError
 from turndiff.io.hdf5 import SinogramReader
 
-__all__ = ["RUN_INPUT", "claim_run_dir", "run_dir_for"]
+__all__ = ["RUN_INPUT", "claim_run_dir", "claimed_run_dirs", "run_dir_for"]
 
 RUN_INPUT = "input.json"
+
+_CLAIMED: list[Path] = []
+
+
+def claimed_run_dirs() -> list[Path]:
+    """The run folders this process has claimed (the CLI names them when interrupted)."""
+    return list(_CLAIMED)
 
 
 def run_dir_for(out: str | os.PathLike[str]) -> Path:
@@ -52,7 +59,9 @@ def claim_run_dir(run_dir: str | os.PathLike[str], sinogram: np.ndarray | Sinogr
         if before != json.loads(json.dumps(stamp)):
             raise InputError(f"{run_dir}: holds an interrupted run on other data or settings; "
                              "delete it to start again, or rerun the same command to resume")
+        _CLAIMED.append(run_dir)
         return True
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(stamp, indent=2))
+    _CLAIMED.append(run_dir)
     return False

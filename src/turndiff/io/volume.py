@@ -20,7 +20,7 @@ Formats
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,10 +31,10 @@ from turndiff.windows import WINDOWS
 from turndiff._checks import PLAUSIBLE_HU
 from turndiff.errors import InputError
 from turndiff.io import dicom as _dicom
-from turndiff.io.atomic import atomic_output
+from turndiff.io.atomic import atomic_output, check_output
 from turndiff.io.hdf5 import read_h5, write_h5
 
-__all__ = ["Volume", "WINDOWS", "read_volume", "write_volume", "window_to_uint8"]
+__all__ = ["Volume", "WINDOWS", "placement_of", "read_volume", "write_volume", "window_to_uint8"]
 
 
 Format = Literal["h5", "npy", "nifti", "dicom", "png"]
@@ -288,8 +288,10 @@ def _placement(
     template: Any,
     spacing: Sequence[float] | None,
     slice_thickness: float | None,
+    placement: Mapping[str, Any] | None = None,
 ) -> _Placement:
-    """Geometry of the output: explicit values, then the template, then defaults.
+    """Geometry of the output: explicit values, then ``placement`` (a source's geometry
+    carried by :func:`placement_of`), then the template, then defaults.
 
     A template whose image size differs from ``hu`` (e.g. a reconstruction on a
     resampled grid) is assumed to cover the same field of view with the same centre.
@@ -302,6 +304,9 @@ def _placement(
     row_dir, col_dir = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
     centre = np.zeros(3)
     t_thick: float | None = None
+    if placement is not None:
+        row_dir, col_dir, centre, positions, t_thick = _read_placement(placement, n)
+        ds, template = None, None  # the carried geometry wins; a template still gives the tags
     if isinstance(template, Volume):
         t_spacing, t_shape = template.spacing, template.hu.shape[1:]
         if template.slice_positions is not None and len(template.slice_positions) == n:
@@ -347,6 +352,45 @@ def _placement(
     return _Placement(row_dir, col_dir, origins, out_spacing, thickness)
 
 
+def placement_of(volume: Volume) -> dict[str, Any] | None:
+    """Where ``volume``'s slices sit in patient space, as plain JSON-able values, for an
+    output derived from it on another grid (``simulate`` stores it in the ``.h5`` file as
+    the ``placement`` attribute; ``fbp`` and ``reconstruct`` write their DICOM and NIfTI
+    with it): ``row_dir``, ``col_dir`` (unit vectors, DICOM LPS), ``centre`` (mm, the
+    centre of the field of view in the first slice), ``positions`` (mm along the slice
+    normal, one per slice) and ``thickness`` (mm or None). None when the volume does not
+    say where its slices are (a ``.npy`` file)."""
+    if volume.slice_positions is None:
+        return None
+    n, h, w = volume.hu.shape
+    place = _placement(volume.hu.shape, volume, None, None)
+    sr, sc = place.spacing
+    centre = place.origins[0] + (w - 1) / 2 * sc * place.row_dir + (h - 1) / 2 * sr * place.col_dir
+    normal = np.cross(place.row_dir, place.col_dir)
+    return {"row_dir": place.row_dir.tolist(), "col_dir": place.col_dir.tolist(), "centre": centre.tolist(),
+            "positions": (place.origins @ normal).tolist(), "thickness": place.thickness}
+
+
+def _read_placement(placement: Mapping[str, Any], n: int):
+    """Validate a :func:`placement_of` dict -> (row_dir, col_dir, centre, positions, thickness)."""
+    try:
+        row_dir = np.asarray(placement["row_dir"], np.float64)
+        col_dir = np.asarray(placement["col_dir"], np.float64)
+        centre = np.asarray(placement["centre"], np.float64)
+        positions = np.asarray(placement["positions"], np.float64)
+        thickness = placement.get("thickness")
+        thickness = None if thickness is None else float(thickness)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"bad slice placement ({e})") from None
+    ok = (row_dir.shape == col_dir.shape == centre.shape == (3,) and positions.ndim == 1
+          and np.isfinite(np.concatenate([row_dir, col_dir, centre, positions])).all())
+    if not ok:
+        raise InputError("bad slice placement (expected 3-vectors and one position per slice)")
+    if positions.shape[0] != n:
+        raise InputError(f"the slice placement is for {positions.shape[0]} slices, the image has {n}")
+    return row_dir, col_dir, centre, positions, thickness
+
+
 def write_volume(
     path: str | os.PathLike[str],
     hu: Any,
@@ -358,6 +402,7 @@ def write_volume(
     series_description: str = "turndiff reconstruction",
     spacing: Sequence[float] | None = None,
     slice_thickness: float | None = None,
+    placement: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a HU volume; the format follows the extension unless ``format`` is given.
 
@@ -388,6 +433,11 @@ def write_volume(
     slice_thickness : float, optional
         Distance between slices (mm) where the template does not give positions;
         default the template's, else 1 mm.
+    placement : dict, optional
+        Where the slices sit (:func:`placement_of` of the source volume): DICOM
+        positions and orientation, and the NIfTI affine, follow it; the field of view's
+        centre is kept and ``spacing`` gives the grid. A template then only gives the
+        patient and study tags.
 
     Returns
     -------
@@ -430,7 +480,7 @@ def write_volume(
                 imsave(tmp / f"slice_{k + 1:0{width}d}.png", u8[k], check_contrast=False)
         return path
 
-    place = _placement(hu.shape, template, spacing, slice_thickness)
+    place = _placement(hu.shape, template, spacing, slice_thickness, placement)
     if fmt == "nifti":
         _write_nifti(path, hu, place)
         return path
@@ -450,6 +500,19 @@ def write_volume(
             series_description=series_description,
         )
     return path
+
+
+def check_volume_output(path: str | os.PathLike[str], format: Format | str | None = None) -> None:
+    """Raise :class:`InputError` now if :func:`write_volume` would refuse ``path`` (a file
+    where a folder belongs, a folder of other files for DICOM or PNG), so that a command
+    fails before its work, not after it."""
+    path = Path(path)
+    fmt = _infer_format(path, format)
+    if fmt in ("dicom", "png"):
+        ext = ".dcm" if fmt == "dicom" else ".png"
+        check_output(path, directory=True, replaceable=lambda p: _replaceable(p, ext))
+    else:
+        check_output(path)
 
 
 def _replaceable(folder: Path, ext: str) -> bool:

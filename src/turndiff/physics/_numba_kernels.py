@@ -188,6 +188,17 @@ def joseph_bp(sino, src, dirs, out, n_blocks):
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
+def _bp_constants(n, D, R, det0, det_step):
+    """float32 constants of the back-projection of an ``n x n`` image from ``D`` bins:
+    the grid's half width, 1 / bin step, the padded index of bin 0 (+1: the projections
+    are zero-padded at both ends), R, the last padded index and the column coordinates."""
+    f32 = np.float32
+    half = f32((n - 1) / 2.0)
+    xs = (np.arange(n) - half).astype(np.float32)
+    return half, f32(1.0 / det_step), f32(-det0 / det_step + 1.0), f32(R), f32(D + 1), xs
+
+
+@nb.njit(cache=True, fastmath=True, inline="always")
 def _view_weights(mode, cb, sb, y, xs, Rf, inv_step, off, hi, D, F0, W0, W1):
     """For one view and one image row (height ``y``, columns at ``xs``): the padded bin
     index ``F0[j]`` left of each pixel's ray and the weights ``W0[j]``, ``W1[j]`` of bins
@@ -239,14 +250,9 @@ def pixel_bp(q, cos_b, sin_b, mode, R, det0, det_step, out):
     D = q.shape[1]
     n = out.shape[0]
     f32 = np.float32
-    half = f32((n - 1) / 2.0)
-    inv_step = f32(1.0 / det_step)
-    off = f32(-det0 / det_step + 1.0)  # +1: index into the zero-padded projection
-    Rf = f32(R)
-    hi = f32(D + 1)
+    half, inv_step, off, Rf, hi, xs = _bp_constants(n, D, R, det0, det_step)
     qp = np.zeros((V, D + 2), dtype=np.float32)
     qp[:, 1 : D + 1] = q
-    xs = (np.arange(n) - half).astype(np.float32)
     for i in nb.prange(n):
         y = half - f32(i)
         acc = np.zeros(n, dtype=np.float32)
@@ -272,17 +278,12 @@ def pixel_bp_batch(q, cos_b, sin_b, mode, R, det0, det_step, out):
     D = q.shape[2]
     n = out.shape[1]
     f32 = np.float32
-    half = f32((n - 1) / 2.0)
-    inv_step = f32(1.0 / det_step)
-    off = f32(-det0 / det_step + 1.0)
-    Rf = f32(R)
-    hi = f32(D + 1)
+    half, inv_step, off, Rf, hi, xs = _bp_constants(n, D, R, det0, det_step)
     qp = np.zeros((V, D + 2, B), dtype=np.float32)
     for v in nb.prange(V):
         for d in range(D):
             for s in range(B):
                 qp[v, d + 1, s] = q[s, v, d]
-    xs = (np.arange(n) - half).astype(np.float32)
     for i in nb.prange(n):
         y = half - f32(i)
         acc = np.zeros((n, B), dtype=np.float32)
