@@ -2,7 +2,7 @@
 
 Run::
 
-    python benchmarks/kill_test.py [--kills 24] [--seed 0] [--workdir DIR]
+    python benchmarks/kill_test.py [--kills 30] [--seed 0] [--workdir DIR] [--only fbp,fit]
 
 Each round starts one of ``simulate``, ``fbp``, ``fit --preset tiny`` (both stages, a few
 steps each: the training, checkpoint and resume machinery of every preset), ``train-proj``
@@ -42,6 +42,9 @@ from safetensors.numpy import load_file
 #: The training run that is killed and resumed, and its uninterrupted reference.
 TRAIN = ("--iters", "40", "--sure-every", "20")
 FIT = ("--preset", "tiny")
+#: Seconds after the start at which the signal is sent (uniform); `fbp` is done in about
+#: two seconds, start-up included, so its signals come sooner.
+DELAYS = {"fbp": (0.3, 2.0)}
 
 
 def _turndiff(*args: str) -> list[str]:
@@ -90,6 +93,7 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--only", default=None, help="comma-separated commands to kill (default: all five)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="turndiff-kill-"))
@@ -100,7 +104,7 @@ def main() -> int:
     # `simulate` and `fbp` take a second or two on small data: give them enough to be
     # killed in the middle of (a few seconds at 256 x 256).
     big = work / "big.h5"
-    subprocess.run(_turndiff("simulate", "phantom:24", "--size", "256", "--out", str(big), "--overwrite"),
+    subprocess.run(_turndiff("simulate", "phantom:48", "--size", "256", "--out", str(big), "--overwrite"),
                    check=True, capture_output=True)
     # A tiny TurnDiff model for `reconstruct` (the CLI's `fit` has only the fast and paper presets).
     from turndiff.io import read_sinogram_h5
@@ -128,14 +132,18 @@ def main() -> int:
                                              "--save-intermediates"),
     }
     outputs = {"simulate": "s.h5", "fbp": "r.nii.gz", "fit": "fit", "train-proj": "proj", "reconstruct": "x.h5"}
+    names = args.only.split(",") if args.only else list(commands)
+    unknown = set(names) - set(commands)
+    if unknown:
+        raise SystemExit(f"--only: unknown command(s) {sorted(unknown)}; choose from {list(commands)}")
     failures = 0
     for k in range(args.kills):
-        name = list(commands)[k % len(commands)]
+        name = names[k % len(names)]
         sig = signal.SIGTERM if k % 2 == 0 else signal.SIGKILL
         out = work / f"round{k:02d}"
         out.mkdir()
         proc = subprocess.Popen(commands[name](out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.5, 4.0))
+        time.sleep(rng.uniform(*DELAYS.get(name, (0.5, 4.0))))
         proc.send_signal(sig)
         try:
             _, err = proc.communicate(timeout=120)
