@@ -451,8 +451,6 @@ def write_dicom_series(
 
     normal = np.cross(row_dir, col_dir)
     info = np.iinfo(np.int16)
-    stored = np.clip(np.rint(hu.astype(np.float64) - STORED_INTERCEPT), info.min, info.max)
-    stored = stored.astype("<i2")
     width = max(4, len(str(n)))
     paths = []
     for k in range(n):
@@ -461,7 +459,9 @@ def write_dicom_series(
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds_str(v) for v in origins[k]]
         ds.SliceLocation = _ds_str(float(np.dot(origins[k], normal)))
-        ds.PixelData = stored[k].tobytes()
+        # One slice at a time: ``hu`` may be a lazy stack (an HDF5 dataset) of a whole study.
+        stored = np.clip(np.rint(np.asarray(hu[k], np.float64) - STORED_INTERCEPT), info.min, info.max)
+        ds.PixelData = stored.astype("<i2").tobytes()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
