@@ -166,7 +166,7 @@ DEFECTS = [
      "reconstruct model scan.h5 --out r.h5", "latent_diffusion"),
     (5, "stage 1 on another geometry", _index(_other_geometry), "reconstruct model scan.h5 --out r.h5", "geometry"),
     (6, "resume on other data", _second_scan_interrupted, "train-proj other.h5 --out m --iters 1",
-     "delete it to start again"),
+     "--restart"),
     (8, "photons negative (fbp)", _photons(-100.0), "fbp scan.h5 --out r.npy", "'photons'"),
     (8, "photons negative (train-proj)", _photons(-100.0), "train-proj scan.h5 --out m --iters 1", "'photons'"),
     (8, "photons a word (reconstruct)", _photons("lots"), "reconstruct model scan.h5 --out r.h5", "'photons'"),

@@ -217,8 +217,11 @@ def test_resume_refuses_a_run_started_on_other_data(tmp_path):
     run_dir = tmp_path / "m.run"
     claim_run_dir(run_dir, read_sinogram_h5(a)[0], {"command": "fit"})  # "interrupted" on a
     err = run("train-proj", str(b), "--out", str(tmp_path / "m"), "--iters", "1", expect=2)
-    assert "other data or settings" in err and not (tmp_path / "m").exists()
+    assert "other data or settings" in err and "--restart" in err and not (tmp_path / "m").exists()
     claim_run_dir(run_dir, read_sinogram_h5(a)[0], {"command": "fit"})  # same input: accepted
+    # --restart, the option the message names, discards the interrupted run and starts over.
+    run("train-proj", str(b), "--out", str(tmp_path / "m"), "--iters", "1", "--restart")
+    assert (tmp_path / "m" / "model.safetensors").is_file() and not run_dir.exists()
 
 
 @pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGINT", 130)])

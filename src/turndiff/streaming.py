@@ -99,6 +99,7 @@ def reconstruct_study(
     symmetries: str = "flips",
     save_intermediates: bool = False,
     batch: int = STUDY_BATCH,
+    restart: bool = False,
     progress: bool = True,
 ) -> StudyResult:
     """Reconstruct every slice of ``input_h5`` in batches, resumably.
@@ -120,6 +121,8 @@ def reconstruct_study(
         As for :meth:`TurnDiffPipeline.__call__`.
     batch
         Slices per batch (memory and the unit of resumption; results do not depend on it).
+    restart
+        Discard an interrupted run in ``OUT.run/`` instead of resuming it.
 
     Returns
     -------
@@ -140,7 +143,7 @@ def reconstruct_study(
                     "fusion_lam": fusion_lam, "steps": steps, "strength": strength, "seed": seed,
                     "calibrate": calibrate, "symmetries": symmetries, "intermediates": bool(save_intermediates),
                     "model": pipe.info.get("version"), "model_geometry": pipe.info.get("geometry")}
-        claim_run_dir(run_dir, reader, settings)
+        claim_run_dir(run_dir, reader, settings, restart=restart)
         photons = None
         if strategy == "auto" or calibrate is not False:
             photons = float(estimate_photons(reader.read(_spread(n, DOSE_SLICES))))

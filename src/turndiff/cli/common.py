@@ -154,8 +154,16 @@ def refuse_output_over_input(out: str, *inputs: str, model_folder: bool = False,
         check_output(target, directory=True)
 
 
-def claim_run_dir(run_dir, sinogram, settings: dict) -> bool:
+def claim_run_dir(run_dir, sinogram, settings: dict, restart: bool = False) -> bool:
     """:func:`turndiff.io.claim_run_dir` (the CLI's commands import it from here)."""
     from ..io import claim_run_dir as claim
 
-    return claim(run_dir, sinogram, settings)
+    return claim(run_dir, sinogram, settings, restart=restart)
+
+
+def restart_option(f):
+    """``--restart``: discard an interrupted run in OUT.run/ instead of resuming it."""
+    import click
+
+    return click.option("--restart", is_flag=True, default=False,
+                        help="Discard an interrupted run in OUT.run/ and start again (default: resume it).")(f)

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import cli
 from .common import (OUTPUT_FORMATS, check_image_output, claim_run_dir, geometry_of, overwrite_option,
-                     refuse_output_over_input, write_images, seed_option)
+                     refuse_output_over_input, restart_option, write_images, seed_option)
 from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 
 
@@ -30,7 +30,8 @@ PRESET = click.option("--preset", type=click.Choice(["fast", "paper", "tiny"]), 
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @seed_option()
 @overwrite_option
-def train_ldm(proj_dir, input, out, preset, device, seed, overwrite) -> None:
+@restart_option
+def train_ldm(proj_dir, input, out, preset, device, seed, overwrite, restart) -> None:
     """Train stage 2 (latent diffusion) from a trained stage-1 model and the noisy `sinogram` of IN.h5.
 
     OUT becomes a full TurnDiff model folder (stage 1 copied in), usable by `reconstruct`.
@@ -49,7 +50,7 @@ def train_ldm(proj_dir, input, out, preset, device, seed, overwrite) -> None:
     g = geometry_of(attrs, input)
     run_dir = Path(out).with_name(Path(out).name + ".run")
     claim_run_dir(run_dir, sino, {"command": "train-ldm", "preset": preset, "seed": seed,
-                                  "stage1": str(Path(proj_dir).resolve())})
+                                  "stage1": str(Path(proj_dir).resolve())}, restart=restart)
     t0 = time.perf_counter()
     stage2 = fit_stage2(sino, stage1, g, preset=preset, device=device, seed=seed, run_dir=run_dir)
     seconds = {"stage1": float(stage1.info.get("train_seconds", 0.0)), "stage2": time.perf_counter() - t0}
@@ -81,7 +82,8 @@ def spread_slices(n: int, k: int) -> np.ndarray:
               help="Train on this many slices spread evenly through IN.h5 (all of them if it has fewer).")
 @seed_option()
 @overwrite_option
-def fit_cmd(input, out, preset, device, train_slices, seed, overwrite) -> None:
+@restart_option
+def fit_cmd(input, out, preset, device, train_slices, seed, overwrite, restart) -> None:
     """Train both stages on the noisy `sinogram` of IN.h5 alone (resumes after an interruption)."""
     from ..io import SinogramReader
     from ..pipeline import fit
@@ -94,7 +96,7 @@ def fit_cmd(input, out, preset, device, train_slices, seed, overwrite) -> None:
         click.echo(f"training on {len(chosen)} of {reader.shape[0]} slices, spread through the scan", err=True)
     g = geometry_of(attrs, input)
     run_dir = Path(out).with_name(Path(out).name + ".run")
-    claim_run_dir(run_dir, sino, {"command": "fit", "preset": preset, "seed": seed})
+    claim_run_dir(run_dir, sino, {"command": "fit", "preset": preset, "seed": seed}, restart=restart)
     pipe = fit(sino, geometry=g, photons=attrs.get("photons"), preset=preset, device=device, seed=seed,
                run_dir=run_dir)
     pipe.save_pretrained(out)
@@ -131,6 +133,7 @@ _RECONSTRUCT_OPTIONS = [
                  help="Source DICOM series whose patient/study tags a DICOM output copies."),
     click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers."),
     overwrite_option,
+    restart_option,
 ]
 
 
@@ -162,7 +165,7 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
         lam=opts["lam"] if opts["strategy"] in ("up", "down") else None, fusion=opts["fusion"], fusion_lam=fusion_lam,
         steps=opts["steps"], strength=opts["strength"], seed=opts["seed"],
         calibrate={"auto": None, "on": True, "off": False}[opts["calibrate"]], symmetries=opts["symmetries"],
-        save_intermediates=opts["save_intermediates"] and f == "h5", progress=progress)
+        save_intermediates=opts["save_intermediates"] and f == "h5", restart=opts["restart"], progress=progress)
 
 
 @cli.command("reconstruct")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import claim_run_dir, geometry_of, overwrite_option, refuse_output_over_input, seed_option
+from .common import (claim_run_dir, geometry_of, overwrite_option, refuse_output_over_input, restart_option,
+                     seed_option)
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -45,8 +46,9 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @seed_option()
 @overwrite_option
+@restart_option
 def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs, loss_weighting, sure_every, device,
-               seed, overwrite) -> None:
+               seed, overwrite, restart) -> None:
     """Train the projection denoiser on the noisy `sinogram` of IN.h5 alone."""
     from pathlib import Path
 
@@ -60,7 +62,7 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs
                               use_similarity=False if no_similarity else None, objective=objective, pairs=pairs,
                               loss_weighting=loss_weighting)
     run_dir = Path(out).with_name(Path(out).name + ".run")
-    claim_run_dir(run_dir, sino, {"command": "train-proj", "stage1": cfg.to_dict()})
+    claim_run_dir(run_dir, sino, {"command": "train-proj", "stage1": cfg.to_dict()}, restart=restart)
     model = train_projection_denoiser(sino, photons=attrs.get("photons"), geometry_json=g.to_json(), config=cfg,
                                       run_dir=run_dir, device=device)
     model.save_pretrained(out)

@@ -41,13 +41,19 @@ def _sha256(sinogram: np.ndarray | SinogramReader, batch: int = 16) -> tuple[str
     return h.hexdigest(), list(sinogram.shape)
 
 
-def claim_run_dir(run_dir: str | os.PathLike[str], sinogram: np.ndarray | SinogramReader, settings: dict) -> bool:
+def claim_run_dir(run_dir: str | os.PathLike[str], sinogram: np.ndarray | SinogramReader, settings: dict, *,
+                  restart: bool = False) -> bool:
     """Tie a resumable run folder to its input: a run interrupted on other data or
     settings is refused instead of silently continued (resuming from another scan's
     weights). Writes ``run_dir/input.json`` (SHA-256 of the sinogram, its shape and the
     settings); ``sinogram`` may be an array or a :class:`SinogramReader` (hashed in
-    batches). Returns True when an interrupted run of the same input is resumed."""
+    batches). ``restart`` discards an interrupted run first (the CLI's ``--restart``).
+    Returns True when an interrupted run of the same input is resumed."""
+    import shutil
+
     run_dir = Path(run_dir)
+    if restart and run_dir.is_dir():
+        shutil.rmtree(run_dir)
     digest, shape = _sha256(sinogram)
     stamp = {"sinogram_sha256": digest, "shape": shape, "settings": settings}
     path = run_dir / RUN_INPUT
@@ -58,7 +64,7 @@ def claim_run_dir(run_dir: str | os.PathLike[str], sinogram: np.ndarray | Sinogr
             before = None
         if before != json.loads(json.dumps(stamp)):
             raise InputError(f"{run_dir}: holds an interrupted run on other data or settings; "
-                             "delete it to start again, or rerun the same command to resume")
+                             "pass --restart to discard it and start again, or rerun the same command to resume")
         _CLAIMED.append(run_dir)
         return True
     run_dir.mkdir(parents=True, exist_ok=True)
