@@ -864,3 +864,26 @@ def test_a_text_file_named_npy_gets_no_pickle_advice(tmp_path):
     with pytest.raises(InputError, match="not a NumPy array file") as e:
         read_volume(bad)
     assert "allow_pickle" not in str(e.value)
+
+
+def test_lazy_stacks_are_written_slice_by_slice(tmp_path, rng):
+    """Issue 16: DICOM and PNG are written from an HDF5 dataset one slice at a time (a
+    study is never whole in memory), with the same files as from an array, and a bad
+    slice is still refused."""
+    import h5py
+
+    hu = rng.uniform(-1000, 1500, (3, 16, 16)).astype(np.float32)
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        f["image_hu"] = hu
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        write_volume(tmp_path / "lazy_png", f["image_hu"], format="png")
+        write_volume(tmp_path / "lazy_dcm", f["image_hu"], format="dicom", spacing=(0.5, 0.5))
+    write_volume(tmp_path / "png", hu, format="png")
+    for a, b in zip(sorted((tmp_path / "png").iterdir()), sorted((tmp_path / "lazy_png").iterdir())):
+        assert a.read_bytes() == b.read_bytes()
+    np.testing.assert_allclose(read_volume(tmp_path / "lazy_dcm").hu, hu, atol=0.51)
+    with h5py.File(tmp_path / "w.h5", "a") as f:
+        f["image_hu"][1, 3, 3] = np.nan
+    with h5py.File(tmp_path / "w.h5", "r") as f, pytest.raises(InputError, match="NaN"):
+        write_volume(tmp_path / "bad", f["image_hu"], format="dicom")
+    assert not (tmp_path / "bad").exists()

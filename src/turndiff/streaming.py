@@ -212,16 +212,17 @@ def finish_h5(out: str | os.PathLike[str], *, overwrite: bool = False) -> Callab
     return finish
 
 
-def finish_images(write: Callable[[np.ndarray, dict[str, Any], dict[str, np.ndarray] | None], None],
-                  intermediates: bool = False) -> Callable[[Path, dict[str, Any]], None]:
+def finish_images(write: Callable[[Any, dict[str, Any], dict[str, np.ndarray] | None], None],
+                  intermediates: bool = False, lazy: bool = False) -> Callable[[Path, dict[str, Any]], None]:
     """A ``finish`` for formats written from an array (NumPy, NIfTI, DICOM, PNG):
-    ``write(image_hu, attrs, extra)`` gets the completed stack."""
+    ``write(image_hu, attrs, extra)`` gets the completed stack, as an array, or with
+    ``lazy`` as the work file's HDF5 dataset, which DICOM and PNG writers read one slice at
+    a time (:func:`turndiff.io.write_volume`), so the study is never whole in memory."""
     import h5py
 
     def finish(work: Path, attrs: dict[str, Any]) -> None:
         with h5py.File(work, "r") as f:
-            image = f["image_hu"][()]
             extra = {k: f[k][()] for k in f if k not in ("image_hu", "done")} if intermediates else None
-        write(image, attrs, extra)
+            write(f["image_hu"] if lazy else f["image_hu"][()], attrs, extra)
 
     return finish

@@ -159,7 +159,7 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
         spacing = geometry_of(pipe.info, model_dir).pixel_spacing
         finish = finish_images(lambda hu, attrs, extra: write_images(
             out, hu, fmt=opts["fmt"], spacing=spacing, extra=extra, attrs=attrs, template=tmpl,
-            anonymize=opts["anonymize"]), intermediates=opts["save_intermediates"])
+            anonymize=opts["anonymize"]), intermediates=opts["save_intermediates"], lazy=f in ("dicom", "png"))
     return reconstruct_study(
         pipe, input, finish, out=out, strategy=opts["strategy"],
         lam=opts["lam"] if opts["strategy"] in ("up", "down") else None, fusion=opts["fusion"], fusion_lam=fusion_lam,

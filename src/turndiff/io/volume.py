@@ -460,7 +460,10 @@ def write_volume(
     """
     path = Path(path)
     fmt = _infer_format(path, format)
-    hu = _check_hu(hu, f"image for {path}")
+    if fmt in ("dicom", "png") and not isinstance(hu, np.ndarray) and getattr(hu, "ndim", 0) == 3:
+        hu = _CheckedSlices(hu, f"image for {path}")  # a lazy stack (HDF5): read and checked slice by slice
+    else:
+        hu = _check_hu(hu, f"image for {path}")
     lohi = _resolve_window(window)
 
     if fmt == "h5":
@@ -473,11 +476,10 @@ def write_volume(
     if fmt == "png":
         from skimage.io import imsave
 
-        u8 = window_to_uint8(hu, lohi)
         width = max(4, len(str(hu.shape[0])))
         with atomic_output(path, directory=True, replaceable=lambda p: _replaceable(p, ".png")) as tmp:
             for k in range(hu.shape[0]):
-                imsave(tmp / f"slice_{k + 1:0{width}d}.png", u8[k], check_contrast=False)
+                imsave(tmp / f"slice_{k + 1:0{width}d}.png", window_to_uint8(hu[k], lohi), check_contrast=False)
         return path
 
     place = _placement(hu.shape, template, spacing, slice_thickness, placement)
@@ -513,6 +515,21 @@ def check_volume_output(path: str | os.PathLike[str], format: Format | str | Non
         check_output(path, directory=True, replaceable=lambda p: _replaceable(p, ext))
     else:
         check_output(path)
+
+
+class _CheckedSlices:
+    """A lazy ``[N, H, W]`` stack (an ``h5py.Dataset``) whose slices are read, and checked
+    as :func:`_check_hu` checks a whole stack, one at a time: a study written to DICOM or
+    PNG is never held in memory at once."""
+
+    def __init__(self, stack: Any, where: str) -> None:
+        if 0 in tuple(stack.shape):
+            raise InputError(f"{where}: image is empty, shape {tuple(stack.shape)}")
+        self._stack, self._where = stack, where
+        self.shape: tuple[int, int, int] = tuple(int(v) for v in stack.shape)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return _check_hu(np.asarray(self._stack[k]), self._where)[0]
 
 
 def _replaceable(folder: Path, ext: str) -> bool:
