@@ -316,7 +316,7 @@ def test_light_commands_do_not_import_torch(tmp_path):
 
 
 def test_spread_slices():
-    from turndiff.cli.model_cmds import spread_slices
+    from turndiff.io import spread_slices
 
     assert spread_slices(100, 5).tolist() == [0, 25, 50, 74, 99]  # ends included, evenly spread
     assert spread_slices(3, 32).tolist() == [0, 1, 2]  # fewer slices than asked: all of them

@@ -25,7 +25,7 @@ import torch
 
 from .dose import estimate_photons
 from .errors import InputError
-from .io import SinogramReader, atomic_output, claim_run_dir, run_dir_for
+from .io import SinogramReader, atomic_output, claim_run_dir, run_dir_for, spread_slices
 from .pipeline import TurnDiffPipeline
 from .physics import geometry_from_json
 
@@ -49,10 +49,6 @@ class StudyResult:
     strategy: Any
     photons_input: float | None
     calibration: float | None
-
-
-def _spread(n: int, k: int) -> np.ndarray:
-    return np.arange(n) if k >= n else np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
 
 
 def _open_work(path: Path, n: int, shape: tuple[int, int], names: tuple[str, ...]):
@@ -146,7 +142,7 @@ def reconstruct_study(
         claim_run_dir(run_dir, reader, settings, restart=restart)
         photons = None
         if strategy == "auto" or calibrate is not False:
-            photons = float(estimate_photons(reader.read(_spread(n, DOSE_SLICES))))
+            photons = float(estimate_photons(reader.read(spread_slices(n, DOSE_SLICES))))
         names = ("image_hu",)
         if save_intermediates:  # what TurnDiffOutput.intermediates() holds for this model and fusion
             names += ("x_ld", "x0", "x_prior") + (

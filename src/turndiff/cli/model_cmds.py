@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import click
-import numpy as np
 
 from . import cli
 from .common import (OUTPUT_FORMATS, check_image_output, claim_run_dir, geometry_of, overwrite_option,
@@ -65,14 +64,6 @@ def train_ldm(proj_dir, input, out, preset, device, seed, overwrite, restart) ->
 TRAIN_SLICES = 32
 
 
-def spread_slices(n: int, k: int) -> np.ndarray:
-    """``min(k, n)`` increasing slice indices spread evenly over ``0 .. n - 1`` (first and
-    last included)."""
-    if k >= n:
-        return np.arange(n)
-    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
-
-
 @cli.command("fit")
 @click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
@@ -85,7 +76,7 @@ def spread_slices(n: int, k: int) -> np.ndarray:
 @restart_option
 def fit_cmd(input, out, preset, device, train_slices, seed, overwrite, restart) -> None:
     """Train both stages on the noisy `sinogram` of IN.h5 alone (resumes after an interruption)."""
-    from ..io import SinogramReader
+    from ..io import SinogramReader, spread_slices
     from ..pipeline import fit
 
     refuse_output_over_input(out, input, model_folder=True, overwrite=overwrite)

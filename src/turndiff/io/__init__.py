@@ -15,7 +15,8 @@ file and the problem.
 """
 
 from turndiff.io.atomic import atomic_output, check_output
-from turndiff.io.hdf5 import H5Data, SinogramReader, read_h5, read_h5_dataset, read_sinogram_h5, write_h5
+from turndiff.io.hdf5 import (H5Data, SinogramReader, read_h5, read_h5_dataset, read_sinogram_h5,
+                              spread_slices, write_h5)
 from turndiff.io.volume import WINDOWS, Volume, placement_of, read_volume, window_to_uint8, write_volume
 from turndiff.io.runs import claim_run_dir, run_dir_for
 
@@ -29,6 +30,7 @@ __all__ = [
     "read_h5_dataset",
     "read_sinogram_h5",
     "SinogramReader",
+    "spread_slices",
     "write_h5",
     "Volume",
     "placement_of",

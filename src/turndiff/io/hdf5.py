@@ -29,7 +29,8 @@ from turndiff._checks import PLAUSIBLE_LINE_INTEGRAL
 from turndiff.errors import InputError
 from turndiff.io.atomic import atomic_output
 
-__all__ = ["H5Data", "SinogramReader", "read_h5", "read_h5_dataset", "read_sinogram_h5", "write_h5"]
+__all__ = ["H5Data", "SinogramReader", "read_h5", "read_h5_dataset", "read_sinogram_h5", "spread_slices",
+           "write_h5"]
 
 SINOGRAM_KEYS = ("sinogram", "clean_sinogram")
 IMAGE_KEYS = ("reference_hu", "image_hu", "x_ld", "x_prior", "x_diffusion", "fusion_weight")
@@ -211,6 +212,14 @@ def read_h5_dataset(path: str | os.PathLike[str], name: str) -> np.ndarray:
     """
     with _open(path) as f:
         return _read_dataset(f, name, str(path))
+
+
+def spread_slices(n: int, k: int) -> np.ndarray:
+    """``min(k, n)`` increasing slice indices spread evenly over ``0 .. n - 1`` (first and
+    last included): which slices of a study to train on or to estimate its dose from."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
 
 
 class SinogramReader:
