@@ -148,10 +148,12 @@ def test_torch_backend_matches_numba(name):
     s_nb = A_nb.forward(mu)
     s_t = A_t.forward(torch.from_numpy(mu)).numpy()
     assert np.linalg.norm(s_t - s_nb) / np.linalg.norm(s_nb) < 0.01
-    r_nb = A_nb.fbp(s_nb)
-    r_t = A_t.fbp(torch.from_numpy(s_nb)).numpy()
-    # Same formula; the CPU path resamples arc data to a virtual flat detector first.
-    assert np.linalg.norm(r_t - r_nb) / np.linalg.norm(r_nb) < (0.02 if name == "fan-arc" else 1e-5)
+    # On noisy data, where a different detector interpolation shows (it once cost the GPU
+    # FBP 13.7 HU RMS at 512x512): both back-project through the same virtual flat detector.
+    noisy = s_nb + np.random.default_rng(0).normal(0, 0.05, s_nb.shape).astype(np.float32)
+    r_nb = A_nb.fbp(noisy)
+    r_t = A_t.fbp(torch.from_numpy(noisy)).numpy()
+    assert np.linalg.norm(r_t - r_nb) / np.linalg.norm(r_nb) < 1e-5
 
 
 @pytest.mark.parametrize("name", ["parallel", "fan-flat", "fan-arc"])

@@ -41,7 +41,7 @@ from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_sta
 from .stage2.train import recorrupted_images
 from .training import resolve_device
 
-__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "fit", "fit_stage2", "model_index", "MODEL_JSON"]
+__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "fit", "fit_stage2", "fbp_hu_on", "model_index", "MODEL_JSON"]
 
 MODEL_JSON = "turndiff.json"
 STAGE1_DIR = "projection_denoiser"
@@ -75,6 +75,22 @@ class TurnDiffOutput:
 #: ``calibrate=None`` turns the SURE calibration of stage 1 on up to this input-to-training
 #: noise ratio (validation phantoms: it gained at 25%, 50% and 75% dose, lost 0.17 dB at 10%).
 CALIBRATE_MAX_NOISE_RATIO: float = 1.25
+
+
+def fbp_hu_on(projector: CTProjector, sinogram: np.ndarray, device: torch.device, batch: int = 8) -> np.ndarray:
+    """``projector.fbp_hu`` of NumPy sinograms ``[N, V, D]`` on ``device``: the numba kernels
+    on the CPU, the torch backend on a GPU (``batch`` slices per transfer, so GPU memory
+    stays bounded). Returns float32 HU ``[N, H, W]`` on the host either way."""
+    if device.type == "cpu":
+        return projector.fbp_hu(sinogram)
+    y = np.asarray(sinogram, np.float32)
+    squeeze = y.ndim == 2
+    y = y[None] if squeeze else y
+    gpu = CTProjector(projector.geometry, backend="torch", view_chunk=90)
+    out = np.empty((y.shape[0], *projector.geometry.image_shape), np.float32)
+    for a in range(0, y.shape[0], batch):
+        out[a : a + batch] = gpu.fbp_hu(torch.from_numpy(np.ascontiguousarray(y[a : a + batch])).to(device)).cpu().numpy()
+    return out[0] if squeeze else out
 
 
 def _geometry_dict(geometry, where) -> dict:
@@ -231,7 +247,7 @@ class TurnDiffPipeline:
         self.check_sampler(steps, strength)  # before stage 1 runs, not after
         t = {}
         t0 = time.perf_counter()
-        x_ld = self.projector.fbp_hu(y)
+        x_ld = fbp_hu_on(self.projector, y, self.device)
         t["fbp"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         y0 = self.stage1.denoise(y, device=self.device, progress=progress, symmetries=symmetries)
@@ -245,7 +261,7 @@ class TurnDiffPipeline:
             photons = float(self.stage1.photons) * i0_in / i0_train
             y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
                                          y, photons, denoised=y0, rng=probe_rng)
-        x0 = self.projector.fbp_hu(y0)
+        x0 = fbp_hu_on(self.projector, y0, self.device)
         t["stage1"] = time.perf_counter() - t0
         choice = choose_strategy(strategy, lam, photons_input=i0_in if strategy == "auto" else None,
                                  photons_train=i0_train)
@@ -345,8 +361,9 @@ def fit_stage2(
     if cfg2.unet.r2r_weight > 0:
         recorrupted = recorrupted_images(
             sinogram, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
-            A.fbp_hu, recorrupt=cfg2.unet.r2r_recorrupt, copies=cfg2.unet.r2r_copies, seed=seed, denoised=y0)
-    return train_stage2(A.fbp_hu(sinogram), A.fbp_hu(y0), cfg2, recorrupted=recorrupted,
+            lambda s: fbp_hu_on(A, s, dev), recorrupt=cfg2.unet.r2r_recorrupt, copies=cfg2.unet.r2r_copies,
+            seed=seed, denoised=y0)
+    return train_stage2(fbp_hu_on(A, sinogram, dev), fbp_hu_on(A, y0, dev), cfg2, recorrupted=recorrupted,
                         run_dir=Path(run_dir) if run_dir else None, device=dev, seed=seed, progress=progress)
 
 

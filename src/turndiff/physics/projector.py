@@ -265,6 +265,11 @@ class CTProjector:
             if pre is not None:
                 y = y * torch.as_tensor(pre, dtype=y.dtype, device=y.device)
             q = filter_sinogram(y, spacing, filter=filter, arc=mode == 2)
+            if mode == 2:  # the same virtual flat detector as the numba path
+                i0, w, sc, d0, step = self._arc_to_flat_map(q.shape[-1], R, det0, det_step)
+                i0, w, sc = (torch.as_tensor(a, device=q.device) for a in (i0, w, sc))
+                q = ((q[..., i0] * (1 - w) + q[..., i0 + 1] * w) * sc).to(torch.float32)
+                return self._torch_bp(q, (1, R, d0, step)) * scale
             return self._torch_bp(q) * scale
         sino, squeeze = _as_batch(sinogram)
         from ._numba_kernels import pixel_bp, pixel_bp_batch
@@ -288,16 +293,17 @@ class CTProjector:
         return out[0] if squeeze else out
 
     @staticmethod
-    def _arc_to_flat(q: np.ndarray, R: float, gamma0: float, dgamma: float, oversample: int = 2):
-        """Resample filtered arc projections onto a virtual flat detector (pixel units).
+    def _arc_to_flat_map(D: int, R: float, gamma0: float, dgamma: float, oversample: int = 2):
+        """How filtered arc projections map onto a virtual flat detector (pixel units).
 
         The arc back-projection ``q(gamma) / L^2`` equals the flat one
         ``q_flat(t) (R / U)^2`` with ``t = R tan(gamma)`` and
         ``q_flat(t) = q(gamma) cos^2(gamma) / R^2`` (``L = U / cos(gamma)``). Sampling
         ``q_flat`` on an equispaced ``t`` grid ``oversample`` times finer than the bins
-        lets the faster flat kernel (no arctan per pixel and view) do the work.
+        lets the faster flat kernel (no arctan per pixel and view) do the work. Returns
+        ``(i0, w, scale, t0, dt)``: ``q_flat = (q[..., i0] (1 - w) + q[..., i0 + 1] w) scale``
+        on the grid ``t0 + k dt``. Both backends use it, so they back-project alike.
         """
-        D = q.shape[-1]
         g_lo, g_hi = gamma0, gamma0 + (D - 1) * dgamma
         n = oversample * D
         t = np.linspace(R * np.tan(g_lo), R * np.tan(g_hi), n)
@@ -306,8 +312,14 @@ class CTProjector:
         i0 = np.minimum(f.astype(np.int64), D - 2)
         w = (f - i0).astype(np.float32)
         scale = (np.cos(gamma) ** 2 / R**2).astype(np.float32)
+        return i0, w, scale, float(t[0]), float(t[1] - t[0])
+
+    @classmethod
+    def _arc_to_flat(cls, q: np.ndarray, R: float, gamma0: float, dgamma: float):
+        """:meth:`_arc_to_flat_map` applied to NumPy ``q [..., D]``."""
+        i0, w, scale, t0, dt = cls._arc_to_flat_map(q.shape[-1], R, gamma0, dgamma)
         qf = (q[..., i0] * (1.0 - w) + q[..., i0 + 1] * w) * scale
-        return np.ascontiguousarray(qf, dtype=np.float32), float(t[0]), float(t[1] - t[0])
+        return np.ascontiguousarray(qf, dtype=np.float32), t0, dt
 
     # ------------------------------------------------------------------ torch backend
     def _torch_fp(self, image: "torch.Tensor") -> "torch.Tensor":
@@ -341,14 +353,16 @@ class CTProjector:
         sino = torch.cat(out, 1) * self.geometry.pixel_spacing
         return sino[0] if squeeze else sino
 
-    def _torch_bp(self, q: "torch.Tensor") -> "torch.Tensor":
+    def _torch_bp(self, q: "torch.Tensor", params: tuple | None = None) -> "torch.Tensor":
+        """Pixel-driven back-projection; ``params = (mode, R, det0, det_step)`` of the rows of
+        ``q`` (default: the geometry's own detector)."""
         import torch
 
         squeeze = q.ndim == 2
         q = (q[None] if squeeze else q).to(torch.float32)
-        mode, R, det0, det_step, _, _ = self._bp_params
+        mode, R, det0, det_step = params or self._bp_params[:4]
         g = self.geometry
-        n, D, dev = g.image_size, g.det_count, q.device
+        n, D, dev = g.image_size, q.shape[-1], q.device
         half = (n - 1) / 2
         coords = torch.arange(n, device=dev, dtype=torch.float32) - half
         X = coords[None, :].expand(n, n)

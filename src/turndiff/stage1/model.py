@@ -58,6 +58,11 @@ STAGE1_PRESETS: dict[str, dict[str, Any]] = {
 
 COMPONENT = "projection_denoiser"
 
+#: Arithmetic of stage 1 on a GPU (the CPU is always float32). ``float32`` is the default
+#: because bf16's step near a post-log value of 2.0 (1/64) is a third of the noise std at
+#: 25% dose; ``bf16`` (autocast) is offered where docs/BENCHMARKS.md measured it harmless.
+PRECISIONS = ("float32", "bf16")
+
 
 @dataclass(frozen=True)
 class Stage1Config:
@@ -102,6 +107,7 @@ class Stage1Config:
     ramp_floor: float = 0.1
     recorrupt: float = 0.5
     augment: str = "detector"
+    precision: str = "float32"
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Stage1Config":
@@ -133,6 +139,7 @@ class Stage1Config:
             (0 <= self.ramp_floor <= 1, f"ramp_floor must be in [0, 1], got {self.ramp_floor}"),
             (self.recorrupt > 0, f"recorrupt must be > 0, got {self.recorrupt}"),
             (self.augment in AUGMENTS, f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -186,12 +193,14 @@ class ProjectionDenoiser:
     @torch.no_grad()
     def denoise(
         self, sinogram: np.ndarray, *, device: str | torch.device = "auto", progress: bool = False,
-        symmetries: str = DEFAULT_SYMMETRIES,
+        symmetries: str = DEFAULT_SYMMETRIES, batch: int | None = None, precision: str | None = None,
     ) -> np.ndarray:
         """Denoise post-log sinograms ``[N, V, D]`` (or ``[V, D]``); returns the same shape.
 
         ``symmetries`` averages the network over test-time flips (:data:`SYMMETRIES`;
-        ``"none"``: one pass)."""
+        ``"none"``: one pass). ``batch``: slices per network call (default 1 on the CPU,
+        where a larger batch gains nothing, and 8 on a GPU). ``precision``: on a GPU,
+        ``float32`` or ``bf16`` autocast (default: the training config's ``precision``)."""
         from tqdm.auto import tqdm
 
         if symmetries not in SYMMETRIES:
@@ -201,15 +210,21 @@ class ProjectionDenoiser:
         dev = resolve_device(device)
         net = self.network.to(dev)
         out = np.empty_like(y)
-        amp = dev.type == "cuda"
-        for i in tqdm(range(y.shape[0]), desc="stage 1: denoise projections", unit="slice", disable=not progress):
-            t = torch.from_numpy(y[i : i + 1, None]).to(dev)
-            acc = torch.zeros_like(t)
-            for dims in flips:
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                    f = net(t.flip(dims) if dims else t).float()
-                acc += f.flip(dims) if dims else f
-            out[i] = (acc / len(flips))[0, 0].cpu().numpy()
+        precision = precision or self.info.get("stage1", {}).get("precision", "float32")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        amp = dev.type == "cuda" and precision == "bf16"
+        step = max(1, int(batch)) if batch else (1 if dev.type == "cpu" else 8)
+        with tqdm(total=y.shape[0], desc="stage 1: denoise projections", unit="slice", disable=not progress) as bar:
+            for i in range(0, y.shape[0], step):
+                t = torch.from_numpy(y[i : i + step, None]).to(dev)
+                acc = torch.zeros_like(t)
+                for dims in flips:
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                        f = net(t.flip(dims) if dims else t).float()
+                    acc += f.flip(dims) if dims else f
+                out[i : i + step] = (acc / len(flips))[:, 0].cpu().numpy()
+                bar.update(len(t))
         return out[0] if squeeze else out
 
     # -------------------------------------------------------------- persistence
@@ -346,7 +361,7 @@ def train_projection_denoiser(
         )
     objective = _make_objective(net, cfg).to(dev)
     data = pad_even(torch.from_numpy(y)[:, None])[:, 0]
-    tcfg = cfg.train.replace(amp=dev.type == "cuda", device=str(dev))
+    tcfg = cfg.train.replace(amp=dev.type == "cuda" and cfg.precision == "bf16", device=str(dev))
     t0 = time.time()
     selector = _SureSelector(net, y, i0, cfg, dev, run_dir=run_dir) if cfg.sure_every > 0 else None
     result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
