@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import distributed
 from .dose import estimate_photons
 from .errors import InputError
 from .io import SinogramReader, atomic_output, claim_run_dir, run_dir_for, spread_slices
@@ -139,10 +140,15 @@ def reconstruct_study(
                     "fusion_lam": fusion_lam, "steps": steps, "strength": strength, "seed": seed,
                     "calibrate": calibrate, "symmetries": symmetries, "intermediates": bool(save_intermediates),
                     "model": pipe.info.get("version"), "model_geometry": pipe.info.get("geometry")}
-        claim_run_dir(run_dir, reader, settings, restart=restart)
+        # Under torchrun rank 0 owns the run folder and the work file and writes every result;
+        # the batches are shared out round-robin and their results gathered to it.
+        rank, world = distributed.rank(), distributed.world_size()
+        if rank == 0:
+            claim_run_dir(run_dir, reader, settings, restart=restart)
         photons = None
-        if strategy == "auto" or calibrate is not False:
+        if (strategy == "auto" or calibrate is not False) and rank == 0:
             photons = float(estimate_photons(reader.read(spread_slices(n, DOSE_SLICES))))
+        photons = distributed.broadcast(photons)
         names = ("image_hu",)
         if save_intermediates:  # what TurnDiffOutput.intermediates() holds for this model and fusion
             names += ("x_ld", "x0", "x_prior") + (
@@ -153,32 +159,49 @@ def reconstruct_study(
         probe_rng = np.random.default_rng(0)
         calibrated = pipe.calibrates(photons, calibrate)
         computed, choice, weights = 0, None, []
-        with _open_work(run_dir / _WORK, n, pipe.geometry.image_shape, names) as work, \
-                tqdm(total=n, desc="reconstruct", unit="slice", disable=not progress) as bar:
-            done = np.asarray(work["done"][()], bool)
-            bar.update(int(done.sum()))
-            for a in range(0, n, batch):
-                b = min(a + batch, n)
-                if done[a:b].all():  # an interrupted run did these: only advance the generators
-                    torch.randint(0, 2**62, (b - a,), generator=generator)
-                    if calibrated:
-                        probe_rng.standard_normal((b - a, *pipe.geometry.sinogram_shape))
-                    continue
-                res = pipe(reader.read(slice(a, b)), strategy=strategy, lam=lam, fusion=fusion,
-                           fusion_lam=fusion_lam, steps=steps, strength=strength, calibrate=calibrate,
-                           symmetries=symmetries, photons_input=photons, generator=generator,
-                           probe_rng=probe_rng, progress=False)
-                choice = res.strategy
-                if res.calibration is not None:
-                    weights.append(float(np.mean(res.calibration)))
-                work["image_hu"][a:b] = res.image_hu.astype(np.float32)
-                if save_intermediates:
-                    for k, v in res.intermediates().items():
-                        work[k][a:b] = np.asarray(v, np.float32)
-                work["done"][a:b] = 1
-                work.flush()
-                computed += b - a
-                bar.update(b - a)
+        work = _open_work(run_dir / _WORK, n, pipe.geometry.image_shape, names) if rank == 0 else None
+        try:
+            with tqdm(total=n, desc="reconstruct", unit="slice", disable=not progress) as bar:
+                done = distributed.broadcast(np.asarray(work["done"][()], bool) if work is not None else None)
+                bar.update(int(done.sum()))
+                starts = list(range(0, n, batch))
+                mine = None
+                for j, a in enumerate(starts):
+                    b = min(a + batch, n)
+                    if done[a:b].all() or j % world != rank:  # done before, or another rank's
+                        torch.randint(0, 2**62, (b - a,), generator=generator)  # only advance the generators
+                        if calibrated:
+                            probe_rng.standard_normal((b - a, *pipe.geometry.sinogram_shape))
+                    else:
+                        res = pipe(reader.read(slice(a, b)), strategy=strategy, lam=lam, fusion=fusion,
+                                   fusion_lam=fusion_lam, steps=steps, strength=strength, calibrate=calibrate,
+                                   symmetries=symmetries, photons_input=photons, generator=generator,
+                                   probe_rng=probe_rng, progress=False)
+                        extra = ({k: np.asarray(v, np.float32) for k, v in res.intermediates().items()}
+                                 if save_intermediates else {})
+                        mine = (a, b, res.image_hu.astype(np.float32), extra, res.strategy,
+                                None if res.calibration is None else float(np.mean(res.calibration)))
+                    if j % world == world - 1 or j == len(starts) - 1:  # end of a round: rank 0 writes it
+                        for part in distributed.gather(mine) or []:
+                            if part is None:
+                                continue
+                            a0, b0, image, extra, choice, weight = part
+                            work["image_hu"][a0:b0] = image
+                            for k, v in extra.items():
+                                work[k][a0:b0] = v
+                            work["done"][a0:b0] = 1
+                            work.flush()
+                            if weight is not None:
+                                weights.append(weight)
+                            computed += b0 - a0
+                            bar.update(b0 - a0)
+                        mine = None
+        finally:
+            if work is not None:
+                work.close()
+    if rank > 0:
+        distributed.barrier()  # rank 0 writes the output; the others wait for it
+        return StudyResult(n, computed, choice, photons, None)
     if choice is None:  # every slice was done before: the strategy of this input, again
         from .inference import choose_strategy
 
@@ -186,8 +209,11 @@ def reconstruct_study(
                                  photons_train=pipe.info.get("photons_train_estimated"))
     keep = {k: attrs[k] for k in ("geometry", "photons", "placement") if k in attrs}
     keep["source"] = f"turndiff reconstruct ({choice.strategy}, fusion {fusion}) of {input_h5}"
-    finish(run_dir / _WORK, keep)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        finish(run_dir / _WORK, keep)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    finally:
+        distributed.barrier()
     return StudyResult(n, computed, choice, photons, float(np.mean(weights)) if weights else None)
 
 

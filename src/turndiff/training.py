@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from turndiff import distributed
 from turndiff.checkpoint import (
     CheckpointError,
     load_state,
@@ -283,6 +284,46 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _shard(batch: Any, rank: int, world: int) -> tuple[Any, int, int]:
+    """This rank's share of a batch drawn identically on every rank: tensors whose leading
+    dimension is the batch's (that of its first tensor) are split as ``np.array_split``
+    does; a ``torch.Generator`` in the batch (an objective's own randomness) is re-seeded
+    per rank, so ranks do not draw the same noise for different samples. Returns
+    ``(shard, its size, the global batch size)``."""
+    def first(b: Any) -> torch.Tensor | None:
+        if torch.is_tensor(b) and b.ndim >= 1:
+            return b
+        items = b.values() if isinstance(b, Mapping) else b if isinstance(b, (list, tuple)) else ()
+        for v in items:
+            t = first(v)
+            if t is not None:
+                return t
+        return None
+
+    lead = first(batch)
+    if lead is None:
+        raise TurnDiffError("a distributed run needs a batch with a leading batch dimension")
+    n = int(lead.shape[0])
+    if n < world:
+        raise InputError(f"the batch of {n} is smaller than the {world} processes; use fewer processes")
+    lo, hi = rank * n // world, (rank + 1) * n // world
+
+    def cut(b: Any) -> Any:
+        if torch.is_tensor(b):
+            return b[lo:hi] if b.ndim >= 1 and b.shape[0] == n else b
+        if isinstance(b, torch.Generator):
+            return torch.Generator(device=b.device).manual_seed((b.initial_seed() + 0x9E3779B9 * rank) % 2**63)
+        if isinstance(b, Mapping):
+            return {k: cut(v) for k, v in b.items()}
+        if isinstance(b, tuple) and hasattr(b, "_fields"):
+            return type(b)(*(cut(v) for v in b))
+        if isinstance(b, (list, tuple)):
+            return type(b)(cut(v) for v in b)
+        return b
+
+    return cut(batch), hi - lo, n
+
+
 def _split_output(out: Any) -> tuple[torch.Tensor, Mapping[str, Any]]:
     if isinstance(out, tuple):
         if len(out) != 2 or not isinstance(out[1], Mapping):
@@ -504,17 +545,27 @@ def train(
     generator.manual_seed(config.seed)
     use_amp = config.amp and device.type == "cuda"
 
+    rank, world = distributed.rank(), distributed.world_size()
     result = TrainResult(iters=config.iters)
-    with _rng_scope(config.seed, device):
+    # Ranks draw the same batches (the shared generator) but their own noise inside the
+    # objective; one process keeps exactly the seeding it always had.
+    with _rng_scope(config.seed + 7919 * rank, device):
         start = 0
         losses: list[float] = []
         logs: dict[str, list[float]] = {}
         if run_path is not None and resume:
-            folder = latest_checkpoint(run_path)
+            distributed.barrier()  # rank 0 may still be writing the checkpoint another rank would read
+            folder = distributed.broadcast(latest_checkpoint(run_path))
             if folder is not None:
                 start, losses, logs = _load_checkpoint(folder, objective, optimizer, ema, generator, device, config)
         result.start_step = start
         objective.train()
+        model: torch.nn.Module = objective
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(objective, device_ids=[device.index if device.index is not None else torch.cuda.current_device()]
+                if device.type == "cuda" else None)
         pending: list[torch.Tensor] = []
         pending_logs: list[dict[str, Any]] = []
 
@@ -537,17 +588,25 @@ def train(
             pending_logs.clear()
 
         step_done = start
-        bar = tqdm(total=config.iters, initial=start, desc=desc, disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=config.iters, initial=start, desc=desc, disable=not progress or rank > 0,
+                   dynamic_ncols=True)
         try:
             for step in range(start, stop):
-                batch = _to_device(batch_fn(step, generator), device)
+                batch = batch_fn(step, generator)
+                share = 1.0
+                if world > 1:  # this rank's part; DDP's mean of the scaled losses is the batch's mean
+                    batch, n_rank, n_all = _shard(batch, rank, world)
+                    share = n_rank * world / n_all
+                batch = _to_device(batch, device)
                 lr = config.lr * lr_factor(step, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, step_logs = _split_output(objective(batch))
+                    loss, step_logs = _split_output(model(batch))
                 optimizer.zero_grad(set_to_none=True)
-                loss.float().backward()
+                (loss.float() * share).backward()
+                if world > 1:
+                    loss = distributed.all_mean(loss.float() * share)
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
                 optimizer.step()
@@ -560,13 +619,17 @@ def train(
                 stop_now = False
                 if callback is not None:
                     stop_now = callback(step_done, float(loss.detach())) is True
+                    if world > 1:  # one decision for all ranks, or they part ways at the next collective
+                        stop_now = distributed.broadcast(stop_now)
                 if step_done % config.log_every == 0:
                     flush()
                 periodic = config.checkpoint_every > 0 and step_done % config.checkpoint_every == 0
                 if run_path is not None and (periodic or step_done == stop or stop_now):
                     flush()
-                    _save_checkpoint(run_path, step_done, objective, optimizer, ema, generator, device,
-                                     config, losses, logs)
+                    if rank == 0:  # every rank holds the same state; one writes it
+                        _save_checkpoint(run_path, step_done, objective, optimizer, ema, generator, device,
+                                         config, losses, logs)
+                    distributed.barrier()
                 if stop_now:
                     break
             flush()

@@ -18,16 +18,28 @@ from ..errors import TurnDiffError
 __all__ = ["cli", "main"]
 
 
+#: Commands that run as several processes under torchrun (docs/DISTRIBUTED.md).
+DISTRIBUTED_COMMANDS = ("fit", "reconstruct")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="turndiff")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """TurnDiff: self-supervised low-dose CT reconstruction from projection data.
 
     \b
     Typical use:
       turndiff simulate phantom:16 --out scan.h5 --dose-fraction 0.25
       turndiff fbp scan.h5 --out fbp.nii.gz
+      torchrun --nproc_per_node 4 -m turndiff fit scan.h5 --out model   (several GPUs)
     """
+    # Read here without importing turndiff.distributed (torch) so light commands stay light.
+    several = os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1", "0")
+    if several and ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+        raise click.ClickException(
+            f"'{ctx.invoked_subcommand}' runs as one process; under torchrun only "
+            f"{' and '.join(DISTRIBUTED_COMMANDS)} do (WORLD_SIZE={os.environ['WORLD_SIZE']})")
 
 
 def _register() -> None:
@@ -86,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _run(argv)
     finally:  # embedded use (tests, notebooks): give the caller its handlers back
+        dist = sys.modules.get("turndiff.distributed")
+        if dist is not None:
+            dist.cleanup()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -76,24 +76,35 @@ TRAIN_SLICES = 32
 @restart_option
 def fit_cmd(input, out, preset, device, train_slices, seed, overwrite, restart) -> None:
     """Train both stages on the noisy `sinogram` of IN.h5 alone (resumes after an interruption)."""
+    from .. import distributed
     from ..io import SinogramReader, spread_slices
     from ..pipeline import fit
+    from ..training import resolve_device
 
+    dev = resolve_device(device)
+    distributed.setup(dev)  # under torchrun: join the other ranks (a no-op otherwise)
+    main = distributed.is_main()
     refuse_output_over_input(out, input, model_folder=True, overwrite=overwrite)
     with SinogramReader(input) as reader:  # only the training slices are read
         chosen = spread_slices(len(reader), train_slices)
         sino, attrs = reader.read(chosen), reader.attrs
-    if len(chosen) < reader.shape[0]:
+    if len(chosen) < reader.shape[0] and main:
         click.echo(f"training on {len(chosen)} of {reader.shape[0]} slices, spread through the scan", err=True)
+    if distributed.world_size() > 1 and main:
+        click.echo(f"{distributed.world_size()} processes: each step's batch is shared out among them", err=True)
     g = geometry_of(attrs, input)
     run_dir = Path(out).with_name(Path(out).name + ".run")
-    claim_run_dir(run_dir, sino, {"command": "fit", "preset": preset, "seed": seed}, restart=restart)
-    pipe = fit(sino, geometry=g, photons=attrs.get("photons"), preset=preset, device=device, seed=seed,
-               run_dir=run_dir)
-    pipe.save_pretrained(out)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    secs = pipe.info["train_seconds"]
-    click.echo(f"wrote {out} (stage 1 {secs['stage1']:.0f} s, stage 2 {secs.get('stage2', 0):.0f} s)", err=True)
+    if main:  # the run folder is rank 0's; the others read its checkpoints
+        claim_run_dir(run_dir, sino, {"command": "fit", "preset": preset, "seed": seed}, restart=restart)
+    distributed.barrier()
+    pipe = fit(sino, geometry=g, photons=attrs.get("photons"), preset=preset, device=dev, seed=seed,
+               run_dir=run_dir, progress=main)
+    if main:
+        pipe.save_pretrained(out)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        secs = pipe.info["train_seconds"]
+        click.echo(f"wrote {out} (stage 1 {secs['stage1']:.0f} s, stage 2 {secs.get('stage2', 0):.0f} s)", err=True)
+    distributed.barrier()
 
 
 _RECONSTRUCT_OPTIONS = [
@@ -171,14 +182,21 @@ def reconstruct(model_dir, input, out, **opts) -> None:
     length is not limited by memory. An interrupted run (Ctrl-C, a kill) resumes from
     OUT.run/ when the same command is run again; the output appears only when complete.
     """
+    from .. import distributed
     from ..io import read_volume
     from ..pipeline import TurnDiffPipeline
+    from ..training import resolve_device
 
     refuse_output_over_input(out, input, model_dir, overwrite=opts["overwrite"])
     check_image_output(out, opts["fmt"])
     tmpl = read_volume(opts["template"]).dicom_template if opts["template"] else None  # fails before the work
-    pipe = TurnDiffPipeline.from_pretrained(model_dir, device=opts["device"])
-    res = _reconstruct_one(pipe, model_dir, input, out, opts, tmpl)
+    dev = resolve_device(opts["device"])
+    distributed.setup(dev)  # under torchrun: the study's batches are shared out among the ranks
+    pipe = TurnDiffPipeline.from_pretrained(model_dir, device=dev)
+    res = _reconstruct_one(pipe, model_dir, input, out, opts, tmpl, progress=distributed.is_main())
+    distributed.barrier()
+    if not distributed.is_main():
+        return
     c = res.strategy
     click.echo(f"strategy {c.strategy} (lam {c.lam:.3f}, weight of x_ld {c.weight_ld:.3f}"
                + (f", input noise / training noise {c.noise_ratio:.2f}" if c.noise_ratio else "") + ")", err=True)

@@ -414,9 +414,10 @@ class _SureSelector:
     def _save(self) -> None:
         import os
 
+        from .. import distributed
         from ..checkpoint import save_tensors
 
-        if self.folder is None or self.best is None:
+        if self.folder is None or self.best is None or not distributed.is_main():
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         save_tensors(self.folder / "best.safetensors", self.best[2])
