@@ -208,3 +208,23 @@ def test_gradient_ratios_separate_blur_from_noise(rng):
     assert nb["edges"] < 0.8 and nb["all"] > b["all"]
     with pytest.raises(InputError, match="quantile"):
         gradient_ratios(ref, ref, edge_quantile=0.3, flat_quantile=0.5)
+
+
+def test_through_plane_known_values(rng):
+    from turndiff.metrics import through_plane
+
+    ref = np.cumsum(rng.normal(0, 20, (6, 32, 32)), axis=0)  # a stack that changes slice to slice
+    same = through_plane(ref, ref, mask=None)
+    assert same["dz_rmse"] == 0 and same["banding"] == 0 and same["dz_ratio"] == pytest.approx(1.0)
+    offsets = np.array([0.0, 5.0, -5.0, 5.0, -5.0, 0.0])
+    banded = through_plane(ref + offsets[:, None, None], ref, mask=None)
+    assert banded["banding"] == pytest.approx(offsets.std())
+    assert banded["dz_rmse"] == pytest.approx(np.sqrt(np.mean(np.diff(offsets) ** 2)))
+    shifted = through_plane(ref + 30.0, ref, mask=None)  # one offset for the whole stack: no banding
+    assert shifted["banding"] == pytest.approx(0, abs=1e-9) and shifted["dz_rmse"] == pytest.approx(0, abs=1e-9)
+    noisy = through_plane(ref + rng.normal(0, 10, ref.shape), ref, mask=None)
+    assert noisy["dz_rmse"] == pytest.approx(10 * np.sqrt(2), rel=0.1) and noisy["dz_ratio"] > 1
+    smooth = through_plane(ndimage.uniform_filter1d(ref, 3, axis=0), ref, mask=None)
+    assert smooth["dz_ratio"] < 1  # smoothed through the plane
+    with pytest.raises(InputError):
+        through_plane(ref[0], ref[0])

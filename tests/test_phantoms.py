@@ -177,3 +177,38 @@ def test_system_psf_blurs_and_is_validated():
     for bad in (-1.0, float("nan"), True, "1"):
         with pytest.raises(InputError, match="psf"):
             make_phantom(32, seed=0, psf=bad)
+
+
+def _body_rms(a, b, ref):
+    m = ref > -500
+    return float(np.sqrt(np.mean((a - b)[m] ** 2)))
+
+
+def test_volume_slices_are_continuous_one_patient():
+    """Neighbouring slices of a volume differ by a few tens of HU (the anatomy moving
+    smoothly, the texture changing), not by the hundreds between independent patients,
+    and the volume is the anatomy of its seed."""
+    from turndiff.phantoms import make_volume
+
+    vol, labels = make_volume(9, 96, seed=3, return_labels=True)
+    assert vol.shape == labels.shape == (9, 96, 96) and vol.dtype == np.float32 and labels.dtype == np.uint8
+    neighbours = [_body_rms(vol[k + 1], vol[k], vol[k]) for k in range(8)]
+    strangers = make_phantoms(2, 96, seed=0)
+    assert max(neighbours) < 0.25 * _body_rms(strangers[1], strangers[0], strangers[0]), neighbours
+    assert min(neighbours) > 2.0  # the slices are not copies of one another
+    far = _body_rms(vol[8], vol[0], vol[0])
+    assert far > max(neighbours)  # the anatomy drifts through the volume
+    # The middle slice is make_phantom(seed) plus the through-plane texture (8 HU std).
+    assert _body_rms(vol[4], make_phantom(96, seed=3), vol[4]) < 12.0
+    np.testing.assert_array_equal(make_volume(9, 96, seed=3), vol)  # seeded
+    assert not np.array_equal(make_volume(9, 96, seed=4), vol)
+
+
+@pytest.mark.parametrize("kwargs", [{"n": 0}, {"n": 2.5}, {"slice_spacing": 0}, {"slice_spacing": float("nan")},
+                                    {"size": 4}])
+def test_volume_bad_arguments(kwargs):
+    from turndiff.phantoms import make_volume
+
+    args = {"n": 3, "size": 32, **kwargs}
+    with pytest.raises(InputError):
+        make_volume(args.pop("n"), args.pop("size"), seed=0, **args)

@@ -13,10 +13,14 @@ from ..dose import photons_from_dose, simulate_scan
 from ..physics import Geometry, default_fan_geometry
 from .splits import TEST_SEED, TRAIN_SEED, VALIDATION_SEED, check_development_seed
 
-__all__ = ["BenchData", "make_bench_data", "make_dev_data", "TRAIN_DOSE", "TEST_DOSES"]
+__all__ = ["BenchData", "make_bench_data", "make_dev_data", "TRAIN_DOSE", "TEST_DOSES", "VOLUME"]
 
 TRAIN_DOSE = 0.25
 TEST_DOSES = (0.25, 0.10, 0.50)
+#: The key of the test volume in ``BenchData.test_sinograms``: consecutive slices of one
+#: patient (:func:`turndiff.phantoms.make_volume`) at the training dose, for reformats and
+#: the through-plane metrics. Its phantom seed is the test (or validation) base seed + 500.
+VOLUME = "volume"
 
 
 @dataclass
@@ -30,16 +34,24 @@ class BenchData:
     test_sinograms: dict[float, np.ndarray] = field(default_factory=dict)
     test_reference_hu: np.ndarray | None = None
     train_reference_hu: np.ndarray | None = None  # for the supervised upper bound only
+    volume_reference_hu: np.ndarray | None = None  # the reference of test_sinograms[VOLUME]
+    slice_spacing: float | None = None  # mm between the volume's slices
 
-    def photons(self, dose: float) -> float:
-        return photons_from_dose(dose)
+    def photons(self, dose: float | str) -> float:
+        return photons_from_dose(TRAIN_DOSE if dose == VOLUME else dose)
+
+    def reference(self, dose: float | str) -> np.ndarray:
+        """The reference HU of ``test_sinograms[dose]``."""
+        return self.volume_reference_hu if dose == VOLUME else self.test_reference_hu
 
 
-def _cache_key(size: int, n_train: int, n_test: int, train_dose: float, seed: int, eval_seed: int) -> str:
+def _cache_key(size: int, n_train: int, n_test: int, train_dose: float, seed: int, eval_seed: int,
+               volume: int = 0) -> str:
     from ..phantoms import SYSTEM_PSF_PX
 
     # The phantom's PSF is in the key so that a cache from other phantoms is not reused.
-    return f"{size}-{n_train}-{n_test}-{train_dose}-{seed}-{eval_seed}-psf{SYSTEM_PSF_PX}"
+    return f"{size}-{n_train}-{n_test}-{train_dose}-{seed}-{eval_seed}-psf{SYSTEM_PSF_PX}" + (
+        f"-vol{volume}" if volume else "")
 
 
 def make_bench_data(
@@ -52,22 +64,28 @@ def make_bench_data(
     seed: int = 0,
     cache: str | Path | None = None,
     progress: bool = True,
+    volume: int = 0,
     _eval_seed: int | None = None,
 ) -> BenchData:
     """Phantoms simulated on the default fan-beam geometry: training phantoms from base
     seed ``TRAIN_SEED + seed``, test phantoms from ``TEST_SEED + seed`` (the reported
     numbers; development uses :func:`make_dev_data`). ``seed`` also seeds the noise.
+    ``volume > 0`` adds ``test_sinograms[VOLUME]``: that many consecutive slices of one
+    patient (base seed + 500, same split) at ``train_dose``, with ``volume_reference_hu``.
     With ``cache``, arrays are stored in / loaded from that ``.npz``."""
-    from ..phantoms import make_phantoms
+    from ..phantoms import DEFAULT_SLICE_SPACING_MM, make_phantoms, make_volume
 
     eval_seed = TEST_SEED + seed if _eval_seed is None else _eval_seed
     g = default_fan_geometry(size)
+    key = _cache_key(size, n_train, n_test, train_dose, seed, eval_seed, volume)
     if cache is not None and Path(cache).is_file():
         z = np.load(cache)
-        key = _cache_key(size, n_train, n_test, train_dose, seed, eval_seed)
         if str(z["key"]) == key and all(f"test_{d}" in z for d in test_doses):
-            return BenchData(g, z["train"], photons_from_dose(train_dose),
-                             {d: z[f"test_{d}"] for d in test_doses}, z["test_ref"], z["train_ref"])
+            tests = {d: z[f"test_{d}"] for d in test_doses}
+            if volume:
+                tests[VOLUME] = z["test_volume"]
+            return BenchData(g, z["train"], photons_from_dose(train_dose), tests, z["test_ref"], z["train_ref"],
+                             z["volume_ref"] if volume else None, DEFAULT_SLICE_SPACING_MM if volume else None)
     train_hu = make_phantoms(n_train, size, seed=TRAIN_SEED + seed)
     test_hu = make_phantoms(n_test, size, seed=eval_seed)
     train, _ = simulate_scan(train_hu, g, photons=photons_from_dose(train_dose), seed=seed, progress=progress)
@@ -75,12 +93,18 @@ def make_bench_data(
     for i, d in enumerate(test_doses):
         tests[d], _ = simulate_scan(test_hu, g, photons=photons_from_dose(d), seed=seed + 7919 * (i + 1),
                                     progress=progress)
-    data = BenchData(g, train, photons_from_dose(train_dose), tests, test_hu, train_hu)
+    vol_hu = None
+    if volume:
+        vol_hu = make_volume(volume, size, seed=eval_seed + 500)
+        tests[VOLUME], _ = simulate_scan(vol_hu, g, photons=photons_from_dose(train_dose), seed=seed + 104729,
+                                         progress=progress)
+    data = BenchData(g, train, photons_from_dose(train_dose), tests, test_hu, train_hu, vol_hu,
+                     DEFAULT_SLICE_SPACING_MM if volume else None)
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        key = _cache_key(size, n_train, n_test, train_dose, seed, eval_seed)
+        extra = {"test_volume": tests[VOLUME], "volume_ref": vol_hu} if volume else {}
         np.savez(cache, key=key, train=train, test_ref=test_hu, train_ref=train_hu,
-                 **{f"test_{d}": v for d, v in tests.items()})
+                 **{f"test_{d}": v for d, v in tests.items() if d != VOLUME}, **extra)
     return data
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..windows import WINDOWS
 
-__all__ = ["comparison_figure", "dose_grid_figure", "profile_figure", "pick_roi"]
+__all__ = ["comparison_figure", "dose_grid_figure", "profile_figure", "reformat_figure", "pick_roi"]
 
 
 def _window(name_or_range) -> tuple[float, float]:
@@ -136,6 +136,55 @@ def profile_figure(
     ax.set_ylabel("HU")
     ax.legend(fontsize=7, ncol=4)
     ax.set_title(f"line profile, row {r}", fontsize=9)
+    return _save(fig, out_path)
+
+
+def reformat_figure(
+    volumes: Mapping[str, np.ndarray],
+    reference: np.ndarray,
+    out_path: str | Path,
+    *,
+    pixel_spacing: float,
+    slice_spacing: float,
+    window: str | tuple[float, float] = "abdomen",
+    row: int | None = None,
+    metrics: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Axial middle slice above a coronal reformat (the stack cut along one image row),
+    for the reference volume and each method (``volumes``: name -> HU ``[N, H, W]``).
+
+    The reformat is drawn to scale (``slice_spacing`` mm between its rows, ``pixel_spacing``
+    mm between its columns), so slice-to-slice inconsistency shows as horizontal banding
+    or flicker that the axial slice cannot show; a dashed line on the axial slice marks the
+    row cut."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo, hi = _window(window)
+    names = ["Reference", *volumes]
+    vols = [reference, *volumes.values()]
+    n_sl, h, w = reference.shape
+    r = h // 2 if row is None else int(row)
+    k = n_sl // 2
+    aspect = slice_spacing / pixel_spacing
+    ratio = n_sl * aspect / h  # height of the reformat panel relative to the axial one
+    fig, axes = plt.subplots(2, len(names), figsize=(2.4 * len(names), 2.4 * (1 + max(ratio, 0.05)) + 0.7), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, max(ratio, 0.05)]})
+    for j, (name, v) in enumerate(zip(names, vols)):
+        axes[0, j].imshow(v[k], cmap="gray", vmin=lo, vmax=hi)
+        axes[0, j].axhline(r, color="yellow", lw=0.8, ls="--")
+        label = name if not metrics or name not in metrics else f"{name}\n{metrics[name]}"
+        axes[0, j].set_title(label, fontsize=8)
+        axes[1, j].imshow(v[:, r, :], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
+    axes[1, 0].set_ylabel(f"coronal, {n_sl} x {slice_spacing:g} mm", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(fig, out_path)
 
 

@@ -199,7 +199,8 @@ class TurnDiffMethod(BenchMethod):
                           "std_hu_p95": float(np.percentile(sp.std, 95)),
                           "std_hu_mean_in_body": float(sp.std[body_mask(data.test_reference_hu)].mean())}
                 ctx.log(f"  x~0 spread over 4 seeds at {d:.0%}: mean {spread['std_hu_mean']:.2f} HU per pixel")
-            ctx.log(f"  TurnDiff {d:.0%}: strategy {res.strategy.strategy} lam {res.strategy.lam:.2f}")
+            ctx.log(f"  TurnDiff {d if isinstance(d, str) else format(d, '.0%')}: strategy {res.strategy.strategy} "
+                    f"lam {res.strategy.lam:.2f}")
         n_slices = sum(data.test_sinograms[d].shape[0] for d in doses)
         out = {k: Result(v, fitted["train_seconds"], infer / n_slices, fitted["peak_mb"]) for k, v in imgs.items()
                if v}

@@ -20,8 +20,8 @@ from typing import Callable
 
 import torch
 
-from ..metrics import evaluate, gradient_ratios
-from .data import make_bench_data
+from ..metrics import evaluate, gradient_ratios, through_plane
+from .data import VOLUME, make_bench_data
 from .methods import METHOD_ORDER, METHODS, Result, RunContext
 from .report import write_report
 
@@ -29,9 +29,9 @@ __all__ = ["PRESETS", "ALL_METHODS", "run_benchmark"]
 
 #: Data and training sizes per preset.
 PRESETS = {
-    "fast": dict(size=256, n_train=8, n_test=6, doses=(0.25, 0.10, 0.50, 0.05, 0.75)),
-    "paper": dict(size=512, n_train=32, n_test=16, doses=(0.25, 0.10, 0.50, 0.05, 0.75)),
-    "tiny": dict(size=64, n_train=2, n_test=2, doses=(0.25, 0.10)),
+    "fast": dict(size=256, n_train=8, n_test=6, doses=(0.25, 0.10, 0.50, 0.05, 0.75), volume=16),
+    "paper": dict(size=512, n_train=32, n_test=16, doses=(0.25, 0.10, 0.50, 0.05, 0.75), volume=48),
+    "tiny": dict(size=64, n_train=2, n_test=2, doses=(0.25, 0.10), volume=3),
 }
 ALL_METHODS = METHOD_ORDER
 
@@ -62,15 +62,18 @@ def run_benchmark(
     log(f"data: {p['n_train']} training + {p['n_test']} test phantoms at {p['size']}x{p['size']}, "
         f"doses {', '.join(f'{d:.0%}' for d in p['doses'])} (training at 25%)")
     data = make_bench_data(size=p["size"], n_train=p["n_train"], n_test=p["n_test"], test_doses=p["doses"],
-                           seed=seed, progress=False)
+                           seed=seed, progress=False, volume=p.get("volume", 0))
     doses = p["doses"]
+    # The test volume is reconstructed as one more "dose" (the training dose, another patient);
+    # the ablations skip it.
+    with_volume = tuple(doses) + ((VOLUME,) if p.get("volume") else ())
     results: dict[str, Result] = {}
     ctx = RunContext(preset=model_preset, seed=seed, device=device, run_dir=out / "runs", log=log)
     for key in METHOD_ORDER:  # one registry, one way to run every method
         if key in chosen:
             log(f"{key}: fit and reconstruct")
             t0 = time.perf_counter()
-            results.update(METHODS[key].run(data, doses, ctx))
+            results.update(METHODS[key].run(data, doses if key == "ablations" else with_volume, ctx))
             log(f"  {key} done in {time.perf_counter() - t0:.0f} s")
     ref = data.test_reference_hu
     quality = {}
@@ -80,6 +83,10 @@ def run_benchmark(
         # split into the reference's strongest edges and its flat regions (noise / texture).
         quality[name]["gradient_ratios"] = gradient_ratios(r.images[doses[0]], ref, mask="body")
         quality[name]["gradient_ratio"] = quality[name]["gradient_ratios"]["all"]
+        if VOLUME in r.images:  # slice-to-slice consistency on consecutive slices of one patient
+            vref = data.volume_reference_hu
+            quality[name][VOLUME] = {**evaluate(r.images[VOLUME], vref, mask="body"),
+                                     "through_plane": through_plane(r.images[VOLUME], vref, mask="body")}
     summary = {
         "preset": preset,
         "seed": seed,

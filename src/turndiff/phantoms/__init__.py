@@ -14,6 +14,8 @@ Examples
 """
 
 from ._anatomy import Tissue
-from .generator import DEFAULT_FOV_MM, HU_RANGE, SYSTEM_PSF_PX, body_mask, make_phantom, make_phantoms
+from .generator import (DEFAULT_FOV_MM, DEFAULT_SLICE_SPACING_MM, HU_RANGE, SYSTEM_PSF_PX, body_mask, make_phantom,
+                        make_phantoms, make_volume)
 
-__all__ = ["DEFAULT_FOV_MM", "HU_RANGE", "SYSTEM_PSF_PX", "Tissue", "body_mask", "make_phantom", "make_phantoms"]
+__all__ = ["DEFAULT_FOV_MM", "DEFAULT_SLICE_SPACING_MM", "HU_RANGE", "SYSTEM_PSF_PX", "Tissue", "body_mask",
+           "make_phantom", "make_phantoms", "make_volume"]

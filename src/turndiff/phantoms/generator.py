@@ -13,7 +13,8 @@ from ..masks import body_mask
 from ._anatomy import render
 from ._raster import Canvas
 
-__all__ = ["DEFAULT_FOV_MM", "HU_RANGE", "SYSTEM_PSF_PX", "make_phantom", "make_phantoms", "body_mask"]
+__all__ = ["DEFAULT_FOV_MM", "DEFAULT_SLICE_SPACING_MM", "HU_RANGE", "SYSTEM_PSF_PX", "make_phantom", "make_phantoms",
+           "make_volume", "body_mask"]
 
 #: Default field of view (mm): ``pixel_spacing = DEFAULT_FOV_MM / size``.
 DEFAULT_FOV_MM: float = 384.0
@@ -171,3 +172,100 @@ def make_phantoms(
         seq = np.random.SeedSequence(seed, spawn_key=(i,))
         hu[i], labels[i] = _generate(int(size), spacing, seq, region, contrast, table, psf)
     return (hu, labels) if return_labels else hu
+
+
+#: Default distance between the slices of :func:`make_volume` (mm).
+DEFAULT_SLICE_SPACING_MM: float = 2.5
+
+
+def make_volume(
+    n: int,
+    size: int,
+    *,
+    seed: int,
+    slice_spacing: float = DEFAULT_SLICE_SPACING_MM,
+    pixel_spacing: float | None = None,
+    region: Region | None = None,
+    contrast: bool | None = None,
+    table: bool | None = None,
+    psf: float = SYSTEM_PSF_PX,
+    return_labels: bool = False,
+):
+    """``n`` consecutive axial slices of one patient, ``slice_spacing`` mm apart: a volume
+    whose neighbouring slices are anatomically continuous, as in a real scan.
+
+    One slice is drawn as :func:`make_phantom` draws it (the anatomy of ``seed``), and the
+    others are that anatomy carried smoothly through z: a smooth random displacement field
+    (a few sine modes in x, y and z, wavelengths 80-250 mm in-plane and 60-200 mm through
+    the plane, amplitudes 1.5-4 mm) plus a slow change of the body's width and depth
+    (+-4%), confined to the body so the table and the air stay put; and a band-limited
+    texture field correlated over about 1 mm in-plane and one slice through the plane
+    (8 HU std in soft tissue), so the fine texture changes from slice to slice as real
+    tissue does. What the generator cannot give (documented in docs/PHANTOMS.md): organs
+    that begin or end within the volume, and lesions, which run through it as tubes.
+
+    Returns float32 HU ``[n, size, size]`` (with ``return_labels`` also uint8 labels);
+    slice 0 is the most cranial. Its reformats (``vol[:, row, :]`` coronal,
+    ``vol[:, :, col]`` sagittal) have ``slice_spacing`` mm between rows.
+
+    Examples
+    --------
+    >>> make_volume(4, 32, seed=1).shape
+    (4, 32, 32)
+    """
+    from ..masks import body_mask as _body_mask
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"number of slices must be a positive integer, got {n!r}")
+    ok = isinstance(slice_spacing, (int, float)) and not isinstance(slice_spacing, bool)
+    if not (ok and math.isfinite(slice_spacing) and slice_spacing > 0):
+        raise InputError(f"slice_spacing must be a positive number of mm, got {slice_spacing!r}")
+    spacing = _check_args(size, pixel_spacing, region)
+    psf = _check_psf(psf)
+    size, n = int(size), int(n)
+    base, labels = _generate(size, spacing, np.random.SeedSequence(seed), region, contrast, table, psf=0.0)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x766F6C,)))
+    c = (np.arange(size) - (size - 1) / 2) * spacing  # mm, row 0 anterior
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    z = (np.arange(n) - (n - 1) / 2) * float(slice_spacing)
+    body = _body_mask(base).astype(np.float64)
+    # Displacements fade out over ~10 mm at the skin, so the outline moves about half as much.
+    weight = ndimage.gaussian_filter(body, 10.0 / spacing)
+    by, bx = (np.average(a, weights=body) if body.any() else 0.0 for a in (yy, xx))
+    modes = []
+    for _ in range(6):
+        wl, wz = rng.uniform(80, 250), rng.uniform(60, 200)
+        th = rng.uniform(0, 2 * np.pi)
+        k = 2 * np.pi / wl * np.array([np.sin(th), np.cos(th)])
+        direction = rng.normal(size=2)
+        modes.append((k, 2 * np.pi / wz, rng.uniform(1.5, 4.0) * direction / np.linalg.norm(direction),
+                      rng.uniform(0, 2 * np.pi)))
+    scale_par = [(rng.uniform(0.02, 0.04), 2 * np.pi / rng.uniform(150, 300), rng.uniform(0, 2 * np.pi))
+                 for _ in range(2)]
+    # Texture: white noise filtered in 3D (z sigma one slice), scaled to 8 HU std.
+    tex = ndimage.gaussian_filter(rng.standard_normal((n, size, size)), (1.0, 1.0 / spacing, 1.0 / spacing))
+    tex *= 8.0 / max(float(tex.std()), 1e-12)
+    soft = (base > -200) & (base < 300)
+    hu = np.empty((n, size, size), np.float32)
+    lab = np.empty((n, size, size), np.uint8)
+    for i, zi in enumerate(z):
+        dy = np.zeros_like(yy)
+        dx = np.zeros_like(xx)
+        for k, kz, amp, ph in modes:
+            # The field at the middle slice is subtracted, so that slice is the phantom of `seed`.
+            s = np.sin(k[0] * xx + k[1] * yy + kz * zi + ph) - np.sin(k[0] * xx + k[1] * yy + ph)
+            dy += amp[0] * s
+            dx += amp[1] * s
+        (ay, ky, py), (ax, kx, px) = scale_par
+        dy += ay * (np.sin(ky * zi + py) - np.sin(py)) * (yy - by)
+        dx += ax * (np.sin(kx * zi + px) - np.sin(px)) * (xx - bx)
+        rows = (yy + dy * weight) / spacing + (size - 1) / 2
+        cols = (xx + dx * weight) / spacing + (size - 1) / 2
+        sl = ndimage.map_coordinates(base, [rows, cols], order=1, mode="nearest")
+        m = ndimage.map_coordinates(soft.astype(np.float32), [rows, cols], order=1, mode="nearest")
+        sl = sl + tex[i] * m
+        if psf > 0:
+            sl = ndimage.gaussian_filter(sl, psf, mode="nearest")
+        hu[i] = np.clip(sl, *HU_RANGE)
+        lab[i] = ndimage.map_coordinates(labels, [rows, cols], order=0, mode="nearest")
+    return (hu, lab) if return_labels else hu
