@@ -378,8 +378,15 @@ def test_series_geometry_survives_simulate_fbp_and_reconstruct(tmp_path):
     ipp = np.array([[float(v) for v in pydicom.dcmread(f).ImagePositionPatient] for f in files])
     ipp = ipp[np.argsort(ipp @ np.cross(got["row_dir"], got["col_dir"]))]
     ras = np.diag([-1.0, -1.0, 1.0])
-    np.testing.assert_allclose(affine[:3, 3], ras @ ipp[0], atol=1e-3)
-    np.testing.assert_allclose(affine[:3, 2], ras @ (ipp[1] - ipp[0]), atol=1e-3)
+    # The series' own voxel order ([columns, rows, slices] from the first pixel of the first
+    # slice), which the writer stores in nibabel's RAS+ order: the same voxel-to-world map.
+    natural = np.eye(4)
+    natural[:3, 0] = ras @ np.asarray(got["row_dir"]) * back.spacing[1]
+    natural[:3, 1] = ras @ np.asarray(got["col_dir"]) * back.spacing[0]
+    natural[:3, 2] = ras @ (ipp[1] - ipp[0])
+    natural[:3, 3] = ras @ ipp[0]
+    expected = nib.as_closest_canonical(nib.Nifti1Image(np.zeros((32, 32, 3), np.float32), natural)).affine
+    np.testing.assert_allclose(affine, expected, atol=1e-3)
     # reconstruct (streamed) writes its series in the same place.
     run("fit", str(scan), "--out", str(tmp_path / "m"), "--preset", "tiny")
     run("reconstruct", str(tmp_path / "m"), str(scan), "--out", str(tmp_path / "rec"), "--format", "dicom")

@@ -8,10 +8,12 @@ Formats
   reorients to the closest canonical (RAS+) axes, then slices along Z become ``N``
   (inferior to superior), anterior is row 0 and the patient's right is column 0, i.e. the
   upright radiological display of an axial DICOM image:
-  ``hu[n, r, c] = canonical[X - 1 - c, Y - 1 - r, n]``. Writing stores
-  ``hu.transpose(2, 1, 0)`` (``[columns, rows, slices]``) with the affine of the DICOM
-  geometry (LPS turned into RAS), exactly as DICOM-to-NIfTI converters do, so
-  write -> read round-trips and the file overlays the source scan in NIfTI viewers.
+  ``hu[n, r, c] = canonical[X - 1 - c, Y - 1 - r, n]``, and the affine becomes the
+  volume's ``placement``. Writing takes ``hu.transpose(2, 1, 0)`` (``[columns, rows,
+  slices]``) with the affine of the DICOM geometry (LPS turned into RAS), as DICOM-to-NIfTI
+  converters do, and stores it in RAS+ voxel order (``nibabel.as_closest_canonical``): the
+  same voxel-to-world map, the very affine of a RAS+ source, so write -> read round-trips
+  and the file overlays the source scan in NIfTI viewers.
 * ``.npy``: ``[H, W]`` or ``[N, H, W]`` HU, no spacing.
 * ``.h5``: the ``image_hu`` dataset (plus ``pixel_spacing`` attribute where written).
 * PNG (write only): a folder of 8-bit greyscale images, one per slice, windowed.
@@ -59,6 +61,10 @@ class Volume:
     dicom_template : pydicom.Dataset or None
         Header (no pixel data) of the first slice of a source DICOM series, used to
         write a derived series that lines up with it.
+    placement : dict or None
+        Where the slices sit in patient space, as :func:`placement_of` returns it, when the
+        reader knows it directly (a NIfTI affine); DICOM series carry it in
+        ``dicom_template`` instead.
     """
 
     hu: np.ndarray
@@ -66,6 +72,7 @@ class Volume:
     slice_positions: np.ndarray | None = None
     source: str = ""
     dicom_template: Any = None
+    placement: dict | None = None
 
     def __post_init__(self) -> None:
         self.hu = _check_hu(self.hu, self.source or "volume")
@@ -222,8 +229,31 @@ def _read_nifti(path: Path) -> Volume:
     zooms = img.header.get_zooms()[:3]
     # NIfTI stores float32: round off the float32 noise (0.699999988 -> 0.7).
     spacing = (round(float(zooms[1]), 6), round(float(zooms[0]), 6))
-    z = img.affine[2, 2] * np.arange(hu.shape[0]) + img.affine[2, 3]
-    return Volume(hu, spacing, z.astype(np.float64), where)
+    place = _nifti_placement(img.affine, data.shape)
+    return Volume(hu, spacing, np.asarray(place["positions"]), where, placement=place)
+
+
+#: DICOM's LPS and NIfTI's RAS differ in the sign of x and y.
+_LPS_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _nifti_placement(affine: np.ndarray, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The :func:`placement_of` dict of a RAS+ (canonical) NIfTI image of ``shape``
+    ``[X, Y, Z]`` read as ``hu[k, row, col] = data[X-1-col, Y-1-row, k]``."""
+    a = np.asarray(affine, np.float64)
+    nx, ny, nz = (int(v) for v in shape[:3])
+
+    def lps(i: float, j: float, k: float) -> np.ndarray:
+        return _LPS_RAS @ (a @ np.array([i, j, k, 1.0]))[:3]
+
+    row_dir = _LPS_RAS @ -a[:3, 0]  # columns run against the image's i axis
+    col_dir = _LPS_RAS @ -a[:3, 1]
+    row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
+    normal = np.cross(row_dir, col_dir)
+    positions = [float(lps(nx - 1, ny - 1, k) @ normal) for k in range(nz)]
+    return {"row_dir": row_dir.tolist(), "col_dir": col_dir.tolist(),
+            "centre": lps((nx - 1) / 2, (ny - 1) / 2, 0).tolist(), "positions": positions,
+            "thickness": float(np.linalg.norm(a[:3, 2]))}
 
 
 # ---------------------------------------------------------------------------------------
@@ -360,6 +390,9 @@ def placement_of(volume: Volume) -> dict[str, Any] | None:
     centre of the field of view in the first slice), ``positions`` (mm along the slice
     normal, one per slice) and ``thickness`` (mm or None). None when the volume does not
     say where its slices are (a ``.npy`` file)."""
+    if volume.placement is not None:
+        _read_placement(volume.placement, volume.hu.shape[0])  # validated
+        return dict(volume.placement)
     if volume.slice_positions is None:
         return None
     n, h, w = volume.hu.shape
@@ -556,7 +589,11 @@ def _write_nifti(path: Path, hu: np.ndarray, place: _Placement) -> None:
     lps[:3, 2] = step
     lps[:3, 3] = place.origins[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
-    img = nib.Nifti1Image(np.ascontiguousarray(hu.transpose(2, 1, 0)), affine)
+    # Stored in RAS+ voxel order (nibabel's canonical form, the one the reader returns), so
+    # an image read from a RAS+ NIfTI is written back with the very same affine.
+    img = nib.as_closest_canonical(nib.Nifti1Image(np.ascontiguousarray(hu.transpose(2, 1, 0)), affine))
+    affine = img.affine
+    img = nib.Nifti1Image(np.ascontiguousarray(np.asanyarray(img.dataobj)), affine)
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
