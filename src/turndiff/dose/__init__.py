@@ -170,3 +170,7 @@ def simulate_scan(
 
 
 __all__ += ["simulate_scan"]
+
+from .lesions import Lesion, insert_lesions, lesion_image  # noqa: E402  (uses the noise model above)
+
+__all__ += ["Lesion", "insert_lesions", "lesion_image"]

@@ -1,0 +1,154 @@
+"""Task-based image quality (turndiff.iq) against analytic cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage, special
+
+from turndiff.errors import InputError
+from turndiff.iq import cho_detectability, disc_rois, insert_accuracy, laguerre_gauss_channels, nps, ttf
+
+
+def test_nps_of_white_noise_is_flat_at_its_known_level(rng):
+    sigma, dx = 12.0, 0.5
+    result = nps(rng.normal(0, sigma, (64, 64, 64)), dx)
+    assert result.variance == pytest.approx(sigma**2, rel=0.03)  # the NPS integrates to the variance
+    level = sigma**2 * dx**2  # HU^2 mm^2
+    inner = result.radial[(result.frequencies > 0.05) & (result.frequencies < 0.9)]
+    assert np.abs(inner / level - 1).max() < 0.1  # flat
+    assert result.nps_2d.shape == (64, 64)
+
+
+def test_nps_of_blurred_noise_follows_the_filter(rng):
+    """Gaussian-filtered white noise: NPS = sigma^2 dx^2 |H(f)|^2, H = exp(-2 pi^2 s^2 f^2)."""
+    sigma, dx, s_px = 10.0, 1.0, 1.5
+    noise = ndimage.gaussian_filter(rng.normal(0, sigma, (48, 128, 128)), (0, s_px, s_px), mode="wrap")
+    result = nps(noise, dx)
+    expect = sigma**2 * dx**2 * np.exp(-4 * np.pi**2 * (s_px * dx) ** 2 * result.frequencies**2)
+    sel = result.frequencies < 0.2
+    np.testing.assert_allclose(result.radial[sel], expect[sel], rtol=0.12)
+    assert result.peak_frequency < 0.05  # low-pass noise peaks at the lowest frequencies
+    white = nps(rng.normal(0, sigma, (48, 128, 128)), dx)
+    assert result.mean_frequency < 0.5 * white.mean_frequency
+
+
+def test_ttf_of_a_gaussian_blur(rng):
+    """A disc blurred by a Gaussian of s pixels: TTF = exp(-2 pi^2 (s dx)^2 f^2), so f50 =
+    sqrt(ln 2 / (2 pi^2)) / (s dx)."""
+    dx, s_px, radius = 0.6, 1.2, 25.0
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(yy - 63.7, xx - 64.2)
+    up = 8  # render the disc's partial volume finely, then blur
+    yy8, xx8 = np.mgrid[: 128 * up, : 128 * up] / up + (0.5 / up - 0.5)
+    disc = (np.hypot(yy8 - 63.7, xx8 - 64.2) <= radius).reshape(128, up, 128, up).mean((1, 3))
+    img = ndimage.gaussian_filter(40.0 * disc, s_px)
+    res = ttf(img, (63.7, 64.2), radius, dx)
+    f50 = math.sqrt(math.log(2) / (2 * math.pi**2)) / (s_px * dx)
+    f10 = math.sqrt(math.log(10) / (2 * math.pi**2)) / (s_px * dx)
+    assert res.f50 == pytest.approx(f50, rel=0.05)
+    assert res.f10 == pytest.approx(f10, rel=0.05)
+    assert res.contrast == pytest.approx(40.0, rel=0.02)
+    sharper = ttf(ndimage.gaussian_filter(40.0 * disc, 0.6), (63.7, 64.2), radius, dx)
+    assert sharper.f50 > 1.5 * res.f50
+    assert r.shape == img.shape
+
+
+def test_cho_reaches_the_ideal_observer_for_a_gaussian_signal_in_white_noise(rng):
+    """In white noise of std sigma the ideal observer's d' is ||s|| / sigma; a Gaussian
+    signal lies in the first Laguerre-Gauss channel's span (a = w sqrt(2 pi)), so the CHO
+    reaches it (within the sampling error of 300 + 300 ROIs)."""
+    size, w, amp, sigma = 31, 2.5, 6.0, 20.0
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[:size, :size]
+    signal = amp * np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (2 * w**2))
+    ideal = float(np.linalg.norm(signal) / sigma)
+    channels = laguerre_gauss_channels(size, w * math.sqrt(2 * math.pi), 5)
+    absent = rng.normal(0, sigma, (300, size, size))
+    present = rng.normal(0, sigma, (300, size, size)) + signal
+    det = cho_detectability(present, absent, channels)
+    assert det.d_prime == pytest.approx(ideal, rel=0.12)
+    assert det.auc == pytest.approx(special.ndtr(ideal / math.sqrt(2)), abs=0.04)
+    weaker = cho_detectability(rng.normal(0, sigma, (300, size, size)) + signal / 2, absent, channels)
+    assert weaker.d_prime == pytest.approx(ideal / 2, rel=0.2)  # d' is linear in the contrast
+    none = cho_detectability(rng.normal(0, sigma, (300, size, size)), absent, channels)
+    assert abs(none.d_prime) < 0.3 and none.auc == pytest.approx(0.5, abs=0.06)
+    with pytest.raises(InputError):
+        cho_detectability(present[:5], absent[:5], channels)
+
+
+def test_disc_rois_and_insert_accuracy(rng):
+    imgs = rng.normal(0, 5, (4, 40, 40))
+    imgs[:, 10:20, 10:20] += 100
+    rois = disc_rois(imgs, [(15, 15), (30, 30)], 5)
+    assert rois.shape == (8, 5, 5) and rois[:4].mean() == pytest.approx(100, abs=3)
+    m = np.zeros((40, 40), bool)
+    m[12:18, 12:18] = True
+    acc = insert_accuracy(imgs, {"a": m}, {"a": 90.0})
+    assert acc["a"]["bias"] == pytest.approx(10, abs=2) and acc["a"]["noise"] == pytest.approx(5, rel=0.2)
+    with pytest.raises(InputError):
+        disc_rois(imgs, [(1, 1)], 5)
+
+
+def test_qa_phantoms_hold_their_nominal_values_and_the_system_psf():
+    from turndiff.phantoms import SYSTEM_PSF_PX
+    from turndiff.phantoms.qa import CTP404_INSERTS, LCD_RODS, make_ctp404_phantom, make_lcd_phantom
+
+    lcd = make_lcd_phantom(256)
+    assert len(lcd.inserts) == 4 * len(LCD_RODS) and len(lcd.background) == 4 * len(LCD_RODS)
+    big = [i for i in lcd.inserts if i.name.startswith("10 mm")]
+    for ins in big:  # a 10 mm rod keeps its +3 HU in its middle
+        assert lcd.hu[lcd.mask(ins, 0.5)].mean() == pytest.approx(3.0, abs=0.2)
+    for r, c in lcd.background:
+        assert abs(lcd.hu[int(round(r)), int(round(c))]) < 0.1
+    ctp = make_ctp404_phantom(256)
+    acc = insert_accuracy(ctp.hu, {i.name: ctp.mask(i, 0.5) for i in ctp.inserts}, CTP404_INSERTS)
+    assert max(abs(v["bias"]) for v in acc.values()) < 3.0
+    teflon = next(i for i in ctp.inserts if i.name == "Teflon")
+    res = ttf(ctp.hu, teflon.centre, teflon.radius, ctp.pixel_spacing, half_width=0.8 * teflon.radius)
+    expect = math.sqrt(math.log(2) / (2 * math.pi**2)) / (SYSTEM_PSF_PX * ctp.pixel_spacing)
+    assert res.f50 == pytest.approx(expect, rel=0.06)  # the phantom's own PSF, measured back
+
+
+def test_cho_on_fbp_of_the_lcd_phantom_grows_as_the_square_root_of_the_dose():
+    """Quantum-limited FBP: d' is proportional to the square root of the dose, so 4x the
+    dose doubles it (within the sampling error of 12 realisations)."""
+    from turndiff.benchmark.iq import _detectability
+    from turndiff.dose import photons_from_dose, simulate_scan
+    from turndiff.phantoms.qa import make_lcd_phantom
+    from turndiff.physics import CTProjector, default_fan_geometry
+
+    g = default_fan_geometry(256)
+    lcd = make_lcd_phantom(256)
+    stack = np.repeat(lcd.hu[None], 12, 0)
+    d = {}
+    for dose in (1.0, 0.25):
+        sino, _ = simulate_scan(stack, g, photons=photons_from_dose(dose), seed=int(dose * 100))
+        d[dose] = _detectability(CTProjector(g).fbp_hu(sino), lcd)
+    full, quarter = (np.mean([v["d_prime"] for v in d[k].values()]) for k in (1.0, 0.25))
+    assert 1.4 < full / quarter < 3.5, (full, quarter)  # 2 in expectation; a finite-sample CHO is biased low
+    auc = {k: [v["auc"] for v in d[k].values()] for k in d}
+    assert np.mean(auc[1.0]) > np.mean(auc[0.25]) and min(auc[0.25]) > 0.5
+
+
+def test_inserted_lesions_add_exactly_their_projection():
+    from turndiff.dose import Lesion, hu_to_mu, insert_lesions
+    from turndiff.phantoms import make_phantoms
+    from turndiff.physics import CTProjector, default_fan_geometry
+
+    g = default_fan_geometry(64)
+    hu = make_phantoms(2, 64, seed=1)
+    A = CTProjector(g, det_subsamples=3)
+    clean = A.forward(hu_to_mu(hu, g.mu_water))
+    lesions = [Lesion((30.0, 34.0), 3.0, 25.0, slice=1)]
+    out, change = insert_lesions(clean, g, lesions, photons=1e15)  # no noise to speak of
+    np.testing.assert_array_equal(out[0], clean[0])  # the slice without a lesion is untouched
+    direct = A.forward(hu_to_mu(hu + change, g.mu_water))
+    np.testing.assert_allclose(out[1], direct[1], rtol=0, atol=1e-4 * float(np.abs(direct).max()))
+    assert change[1].max() == pytest.approx(25.0) and change[1].sum() == pytest.approx(25.0 * math.pi * 9, rel=0.03)
+    noisy, _ = insert_lesions(clean, g, lesions, photons=2.5e4, seed=1)
+    assert np.std(noisy[1] - out[1]) > 0  # the extra quantum noise of the added attenuation
+    with pytest.raises(InputError):
+        insert_lesions(clean, g, [Lesion((30.0, 34.0), 3.0, 25.0, slice=5)], photons=1e5)
