@@ -63,6 +63,13 @@ class TurnDiffOutput:
     seconds: dict = field(default_factory=dict)
     calibration: np.ndarray | None = None
 
+    def uncertainty(self) -> np.ndarray:
+        """Per-pixel uncertainty of ``image_hu`` (HU, ``[N, H, W]``):
+        :func:`turndiff.inference.uncertainty.uncertainty_map` of this output."""
+        from .inference.uncertainty import uncertainty_map
+
+        return uncertainty_map(self.image_hu, self.x_ld, self.x0, self.x_diffusion)
+
     def intermediates(self) -> dict[str, np.ndarray]:
         out = {"x_ld": self.x_ld, "x0": self.x0, "x_prior": self.x_prior}
         if self.x_diffusion is not None:

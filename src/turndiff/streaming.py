@@ -95,6 +95,7 @@ def reconstruct_study(
     calibrate: bool | None = None,
     symmetries: str = "flips",
     save_intermediates: bool = False,
+    uncertainty: bool = False,
     batch: int = STUDY_BATCH,
     restart: bool = False,
     progress: bool = True,
@@ -116,6 +117,9 @@ def reconstruct_study(
         The output path: the run folder is ``OUT.run`` beside it.
     strategy, lam, fusion, fusion_lam, steps, strength, seed, calibrate, symmetries
         As for :meth:`TurnDiffPipeline.__call__`.
+    uncertainty
+        Also compute the per-pixel uncertainty map (``uncertainty_hu`` in the work file;
+        :meth:`TurnDiffOutput.uncertainty`).
     batch
         Slices per batch (memory and the unit of resumption; results do not depend on it).
     restart
@@ -139,6 +143,7 @@ def reconstruct_study(
         settings = {"command": "reconstruct", "strategy": strategy, "lam": lam, "fusion": fusion,
                     "fusion_lam": fusion_lam, "steps": steps, "strength": strength, "seed": seed,
                     "calibrate": calibrate, "symmetries": symmetries, "intermediates": bool(save_intermediates),
+                    "uncertainty": bool(uncertainty),
                     "model": pipe.info.get("version"), "model_geometry": pipe.info.get("geometry")}
         # Under torchrun rank 0 owns the run folder and the work file and writes every result;
         # the batches are shared out round-robin and their results gathered to it.
@@ -153,6 +158,8 @@ def reconstruct_study(
         if save_intermediates:  # what TurnDiffOutput.intermediates() holds for this model and fusion
             names += ("x_ld", "x0", "x_prior") + (
                 ("x_diffusion",) + (("fusion_weight",) if fusion == "pixel" else ()) if pipe.stage2 else ())
+        if uncertainty:
+            names += ("uncertainty_hu",)
         # One generator each for the sampler's seeds and the calibration's probes, through
         # every batch: slice k gets what it would get in one call, whatever the batching.
         generator = torch.Generator().manual_seed(int(seed))
@@ -179,6 +186,8 @@ def reconstruct_study(
                                    probe_rng=probe_rng, progress=False)
                         extra = ({k: np.asarray(v, np.float32) for k, v in res.intermediates().items()}
                                  if save_intermediates else {})
+                        if uncertainty:
+                            extra["uncertainty_hu"] = res.uncertainty()
                         mine = (a, b, res.image_hu.astype(np.float32), extra, res.strategy,
                                 None if res.calibration is None else float(np.mean(res.calibration)))
                     if j % world == world - 1 or j == len(starts) - 1:  # end of a round: rank 0 writes it
@@ -235,16 +244,22 @@ def finish_h5(out: str | os.PathLike[str], *, overwrite: bool = False) -> Callab
 
 
 def finish_images(write: Callable[[Any, dict[str, Any], dict[str, np.ndarray] | None], None],
-                  intermediates: bool = False, lazy: bool = False) -> Callable[[Path, dict[str, Any]], None]:
+                  intermediates: bool = False, lazy: bool = False,
+                  write_uncertainty: Callable[[Any, dict[str, Any]], None] | None = None,
+                  ) -> Callable[[Path, dict[str, Any]], None]:
     """A ``finish`` for formats written from an array (NumPy, NIfTI, DICOM, PNG):
     ``write(image_hu, attrs, extra)`` gets the completed stack, as an array, or with
     ``lazy`` as the work file's HDF5 dataset, which DICOM and PNG writers read one slice at
-    a time (:func:`turndiff.io.write_volume`), so the study is never whole in memory."""
+    a time (:func:`turndiff.io.write_volume`), so the study is never whole in memory.
+    ``write_uncertainty(uncertainty_hu, attrs)`` writes the uncertainty map the same way."""
     import h5py
 
     def finish(work: Path, attrs: dict[str, Any]) -> None:
         with h5py.File(work, "r") as f:
-            extra = {k: f[k][()] for k in f if k not in ("image_hu", "done")} if intermediates else None
+            extra = ({k: f[k][()] for k in f if k not in ("image_hu", "done", "uncertainty_hu")}
+                     if intermediates else None)
             write(f["image_hu"] if lazy else f["image_hu"][()], attrs, extra)
+            if write_uncertainty is not None and "uncertainty_hu" in f:
+                write_uncertainty(f["uncertainty_hu"] if lazy else f["uncertainty_hu"][()], attrs)
 
     return finish

@@ -71,6 +71,17 @@ def output_format(path: str, fmt: str | None) -> str:
     raise InputError(f"cannot tell the output format of {path!r}: use .h5, .npy, .nii(.gz) or --format dicom|png")
 
 
+def uncertainty_path(out: str, fmt: str) -> str:
+    """Where ``reconstruct --uncertainty`` writes the map beside a non-HDF5 output ``out``:
+    ``_uncertainty`` before the suffix (``recon_uncertainty.nii.gz``, a DICOM folder
+    ``recon_uncertainty``)."""
+    p = str(out).rstrip("/")
+    for suffix in (".nii.gz", ".nii", ".npy"):
+        if p.lower().endswith(suffix):
+            return p[: -len(suffix)] + "_uncertainty" + p[-len(suffix):]
+    return p + "_uncertainty"
+
+
 def geometry_of(attrs: dict, where: str):
     from ..physics import geometry_from_json
 

@@ -9,6 +9,7 @@ import click
 
 from . import cli
 from .common import (OUTPUT_FORMATS, check_image_output, claim_run_dir, geometry_of, overwrite_option,
+                     uncertainty_path,
                      refuse_output_over_input, restart_option, write_images, seed_option)
 from .stage1_cmds import DEVICE, _stage1_dir, check_geometry_matches
 
@@ -131,6 +132,9 @@ _RECONSTRUCT_OPTIONS = [
     click.option("--device", type=DEVICE, default="auto", show_default=True),
     click.option("--save-intermediates", is_flag=True,
                  help="Also store x_ld, x0, x_prior, x_diffusion, fusion_weight (.h5)."),
+    click.option("--uncertainty", is_flag=True,
+                 help="Also write a per-pixel uncertainty map (HU; docs/METHOD.md): the `uncertainty_hu` dataset "
+                      "of an .h5 output, else OUT_uncertainty beside OUT in the same format."),
     click.option("--template", type=click.Path(exists=True), default=None,
                  help="Source DICOM series whose patient/study tags a DICOM output copies."),
     click.option("--anonymize", is_flag=True, help="DICOM output: drop patient identifiers."),
@@ -152,6 +156,10 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
 
     refuse_output_over_input(out, input, model_dir, overwrite=opts["overwrite"])
     f = check_image_output(out, opts["fmt"])
+    sibling = uncertainty_path(out, f) if opts.get("uncertainty") and f != "h5" else None
+    if sibling is not None:
+        refuse_output_over_input(sibling, input, model_dir, overwrite=opts["overwrite"])
+        check_image_output(sibling, opts["fmt"] or f)
     fusion_lam = opts["fusion_lam"]
     if opts["fusion"] == "global" and fusion_lam is None:
         fusion_lam = opts["lam"]  # SURFACE.md: `--fusion global --lam L`
@@ -161,13 +169,17 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
         spacing = geometry_of(pipe.info, model_dir).pixel_spacing
         finish = finish_images(lambda hu, attrs, extra: write_images(
             out, hu, fmt=opts["fmt"], spacing=spacing, extra=extra, attrs=attrs, template=tmpl,
-            anonymize=opts["anonymize"]), intermediates=opts["save_intermediates"], lazy=f in ("dicom", "png"))
+            anonymize=opts["anonymize"]), intermediates=opts["save_intermediates"], lazy=f in ("dicom", "png"),
+            write_uncertainty=None if sibling is None else lambda u, attrs: write_images(
+                str(sibling), u, fmt=opts["fmt"] or f, spacing=spacing, attrs=attrs, template=tmpl,
+                anonymize=opts["anonymize"]))
     return reconstruct_study(
         pipe, input, finish, out=out, strategy=opts["strategy"],
         lam=opts["lam"] if opts["strategy"] in ("up", "down") else None, fusion=opts["fusion"], fusion_lam=fusion_lam,
         steps=opts["steps"], strength=opts["strength"], seed=opts["seed"],
         calibrate={"auto": None, "on": True, "off": False}[opts["calibrate"]], symmetries=opts["symmetries"],
-        save_intermediates=opts["save_intermediates"] and f == "h5", restart=opts["restart"], progress=progress)
+        save_intermediates=opts["save_intermediates"] and f == "h5", uncertainty=bool(opts.get("uncertainty")),
+        restart=opts["restart"], progress=progress)
 
 
 @cli.command("reconstruct")
