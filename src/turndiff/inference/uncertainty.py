@@ -29,10 +29,11 @@ from scipy import ndimage
 __all__ = ["UNCERTAINTY_FEATURES", "UNCERTAINTY_COEF", "uncertainty_features", "uncertainty_map"]
 
 UNCERTAINTY_FEATURES = ("noise", "diffusion", "diffusion_mean", "edges", "edges_mean", "edges_x0", "fusion")
-#: beta_k per feature, then beta_0 (log HU), fitted by benchmarks/bench_uncertainty.py.
+#: beta_k per feature, beta_0 (``offset``) and the coverage scale (``log_scale``), fitted by
+#: ``benchmarks/bench_uncertainty.py`` on 6 validation phantoms at 25% dose, 2026-11-30.
 UNCERTAINTY_COEF: dict[str, float] = {
-    "noise": 0.488, "diffusion": 0.385, "diffusion_mean": 0.302, "edges": -0.024, "edges_mean": 0.203,
-    "edges_x0": 0.063, "fusion": -0.472, "offset": -1.076, "log_scale": 0.63,
+    "noise": 0.272, "diffusion": -0.052, "diffusion_mean": 0.047, "edges": -0.066, "edges_mean": 0.638,
+    "edges_x0": 0.124, "fusion": 0.131, "offset": -0.769, "log_scale": 0.51,
 }
 
 

@@ -61,8 +61,10 @@ class QAPhantom:
     pixel_spacing: float
     background: list[tuple[float, float]] = field(default_factory=list)
 
-    def mask(self, insert: Insert, inset: float = 0.7) -> np.ndarray:
-        """Pixels well inside ``insert`` (within ``inset`` of its radius), for its mean."""
+    def mask(self, insert: Insert, inset: float = 0.5) -> np.ndarray:
+        """Pixels well inside ``insert`` (within ``inset`` of its radius), for its mean. The
+        default half radius keeps clear of the edge blur (at 0.7 an FBP's blurred edge
+        moved the mean of air and Teflon inserts by 30 HU at 1.5 mm pixels)."""
         yy, xx = np.mgrid[: self.hu.shape[0], : self.hu.shape[1]]
         return np.hypot(yy - insert.centre[0], xx - insert.centre[1]) <= inset * insert.radius
 
