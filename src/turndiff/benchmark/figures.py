@@ -70,14 +70,9 @@ def comparison_figure(
                             transform=axes[2, j].transAxes, fontsize=8)
         else:
             im = axes[2, j].imshow(np.abs(a - reference), cmap="magma", vmin=0, vmax=error_max)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
     if n > 1:
         fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, label="HU")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, out_path)
+    return _finish(fig, axes, out_path, title)
 
 
 def dose_grid_figure(
@@ -107,12 +102,7 @@ def dose_grid_figure(
             axes[i, j + 1].imshow(rows[d][m], cmap="gray", vmin=lo, vmax=hi)
             if i == 0:
                 axes[0, j + 1].set_title(m, fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, out_path)
+    return _finish(fig, axes, out_path, title)
 
 
 def profile_figure(
@@ -180,6 +170,11 @@ def reformat_figure(
         axes[0, j].set_title(label, fontsize=8)
         axes[1, j].imshow(v[:, r, :], cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
     axes[1, 0].set_ylabel(f"coronal, {n_sl} x {slice_spacing:g} mm", fontsize=7)
+    return _finish(fig, axes, out_path, title)
+
+
+def _finish(fig, axes, out_path, title: str | None) -> Path:
+    """Image panels without ticks, the title, and the file written."""
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -35,6 +35,11 @@ def _check_psf(psf: float) -> float:
     return float(psf)
 
 
+def _check_count(n, what: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"number of {what} must be a positive integer, got {n!r}")
+
+
 def _check_args(size: int, pixel_spacing: float | None, region: str | None) -> float:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
         raise InputError(f"phantom size must be an integer >= 8, got {size!r}")
@@ -162,8 +167,7 @@ def make_phantoms(
     >>> make_phantoms(2, 32, seed=1).shape
     (2, 32, 32)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"number of phantoms must be a positive integer, got {n!r}")
+    _check_count(n, "phantoms")
     spacing = _check_args(size, pixel_spacing, region)
     psf = _check_psf(psf)
     hu = np.empty((int(n), int(size), int(size)), np.float32)
@@ -215,8 +219,7 @@ def make_volume(
     """
     from ..masks import body_mask as _body_mask
 
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"number of slices must be a positive integer, got {n!r}")
+    _check_count(n, "slices")
     ok = isinstance(slice_spacing, (int, float)) and not isinstance(slice_spacing, bool)
     if not (ok and math.isfinite(slice_spacing) and slice_spacing > 0):
         raise InputError(f"slice_spacing must be a positive number of mm, got {slice_spacing!r}")
