@@ -11,9 +11,9 @@ coefficients for :data:`turndiff.inference.uncertainty.UNCERTAINTY_COEF` (fitted
 validation: ``log(1 + |error|)`` on ``log(1 + feature)`` by least squares, then the scale
 that makes ``|error| <= 2 u`` hold on 95% of the validation pixels), and, for the shipped
 coefficients and the refitted ones, inside the body of the test phantoms: Spearman's rank
-correlation of the map with the absolute error, the coverage of ``|error| <= 2 u``, and
-the ceiling a map that knew the error would reach (the error's own RMS, smoothed by a
-Gaussian of 2 px).
+correlation of the map with the absolute error, the coverage of ``|error| <= 2 u``, and for scale
+what a map that knew the error would reach (the error's own RMS, smoothed by a Gaussian of
+2 px: the random part of the error caps any smooth map near there).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> None:
             print(f"{name:9s} {split:10s}: Spearman {rho:.3f}, |error| <= 2u on {cover:.1%} of the body pixels")
     for split, (res, err, mask) in (("validation", val), ("test", test)):
         oracle = np.sqrt(ndimage.gaussian_filter(err**2, (0, 2, 2)))
-        print(f"ceiling   {split:10s}: Spearman {_score(oracle, err, mask)[0]:.3f} (the error's own smoothed RMS)")
+        print(f"oracle    {split:10s}: Spearman {_score(oracle, err, mask)[0]:.3f} (the error's own RMS, smoothed 2 px)")
 
 
 if __name__ == "__main__":
