@@ -169,7 +169,7 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
         spacing = geometry_of(pipe.info, model_dir).pixel_spacing
         finish = finish_images(lambda hu, attrs, extra: write_images(
             out, hu, fmt=opts["fmt"], spacing=spacing, extra=extra, attrs=attrs, template=tmpl,
-            anonymize=opts["anonymize"]), intermediates=opts["save_intermediates"], lazy=f in ("dicom", "png"),
+            anonymize=opts["anonymize"]), intermediates=opts["save_intermediates"], lazy=f in ("dicom", "png", "nii"),
             write_uncertainty=None if sibling is None else lambda u, attrs: write_images(
                 str(sibling), u, fmt=opts["fmt"] or f, spacing=spacing, attrs=attrs, template=tmpl,
                 anonymize=opts["anonymize"]))

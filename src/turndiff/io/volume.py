@@ -493,7 +493,7 @@ def write_volume(
     """
     path = Path(path)
     fmt = _infer_format(path, format)
-    if fmt in ("dicom", "png") and not isinstance(hu, np.ndarray) and getattr(hu, "ndim", 0) == 3:
+    if fmt in ("dicom", "png", "nifti") and not isinstance(hu, np.ndarray) and getattr(hu, "ndim", 0) == 3:
         hu = _CheckedSlices(hu, f"image for {path}")  # a lazy stack (HDF5): read and checked slice by slice
     else:
         hu = _check_hu(hu, f"image for {path}")
@@ -573,10 +573,16 @@ def _replaceable(folder: Path, ext: str) -> bool:
     return bool(entries) and all(p.is_file() and p.suffix.lower() == ext for p in entries)
 
 
-def _write_nifti(path: Path, hu: np.ndarray, place: _Placement) -> None:
+def _write_nifti(path: Path, hu: Any, place: _Placement) -> None:
+    """Write ``hu`` ``[N, H, W]`` (an array, or a lazy stack read slice by slice) as NIfTI in
+    RAS+ voxel order, one slice at a time, so a study of any length is never whole in
+    memory. That holds for axial stacks, whose slice axis is RAS+'s third; a coronal or
+    sagittal stack, whose slices run along another RAS+ axis, is gathered first."""
+    import gzip
+
     import nibabel as nib
 
-    n = hu.shape[0]
+    n, h, w = hu.shape
     sr, sc = place.spacing
     normal = np.cross(place.row_dir, place.col_dir)
     if n > 1:
@@ -588,14 +594,27 @@ def _write_nifti(path: Path, hu: np.ndarray, place: _Placement) -> None:
     lps[:3, 1] = place.col_dir * sr
     lps[:3, 2] = step
     lps[:3, 3] = place.origins[0]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS; data[x, y, z] = hu[z, y, x]
     # Stored in RAS+ voxel order (nibabel's canonical form, the one the reader returns), so
     # an image read from a RAS+ NIfTI is written back with the very same affine.
-    img = nib.as_closest_canonical(nib.Nifti1Image(np.ascontiguousarray(hu.transpose(2, 1, 0)), affine))
-    affine = img.affine
-    img = nib.Nifti1Image(np.ascontiguousarray(np.asanyarray(img.dataobj)), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    with atomic_output(path) as tmp:
-        nib.save(img, tmp)
+    ornt = nib.orientations.io_orientation(affine)
+    if int(ornt[2, 0]) != 2:  # the slice axis would move: reorder in memory
+        data = nib.orientations.apply_orientation(np.stack([np.asarray(hu[k]).T for k in range(n)], -1), ornt)
+        slices = (data[..., k] for k in range(data.shape[2]))
+    else:
+        order = range(n - 1, -1, -1) if ornt[2, 1] < 0 else range(n)
+        slices = (nib.orientations.apply_orientation(np.asarray(hu[k], np.float32).T, ornt[:2]) for k in order)
+    shape = nib.orientations.apply_orientation(np.zeros((w, h, n), np.int8), ornt).shape
+    canonical = affine @ nib.orientations.inv_ornt_aff(ornt, (w, h, n))
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    header.set_xyzt_units("mm", "sec")
+    header.set_qform(canonical, code=1)
+    header.set_sform(canonical, code=1)
+    header["vox_offset"] = 352
+    gz = path.name.lower().endswith(".gz")
+    with atomic_output(path) as tmp, (gzip.open(tmp, "wb", compresslevel=1) if gz else open(tmp, "wb")) as fh:
+        header.write_to(fh)  # 348 bytes and the 4-byte extension flag (none): data at vox_offset 352
+        for sl in slices:
+            fh.write(np.asarray(sl, "<f4").tobytes(order="F"))
