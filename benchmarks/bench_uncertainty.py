@@ -1,5 +1,6 @@
-"""Fit and measure the uncertainty map (issue 17): coefficients on the *validation*
-phantoms, numbers on the *test* phantoms.
+"""Fit the uncertainty map (issue 17) on the *validation* phantoms. Its numbers on the
+test phantoms come from `turndiff iq` (the tuning protocol keeps this development script
+off the test seeds).
 
 Run::
 
@@ -10,7 +11,7 @@ MODEL_DIR is a model trained on the benchmark's training phantoms (e.g.
 coefficients for :data:`turndiff.inference.uncertainty.UNCERTAINTY_COEF` (fitted on
 validation: ``log(1 + |error|)`` on ``log(1 + feature)`` by least squares, then the scale
 that makes ``|error| <= 2 u`` hold on 95% of the validation pixels), and, for the shipped
-coefficients and the refitted ones, inside the body of the test phantoms: Spearman's rank
+coefficients and the refitted ones, inside the body of the validation phantoms: Spearman's rank
 correlation of the map with the absolute error, the coverage of ``|error| <= 2 u``, and for scale
 what a map that knew the error would reach (the error's own RMS, smoothed by a Gaussian of
 2 px: the random part of the error caps any smooth map near there).
@@ -23,7 +24,7 @@ import argparse
 import numpy as np
 from scipy import ndimage, stats
 
-from turndiff.benchmark.data import make_bench_data, make_dev_data
+from turndiff.benchmark.data import make_dev_data
 from turndiff.inference.uncertainty import UNCERTAINTY_COEF, UNCERTAINTY_FEATURES, uncertainty_features, uncertainty_map
 from turndiff.masks import body_mask
 from turndiff.pipeline import TurnDiffPipeline
@@ -47,7 +48,6 @@ def main() -> None:
     args = ap.parse_args()
     pipe = TurnDiffPipeline.from_pretrained(args.model, device="cpu")
     val = _run(pipe, make_dev_data(n_val=args.slices, val_doses=(args.dose,), progress=False), args.dose)
-    test = _run(pipe, make_bench_data(n_test=args.slices, test_doses=(args.dose,), progress=False), args.dose)
 
     def design(res, mask):
         f = uncertainty_features(res.image_hu, res.x_ld, res.x0, res.x_diffusion)
@@ -61,11 +61,11 @@ def main() -> None:
     fitted["log_scale"] = float(np.log(np.quantile(ratio, 0.95) / 2))
     print("fitted on validation:", {k: round(v, 3) for k, v in fitted.items()})
     for name, coef in (("shipped", UNCERTAINTY_COEF), ("refitted", fitted)):
-        for split, (res, err, mask) in (("validation", val), ("test", test)):
+        for split, (res, err, mask) in (("validation", val),):
             u = uncertainty_map(res.image_hu, res.x_ld, res.x0, res.x_diffusion, coef=coef)
             rho, cover = _score(u, err, mask)
             print(f"{name:9s} {split:10s}: Spearman {rho:.3f}, |error| <= 2u on {cover:.1%} of the body pixels")
-    for split, (res, err, mask) in (("validation", val), ("test", test)):
+    for split, (res, err, mask) in (("validation", val),):
         oracle = np.sqrt(ndimage.gaussian_filter(err**2, (0, 2, 2)))
         print(f"oracle    {split:10s}: Spearman {_score(oracle, err, mask)[0]:.3f} (the error's own RMS, smoothed 2 px)")
 

@@ -105,10 +105,12 @@ def test_demo_command_tiny(tmp_path):
         main(["demo", "--out", str(tmp_path / "demo"), "--size", "64", "--train-slices", "2", "--test-slices", "1",
               "--preset", "tiny"])
     assert e.value.code == 0
-    for f in ("metrics.md", "metrics.json", "comparison_25pct.png", "comparison_10pct.png", "dose_generalisation.png"):
+    for f in ("metrics.md", "metrics.json", "comparison_25pct.png", "comparison_10pct.png", "dose_generalisation.png",
+              "volume_reformat.png"):
         assert (tmp_path / "demo" / f).is_file(), f
     table = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert set(table) == {"25%", "10%", "50%"} and "TurnDiff" in table["10%"]
+    assert set(table) == {"25%", "10%", "50%", "volume"} and "TurnDiff" in table["10%"]
+    assert set(table["volume"]["TurnDiff"]["through_plane"]) == {"dz_rmse", "dz_ratio", "banding"}
 
 
 def test_auto_strategy_sets_the_condition_noise_to_a_fraction_of_training():

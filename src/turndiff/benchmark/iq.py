@@ -17,7 +17,9 @@ For one model (any trained on the default fan geometry) and a few doses:
 4. **Inserted lesions**: discs of 3-5 px at +20 to +30 HU inserted into the projections of
    the benchmark's *test* phantoms (:func:`turndiff.dose.insert_lesions`), reconstructed with
    and without them from the same noisy data: contrast recovery (measured / inserted) and
-   contrast-to-noise ratio per method.
+   contrast-to-noise ratio per method; and, on the lesion-free scans, how well TurnDiff's
+   uncertainty map (:mod:`turndiff.inference.uncertainty`, fitted on validation phantoms)
+   tracks its error: rank correlation and the coverage of ``|error| <= 2u``.
 
 Nothing here is tuned: the QA phantoms and lesions are inputs, and the model is whatever
 ``fit`` made.
@@ -134,6 +136,16 @@ def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int) -> d
     h, w = ref.shape[1:]
     yy, xx = np.mgrid[:h, :w]
     out = {}
+    # The uncertainty map of TurnDiff's output against its true error (the lesion-free scans).
+    from scipy import stats
+
+    from ..inference.uncertainty import uncertainty_map
+    from ..masks import body_mask
+
+    res = pipe(sino, strategy="auto", fusion="pixel", seed=seed, progress=False)
+    u, err, body = uncertainty_map(res.image_hu, res.x_ld, res.x0, res.x_diffusion), res.image_hu - ref, body_mask(ref)
+    uncertainty = {"spearman": float(stats.spearmanr(u[body], np.abs(err[body]))[0]),
+                   "coverage_2u": float(np.mean(np.abs(err[body]) <= 2 * u[body])), "slices": int(n_slices)}
     for m in IQ_METHODS:
         rec, cnr = [], []
         for les in lesions:
@@ -145,7 +157,7 @@ def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int) -> d
             cnr.append(float((plus[m][les.slice][inner].mean() - plus[m][les.slice][ring].mean()) / noise))
         out[m] = {"contrast_recovery": float(np.mean(rec)), "contrast_recovery_min": float(np.min(rec)),
                   "cnr": float(np.mean(cnr)), "lesions": len(lesions)}
-    return out
+    return out, uncertainty
 
 
 def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realizations: int = 16,
@@ -196,7 +208,7 @@ def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realiz
                        for rod, v in results["detectability"][m][f"{d:g}"].items() if reference[rod]["d_prime"] > 0}
             for d in doses} for m in IQ_METHODS}
     log(f"inserted lesions: {lesion_slices} test phantoms at {doses[0]:.0%}, 2 lesions each")
-    results["lesions"] = _lesion_study(pipe, A, g, doses[0], lesion_slices, seed)
+    results["lesions"], results["uncertainty"] = _lesion_study(pipe, A, g, doses[0], lesion_slices, seed)
     results["seconds"] = time.perf_counter() - t0
     md = iq_tables(results)
     with atomic_output(out / "iq.json") as tmp:
@@ -246,6 +258,11 @@ def iq_tables(r: dict) -> str:
               "| method | contrast recovery (mean) | (min) | CNR |", "|---|---|---|---|"]
     for m, v in r["lesions"].items():
         lines.append(f"| {m} | {v['contrast_recovery']:.3f} | {v['contrast_recovery_min']:.3f} | {v['cnr']:.2f} |")
+    u = r.get("uncertainty")
+    if u:
+        lines += ["", f"## Uncertainty map of TurnDiff ({u['slices']} test phantoms, {float(doses[0]):.0%} dose, body)",
+                  "", f"Spearman with the absolute error {u['spearman']:.3f}; |error| <= 2u on {u['coverage_2u']:.1%} "
+                  "of the pixels."]
     return "\n".join(lines) + "\n"
 
 
