@@ -53,8 +53,11 @@ _LESION_RADII = (3.0, 4.0, 5.0)
 _LESION_CONTRASTS = (20.0, 25.0, 30.0)
 
 
-def _reconstruct(pipe, A, sino: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+def _reconstruct(pipe, A, sino: np.ndarray, seed: int, output: list | None = None) -> dict[str, np.ndarray]:
+    """FBP, x0 and TurnDiff of ``sino``; ``output`` receives the pipeline's whole output."""
     res = pipe(sino, strategy="auto", fusion="pixel", seed=seed, progress=False)
+    if output is not None:
+        output.append(res)
     return {"FBP": A.fbp_hu(sino), "x0 (stage 1)": res.x0, "TurnDiff": res.image_hu}
 
 
@@ -132,7 +135,8 @@ def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int) -> d
     sino, _ = simulate_scan(ref, geometry, photons=i0, seed=seed + 31)
     lesions = _lesion_positions(ref, np.random.default_rng(seed), per_slice=2)
     with_les, change = insert_lesions(sino, geometry, lesions, photons=i0, seed=seed + 37)
-    base, plus = _reconstruct(pipe, A, sino, seed), _reconstruct(pipe, A, with_les, seed)
+    whole: list = []
+    base, plus = _reconstruct(pipe, A, sino, seed, whole), _reconstruct(pipe, A, with_les, seed)
     h, w = ref.shape[1:]
     yy, xx = np.mgrid[:h, :w]
     out = {}
@@ -142,7 +146,7 @@ def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int) -> d
     from ..inference.uncertainty import uncertainty_map
     from ..masks import body_mask
 
-    res = pipe(sino, strategy="auto", fusion="pixel", seed=seed, progress=False)
+    res = whole[0]
     u, err, body = uncertainty_map(res.image_hu, res.x_ld, res.x0, res.x_diffusion), res.image_hu - ref, body_mask(ref)
     uncertainty = {"spearman": float(stats.spearmanr(u[body], np.abs(err[body]))[0]),
                    "coverage_2u": float(np.mean(np.abs(err[body]) <= 2 * u[body])), "slices": int(n_slices)}
