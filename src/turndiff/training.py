@@ -272,16 +272,20 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=True)
+def _map_batch(fn: Callable[[Any], Any], batch: Any) -> Any:
+    """``fn`` applied to every leaf of a batch (tensor, or dict / tuple / list / namedtuple
+    of them, nested), the containers rebuilt: the one walk of a batch's structure."""
     if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: _map_batch(fn, v) for k, v in batch.items()}
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_to_device(v, device) for v in batch))
+        return type(batch)(*(_map_batch(fn, v) for v in batch))
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
+        return type(batch)(_map_batch(fn, v) for v in batch)
+    return fn(batch)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    return _map_batch(lambda b: b.to(device, non_blocking=True) if torch.is_tensor(b) else b, batch)
 
 
 def _shard(batch: Any, rank: int, world: int) -> tuple[Any, int, int]:
@@ -290,20 +294,11 @@ def _shard(batch: Any, rank: int, world: int) -> tuple[Any, int, int]:
     does; a ``torch.Generator`` in the batch (an objective's own randomness) is re-seeded
     per rank, so ranks do not draw the same noise for different samples. Returns
     ``(shard, its size, the global batch size)``."""
-    def first(b: Any) -> torch.Tensor | None:
-        if torch.is_tensor(b) and b.ndim >= 1:
-            return b
-        items = b.values() if isinstance(b, Mapping) else b if isinstance(b, (list, tuple)) else ()
-        for v in items:
-            t = first(v)
-            if t is not None:
-                return t
-        return None
-
-    lead = first(batch)
-    if lead is None:
+    leaves: list[torch.Tensor] = []
+    _map_batch(lambda b: leaves.append(b) if torch.is_tensor(b) and b.ndim >= 1 else None, batch)
+    if not leaves:
         raise TurnDiffError("a distributed run needs a batch with a leading batch dimension")
-    n = int(lead.shape[0])
+    n = int(leaves[0].shape[0])
     if n < world:
         raise InputError(f"the batch of {n} is smaller than the {world} processes; use fewer processes")
     lo, hi = rank * n // world, (rank + 1) * n // world
@@ -313,15 +308,9 @@ def _shard(batch: Any, rank: int, world: int) -> tuple[Any, int, int]:
             return b[lo:hi] if b.ndim >= 1 and b.shape[0] == n else b
         if isinstance(b, torch.Generator):
             return torch.Generator(device=b.device).manual_seed((b.initial_seed() + 0x9E3779B9 * rank) % 2**63)
-        if isinstance(b, Mapping):
-            return {k: cut(v) for k, v in b.items()}
-        if isinstance(b, tuple) and hasattr(b, "_fields"):
-            return type(b)(*(cut(v) for v in b))
-        if isinstance(b, (list, tuple)):
-            return type(b)(cut(v) for v in b)
         return b
 
-    return cut(batch), hi - lo, n
+    return _map_batch(cut, batch), hi - lo, n
 
 
 def _split_output(out: Any) -> tuple[torch.Tensor, Mapping[str, Any]]:
