@@ -43,7 +43,7 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from . import data  # noqa: F401  (commands register themselves on `cli`)
+    from . import data, helical_cmds  # noqa: F401  (commands register themselves on `cli`)
 
     for optional in ("stage1_cmds", "model_cmds", "bench_cmds"):
         try:
