@@ -147,8 +147,8 @@ def _cli(args):
 
 def test_simulate_helical_then_rebin_then_fbp(tmp_path):
     """The user's path without a download: a synthetic scanner writes DICOM-CT-PD with a
-    flying focal spot, `rebin` turns it into the HDF5 `fit` and `reconstruct` take, `fbp`
-    gives the slice back."""
+    flying focal spot, `rebin` turns it into the HDF5 that `fit` trains on and
+    `reconstruct` takes, and `fbp` gives the slices back."""
     code, err = _cli(["simulate-helical", "phantom:48", "--size", 64, "--rows", 64, "--row-width", 0.25,
                       "--views", 240, "--ffs", "phi", "--out", tmp_path / "pd"])
     assert code == 0, err[-2000:]
@@ -160,6 +160,11 @@ def test_simulate_helical_then_rebin_then_fbp(tmp_path):
         assert f["sinogram"].shape == (3, 120, 92)
         assert float(f.attrs["photons"]) == pytest.approx(2.5e4)
         assert "clean_sinogram" not in f and "reference_hu" not in f
+    code, err = _cli(["fit", tmp_path / "scan.h5", "--out", tmp_path / "model", "--preset", "tiny"])
+    assert code == 0, err[-2000:]
+    code, err = _cli(["reconstruct", tmp_path / "model", tmp_path / "scan.h5", "--out", tmp_path / "td.npy"])
+    assert code == 0, err[-2000:]
+    assert np.load(tmp_path / "td.npy").shape == (3, 64, 64)
     code, err = _cli(["fbp", tmp_path / "scan.h5", "--out", tmp_path / "img.npy"])
     assert code == 0, err[-2000:]
     img = np.load(tmp_path / "img.npy")

@@ -75,6 +75,8 @@ def rebin(proj_dir: str, out: str, slices, pitch_interp, size, fov, overwrite) -
     if not out.endswith((".h5", ".hdf5")):
         raise InputError(f"--out {out}: rebin writes HDF5; name it .h5")
     scan, proj = read_ctpd(proj_dir, progress=True)
+    if str(scan.extra.get("projection_data", "")).upper() == "AXIAL" or abs(scan.feed_per_turn) < 1e-6:
+        raise InputError(f"{proj_dir}: an axial (step-and-shoot) scan; rebin handles helical scans only")
     lo, hi = _valid_range(scan)
     z = _parse_slices(slices, lo, hi, 1.0)
     try:

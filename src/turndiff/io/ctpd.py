@@ -265,7 +265,7 @@ def read_ctpd(folder: str | os.PathLike[str], *, progress: bool = False):
             dphi=np.array([r["dphi"] for r in rec]), dz=np.array([r["dz"] for r in rec]),
             drho=np.array([r["drho"] for r in rec]), views_per_turn=rec[0]["steps"], ffs_mode=rec[0]["ffs"],
             mu_water=mu_w, photons=float(np.median(photons)) if photons else None,
-            extra={"hu_calibration_factor": rec[0]["hu_factor"]})
+            extra={"hu_calibration_factor": rec[0]["hu_factor"], "projection_data": rec[0]["kind"] or "HELICAL"})
     except ValueError as e:
         raise InputError(f"{folder}: {e}") from None
     return scan, CTPDProjections([r["file"] for r in rec], cols, rows)
