@@ -155,8 +155,9 @@ def test_inserted_lesions_add_exactly_their_projection():
 
 
 def test_iq_command_end_to_end(tmp_path):
-    """`turndiff iq` on a tiny 256 x 256 model: every table and figure is written, and FBP's
-    detectability grows with the dose (the observer study is wired to the right images)."""
+    """`turndiff iq` on a tiny 256 x 256 model with a baseline: every table and figure is
+    written, FBP's detectability grows with the dose (the observer study is wired to the
+    right images), and the baseline's images are its own."""
     import json
     import subprocess
     import sys
@@ -168,14 +169,16 @@ def test_iq_command_end_to_end(tmp_path):
     run("simulate", "phantom:2", "--size", "256", "--out", "scan.h5")
     run("fit", "scan.h5", "--out", "model", "--preset", "tiny", "--device", "cpu")
     run("iq", "model", "--out", "iq", "--doses", "0.25", "--realizations", "12", "--lesion-slices", "1",
-        "--device", "cpu")
+        "--device", "cpu", "--baselines", "TV", "--preset", "tiny")
     for f in ("iq.json", "iq.md", "iq_detectability.png", "iq_nps_ttf.png"):
         assert (tmp_path / "iq" / f).is_file(), f
     r = json.loads((tmp_path / "iq" / "iq.json").read_text())
     full = np.mean([v["d_prime"] for v in r["detectability"]["FBP"]["1"].values()])
     quarter = np.mean([v["d_prime"] for v in r["detectability"]["FBP"]["0.25"].values()])
     assert full > quarter > 0
-    assert set(r["lesions"]) == {"FBP", "x0 (stage 1)", "TurnDiff"} and 0.5 < r["lesions"]["FBP"]["contrast_recovery"] < 1.5
+    assert set(r["lesions"]) == {"FBP", "x0 (stage 1)", "TurnDiff", "TV"} and 0.5 < r["lesions"]["FBP"]["contrast_recovery"] < 1.5
+    # TV (a baseline, through the benchmark's fit / reconstruct) smooths: less noise than FBP.
+    assert r["nps"]["TV"]["0.25"]["noise_std_hu"] < 0.8 * r["nps"]["FBP"]["0.25"]["noise_std_hu"]
     assert -1 <= r["uncertainty"]["spearman"] <= 1 and 0 <= r["uncertainty"]["coverage_2u"] <= 1
     bad = subprocess.run([sys.executable, "-m", "turndiff", "iq", "model", "--out", "x", "--doses", "2"],
                          capture_output=True, text=True, cwd=tmp_path)

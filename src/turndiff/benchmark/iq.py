@@ -1,5 +1,6 @@
-"""`turndiff iq`: task-based image quality of a trained TurnDiff model against FBP
-(docs/BENCHMARKS.md, "Task-based image quality").
+"""`turndiff iq`: task-based image quality of a trained TurnDiff model against FBP and,
+with ``baselines``, against every other method of the benchmark (docs/BENCHMARKS.md,
+"Task-based image quality").
 
 For one model (any trained on the default fan geometry) and a few doses:
 
@@ -20,6 +21,11 @@ For one model (any trained on the default fan geometry) and a few doses:
    contrast-to-noise ratio per method; and, on the lesion-free scans, how well TurnDiff's
    uncertainty map (:mod:`turndiff.inference.uncertainty`, fitted on validation phantoms)
    tracks its error: rank correlation and the coverage of ``|error| <= 2u``.
+
+Baselines go through the benchmark's own evaluation path: each is fitted on the benchmark's
+training sinograms (``make_bench_data`` of the preset; learned ones resume from, or leave,
+their checkpoints under ``runs_dir``, so a benchmark's ``runs/`` folder makes this a
+matter of loading) and reconstructs every QA and lesion scan with ``Baseline.reconstruct``.
 
 Nothing here is tuned: the QA phantoms and lesions are inputs, and the model is whatever
 ``fit`` made.
@@ -53,12 +59,48 @@ _LESION_RADII = (3.0, 4.0, 5.0)
 _LESION_CONTRASTS = (20.0, 25.0, 30.0)
 
 
-def _reconstruct(pipe, A, sino: np.ndarray, seed: int, output: list | None = None) -> dict[str, np.ndarray]:
-    """FBP, x0 and TurnDiff of ``sino``; ``output`` receives the pipeline's whole output."""
+def _reconstruct(pipe, A, sino: np.ndarray, seed: int, output: list | None = None,
+                 others: dict | None = None, photons: float | None = None) -> dict[str, np.ndarray]:
+    """FBP, x0 and TurnDiff of ``sino``, and each fitted baseline of ``others`` (name ->
+    (baseline, state)) at ``photons``; ``output`` receives the pipeline's whole output."""
     res = pipe(sino, strategy="auto", fusion="pixel", seed=seed, progress=False)
     if output is not None:
         output.append(res)
-    return {"FBP": A.fbp_hu(sino), "x0 (stage 1)": res.x0, "TurnDiff": res.image_hu}
+    out = {"FBP": A.fbp_hu(sino), "x0 (stage 1)": res.x0, "TurnDiff": res.image_hu}
+    for name, (b, state) in (others or {}).items():
+        out[name] = np.asarray(b.reconstruct(state, sino, A.geometry, photons=photons), np.float32)
+    return out
+
+
+def _fit_baselines(names, geometry, preset: str, seed: int, device: str, runs_dir: Path, log) -> dict:
+    """Each named baseline fitted as the benchmark fits it (its training data and preset;
+    checkpoints in ``runs_dir / name``, resumed when there)."""
+    from ..baselines import BASELINES
+    from ..errors import InputError
+    from .data import make_bench_data
+    from .runner import PRESETS
+
+    p = PRESETS[preset]
+    if any(BASELINES[n].trained for n in names):
+        if p["size"] != geometry.image_size:
+            raise InputError(f"--baselines: the {preset} benchmark trains at {p['size']} x {p['size']}, the model at "
+                             f"{geometry.image_size} x {geometry.image_size}; use the model of that benchmark")
+        data = make_bench_data(size=p["size"], n_train=p["n_train"], n_test=1, test_doses=(IQ_DOSES[0],), seed=seed,
+                               progress=False)
+    else:  # nothing learns: one slice on the model's grid serves the fit's checks
+        data = make_bench_data(size=geometry.image_size, n_train=1, n_test=1, test_doses=(IQ_DOSES[0],), seed=seed,
+                               progress=False)
+    if data.geometry.to_json() != geometry.to_json():
+        raise InputError("--baselines: the model's geometry is not the benchmark's; use a model of `turndiff benchmark`")
+    fitted = {}
+    for name in names:
+        b = BASELINES[name]
+        log(f"fitting {name} ({'resuming from ' + str(runs_dir / name.replace(' ', '_')) if b.trained else 'no training'})")
+        kwargs = {"reference_hu": data.train_reference_hu} if b.uses_clean_data else {}
+        state = b.fit(data.train_sinogram, data.geometry, photons=data.train_photons, preset=preset, seed=seed,
+                      device=device, run_dir=runs_dir / name.replace(" ", "_"), progress=False, **kwargs)
+        fitted[name] = (b, state)
+    return fitted
 
 
 def _detectability(images: np.ndarray, phantom) -> dict[str, dict]:
@@ -128,7 +170,7 @@ def _lesion_positions(ref: np.ndarray, rng: np.random.Generator, per_slice: int)
     return lesions
 
 
-def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int) -> dict:
+def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int, others: dict | None = None) -> dict:
     size = geometry.image_size
     ref = make_phantoms(n_slices, size, seed=TEST_SEED + seed)
     i0 = photons_from_dose(dose)
@@ -136,7 +178,8 @@ def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int) -> d
     lesions = _lesion_positions(ref, np.random.default_rng(seed), per_slice=2)
     with_les, change = insert_lesions(sino, geometry, lesions, photons=i0, seed=seed + 37)
     whole: list = []
-    base, plus = _reconstruct(pipe, A, sino, seed, whole), _reconstruct(pipe, A, with_les, seed)
+    base = _reconstruct(pipe, A, sino, seed, whole, others, i0)
+    plus = _reconstruct(pipe, A, with_les, seed, None, others, i0)
     h, w = ref.shape[1:]
     yy, xx = np.mgrid[:h, :w]
     out = {}
@@ -150,7 +193,7 @@ def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int) -> d
     u, err, body = uncertainty_map(res.image_hu, res.x_ld, res.x0, res.x_diffusion), res.image_hu - ref, body_mask(ref)
     uncertainty = {"spearman": float(stats.spearmanr(u[body], np.abs(err[body]))[0]),
                    "coverage_2u": float(np.mean(np.abs(err[body]) <= 2 * u[body])), "slices": int(n_slices)}
-    for m in IQ_METHODS:
+    for m in base:
         rec, cnr = [], []
         for les in lesions:
             d = np.hypot(yy - les.centre[0], xx - les.centre[1])
@@ -165,10 +208,14 @@ def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int) -> d
 
 
 def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realizations: int = 16,
-           lesion_slices: int = 8, seed: int = 0, device: str = "auto",
-           log: Callable[[str], None] = print) -> dict:
+           lesion_slices: int = 8, seed: int = 0, device: str = "auto", baselines=(), preset: str = "fast",
+           runs_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Run the task-based study of the model in ``model_dir``; writes ``iq.json``,
-    ``iq.md`` and figures into ``out_dir`` and returns the results."""
+    ``iq.md`` and figures into ``out_dir`` and returns the results.
+
+    ``baselines``: names of :data:`turndiff.baselines.BASELINES` to add (FBP is always
+    there), fitted as the ``preset`` benchmark fits them, checkpoints under ``runs_dir``
+    (default ``out_dir/runs``; a benchmark's ``BENCH_OUT/runs`` reuses its trainings)."""
     from ..errors import InputError
     from ..io import atomic_output
     from ..pipeline import TurnDiffPipeline
@@ -185,11 +232,14 @@ def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realiz
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    others = _fit_baselines([b for b in baselines if b != "FBP"], g, preset, seed, device,
+                            Path(runs_dir) if runs_dir else out / "runs", log) if baselines else {}
+    methods = (*IQ_METHODS, *others)
     lcd = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
     ctp = make_ctp404_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
-    results: dict = {"doses": list(doses), "realizations": realizations, "detectability": {}, "nps": {},
-                     "resolution": {}}
-    full = [(1.0, ("FBP",))] + [(d, IQ_METHODS) for d in doses]
+    results: dict = {"doses": list(doses), "realizations": realizations, "methods": list(methods),
+                     "detectability": {}, "nps": {}, "resolution": {}}
+    full = [(1.0, ("FBP",))] + [(d, methods) for d in doses]
     for dose, methods in full:
         key = f"{dose:g}"
         log(f"dose {dose:.0%}: {realizations} realisations of the LCD and CTP404 phantoms, "
@@ -201,7 +251,8 @@ def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realiz
         if methods == ("FBP",):
             im_lcd, im_ctp = {"FBP": A.fbp_hu(s_lcd)}, {"FBP": A.fbp_hu(s_ctp)}
         else:
-            im_lcd, im_ctp = _reconstruct(pipe, A, s_lcd, seed), _reconstruct(pipe, A, s_ctp, seed)
+            im_lcd = _reconstruct(pipe, A, s_lcd, seed, None, others, i0)
+            im_ctp = _reconstruct(pipe, A, s_ctp, seed, None, others, i0)
         for m in methods:
             results["detectability"].setdefault(m, {})[key] = _detectability(im_lcd[m], lcd)
             results["nps"].setdefault(m, {})[key] = _noise_power(im_lcd[m], g.pixel_spacing)
@@ -210,9 +261,9 @@ def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realiz
     results["dose_reduction"] = {
         m: {f"{d:g}": {rod: (v["d_prime"] / reference[rod]["d_prime"]) ** 2 / d
                        for rod, v in results["detectability"][m][f"{d:g}"].items() if reference[rod]["d_prime"] > 0}
-            for d in doses} for m in IQ_METHODS}
+            for d in doses} for m in methods}
     log(f"inserted lesions: {lesion_slices} test phantoms at {doses[0]:.0%}, 2 lesions each")
-    results["lesions"], results["uncertainty"] = _lesion_study(pipe, A, g, doses[0], lesion_slices, seed)
+    results["lesions"], results["uncertainty"] = _lesion_study(pipe, A, g, doses[0], lesion_slices, seed, others)
     results["seconds"] = time.perf_counter() - t0
     md = iq_tables(results)
     with atomic_output(out / "iq.json") as tmp:
@@ -233,13 +284,13 @@ def iq_tables(r: dict) -> str:
              "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
     lines.append("| FBP | 100% | " + " | ".join(f"{r['detectability']['FBP']['1'][k]['d_prime']:.2f}" for k in rods)
                  + " |")
-    for m in IQ_METHODS:
+    for m in r.get("methods", IQ_METHODS):
         for d in doses:
             det = r["detectability"][m][d]
             lines.append(f"| {m} | {float(d):.0%} | " + " | ".join(f"{det[k]['d_prime']:.2f}" for k in rods) + " |")
     lines += ["", "## Dose-reduction factor against full-dose FBP ((d' / d'_FBP,100%)^2 / dose; >1 saves dose)", "",
               "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
-    for m in IQ_METHODS:
+    for m in r.get("methods", IQ_METHODS):
         for d in doses:
             dr = r["dose_reduction"][m][d]
             lines.append(f"| {m} | {float(d):.0%} | " + " | ".join(f"{dr.get(k, float('nan')):.2f}" for k in rods) + " |")
@@ -284,7 +335,7 @@ def iq_figures(r: dict, out: Path) -> list[Path]:
     rods = list(r["detectability"]["FBP"]["1"])
     fig, axes = plt.subplots(1, len(rods), figsize=(3.2 * len(rods), 3), squeeze=False)
     for ax, rod in zip(axes[0], rods):
-        for m in IQ_METHODS:
+        for m in r.get("methods", IQ_METHODS):
             ys = [r["detectability"][m][f"{doses[i]:g}"][rod]["d_prime"] for i in order]
             ax.plot([doses[i] * 100 for i in order], ys, "o-", label=m)
         ax.axhline(r["detectability"]["FBP"]["1"][rod]["d_prime"], color="k", ls="--", lw=0.8, label="FBP 100%")
@@ -295,7 +346,7 @@ def iq_figures(r: dict, out: Path) -> list[Path]:
     paths = [_save(fig, out / "iq_detectability.png")]
     d0 = f"{doses[0]:g}"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for m in IQ_METHODS:
+    for m in r.get("methods", IQ_METHODS):
         v = r["nps"][m][d0]
         a1.plot(v["frequencies"], v["radial"], label=m)
     v = r["nps"]["FBP"]["1"]
@@ -304,7 +355,7 @@ def iq_figures(r: dict, out: Path) -> list[Path]:
     a1.set_ylabel("NPS (HU² mm²)")
     a1.set_title(f"NPS, {doses[0]:.0%} dose", fontsize=9)
     a1.legend(fontsize=7)
-    for m in IQ_METHODS:
+    for m in r.get("methods", IQ_METHODS):
         for ins, ls in (("polystyrene", "-"), ("Teflon", ":")):
             t = r["resolution"][m][d0][ins]
             a2.plot(t["frequencies"], t["ttf"], ls, label=f"{m}, {ins}")

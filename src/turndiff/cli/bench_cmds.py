@@ -57,12 +57,20 @@ def benchmark(out, preset, methods, list_methods, device, seed) -> None:
               help="Noise realisations of each QA phantom per dose.")
 @click.option("--lesion-slices", type=click.IntRange(min=1), default=8, show_default=True,
               help="Test phantoms that get inserted lesions (two each).")
+@click.option("--baselines", default=None,
+              help="Also these benchmark baselines (comma-separated names, or 'all'), fitted as "
+                   "`turndiff benchmark --preset PRESET` fits them.")
+@click.option("--preset", type=click.Choice(["fast", "paper", "tiny"]), default="fast", show_default=True,
+              help="Whose benchmark training the baselines repeat.")
+@click.option("--runs", "runs", type=click.Path(file_okay=False), default=None,
+              help="Checkpoint folder of the baselines [default: OUT/runs]; BENCH_OUT/runs of a benchmark "
+                   "reuses its trainings.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @seed_option()
-def iq(model_dir, out, doses, realizations, lesion_slices, device, seed) -> None:
-    """Task-based image quality of a model against FBP: CHO detectability (d', dose-reduction
-    factor) on a MITA-LCD-like phantom, NPS, TTF and CT numbers on a CTP404-like phantom,
-    and contrast recovery of lesions inserted into test scans' projections."""
+def iq(model_dir, out, doses, realizations, lesion_slices, baselines, preset, runs, device, seed) -> None:
+    """Task-based image quality of a model against FBP (and --baselines): CHO detectability
+    (d', dose-reduction factor) on a MITA-LCD-like phantom, NPS, TTF and CT numbers on a
+    CTP404-like phantom, and contrast recovery of lesions inserted into test scans' projections."""
     from ..benchmark.iq import run_iq
     from ..errors import InputError
 
@@ -72,5 +80,14 @@ def iq(model_dir, out, doses, realizations, lesion_slices, device, seed) -> None
         raise InputError(f"--doses must be comma-separated numbers, got {doses!r}") from None
     if not values or not all(0 < v <= 1 for v in values):
         raise InputError(f"--doses must be fractions in (0, 1], got {doses!r}")
+    from ..baselines import BASELINES
+
+    names: tuple[str, ...] = ()
+    if baselines:
+        names = tuple(BASELINES) if baselines.strip() == "all" else tuple(b.strip() for b in baselines.split(","))
+        unknown = [b for b in names if b not in BASELINES]
+        if unknown:
+            raise InputError(f"--baselines: unknown method {unknown[0]!r}; choose from {', '.join(BASELINES)}")
     run_iq(model_dir, out, doses=values, realizations=realizations, lesion_slices=lesion_slices, seed=seed,
+           baselines=names, preset=preset, runs_dir=runs,
            device=device, log=lambda m: click.echo(m, err=True))
