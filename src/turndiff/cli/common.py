@@ -21,12 +21,7 @@ def load_hu_input(spec: str, *, size: int | None, seed: int) -> tuple[np.ndarray
     if spec.startswith("phantom:"):
         from ..phantoms import make_phantoms
 
-        try:
-            n = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise InputError(f"phantom spec must be 'phantom:N' with N an integer, got {spec!r}") from None
-        if n < 1:
-            raise InputError("phantom:N needs N >= 1")
+        n = phantom_count(spec)
         s = size or 256
         return make_phantoms(n, s, seed=seed), 384.0 / s, f"turndiff phantoms (seed {seed})", None
     from ..io import placement_of, read_volume
@@ -36,6 +31,17 @@ def load_hu_input(spec: str, *, size: int | None, seed: int) -> tuple[np.ndarray
     if vol.spacing is not None:
         ps = float(vol.spacing[1])
     return vol.hu, ps, vol.source, placement_of(vol)
+
+
+def phantom_count(spec: str, least: int = 1) -> int:
+    """N of a ``phantom:N`` input, checked."""
+    try:
+        n = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise InputError(f"phantom spec must be 'phantom:N' with N an integer, got {spec!r}") from None
+    if n < least:
+        raise InputError(f"phantom:N needs N >= {least}")
+    return n
 
 
 def to_square_grid(hu: np.ndarray, spacing: float | None, size: int | None) -> tuple[np.ndarray, float]:

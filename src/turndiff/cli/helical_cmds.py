@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from . import cli
-from .common import overwrite_option, refuse_output_over_input, seed_option
+from .common import overwrite_option, phantom_count, refuse_output_over_input, seed_option
 from ..errors import InputError
 
 
@@ -131,13 +131,7 @@ def simulate_helical(input, out, size, slice_spacing, rows, row_width, views, pi
     refuse_output_over_input(out, input, overwrite=overwrite)
     photons = check_photons(photons_from_dose(dose_fraction), "--dose-fraction x 1e5")
     if input.startswith("phantom:"):
-        try:
-            n = int(input.split(":", 1)[1])
-        except ValueError:
-            raise InputError(f"phantom spec must be 'phantom:N', got {input!r}") from None
-        if n < 2:
-            raise InputError("simulate-helical needs phantom:N with N >= 2 slices")
-        hu = make_volume(n, size, seed=seed, slice_spacing=slice_spacing)
+        hu = make_volume(phantom_count(input, least=2), size, seed=seed, slice_spacing=slice_spacing)
         ps, dzs = 384.0 / size, slice_spacing
     else:
         vol = read_volume(input)
