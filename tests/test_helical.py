@@ -158,7 +158,8 @@ def test_simulate_helical_then_rebin_then_fbp(tmp_path):
 
     with h5py.File(tmp_path / "scan.h5") as f:
         assert f["sinogram"].shape == (3, 120, 92)
-        assert float(f.attrs["photons"]) == pytest.approx(2.5e4)
+        assert float(f.attrs["photons_scanner"]) == pytest.approx(2.5e4)  # PhotonStatistics
+        assert float(f.attrs["photons"]) > 2.5e4  # the rebinned sinograms' own noise level
         assert "clean_sinogram" not in f and "reference_hu" not in f
     code, err = _cli(["fit", tmp_path / "scan.h5", "--out", tmp_path / "model", "--preset", "tiny"])
     assert code == 0, err[-2000:]
@@ -235,3 +236,26 @@ def test_damaged_folders_are_refused_with_one_line(ctpd_folder, tmp_path, damage
     assert expect in lines[0], lines[0]
     assert not (tmp_path / "scan.h5").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pd"]
+
+
+def test_the_photon_level_of_the_rebinned_sinograms(tmp_path):
+    """Without (7033,1065), I0 is estimated from the raw projections; `photons` of the
+    rebinned file is the I0 whose noise the rebinned sinograms carry (rebinning averages
+    several measurements per bin): the measured variance of rebinned noise matches it."""
+    from turndiff.dose import add_noise
+
+    scan = dataclasses.replace(make_helical_scan(views_per_turn=64, turns=2, rows=8, cols=48, du=1.3, dv=1.1),
+                               photons=None)
+    clean = np.full((scan.n_views, scan.cols, scan.rows), 2.0, np.float32)
+    noisy = add_noise(clean, 2.5e4, rng=0)
+    write_ctpd(tmp_path / "pd", noisy, scan)
+    code, err = _cli(["rebin", tmp_path / "pd", "--out", tmp_path / "scan.h5", "--size", 32, "--fov", 60])
+    assert code == 0, err[-2000:]
+    import h5py
+
+    with h5py.File(tmp_path / "scan.h5") as f:
+        photons, scanner, sino = float(f.attrs["photons"]), float(f.attrs["photons_scanner"]), f["sinogram"][:]
+    assert "estimated from the projections" in err and 2.2e4 < scanner < 3.2e4, scanner
+    measured = np.exp(2.0) / np.var(sino[:, :, 3:-3])  # post-log variance e^p / I0
+    assert 0.75 < photons / measured < 1.33, (photons, measured)
+    assert photons > 2 * scanner

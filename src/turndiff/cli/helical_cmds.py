@@ -66,10 +66,13 @@ def _parse_slices(spec: str | None, lo: float, hi: float, step: float) -> np.nda
 def rebin(proj_dir: str, out: str, slices, pitch_interp, size, fov, overwrite) -> None:
     """Rebin a DICOM-CT-PD helical scan (PROJ_DIR: one series, one file per view) to fan-beam
     sinograms at chosen slice positions, written as the HDF5 that fit / reconstruct take."""
+    import h5py
+
     from ..dose import estimate_photons
-    from ..io import write_h5
+    from ..io import atomic_output
     from ..io.ctpd import read_ctpd
-    from ..physics.helical import fan_geometry_for, rebin_to_fan
+    from ..io.hdf5 import h5_attrs
+    from ..physics.helical import fan_geometry_for, rebin_noise_gain, rebin_to_fan
 
     refuse_output_over_input(out, proj_dir, overwrite=overwrite)
     if not out.endswith((".h5", ".hdf5")):
@@ -86,17 +89,28 @@ def rebin(proj_dir: str, out: str, slices, pitch_interp, size, fov, overwrite) -
     click.echo(f"{scan.n_views} views of {scan.cols} x {scan.rows}, {scan.views_per_turn} per turn, pitch "
                f"{scan.pitch:.2f}, flying focal spot {scan.ffs_mode}; rebinning {len(z)} slice(s) from "
                f"z = {z[0]:.2f} to {z[-1]:.2f} mm onto {g.views} views x {g.det_count} columns", err=True)
-    sino = rebin_to_fan(scan, proj, z, g, interp=int(pitch_interp), progress=True)
-    if scan.photons is not None:
-        photons, how = scan.photons, "PhotonStatistics (7033,1065)"
-    else:
-        photons, how = estimate_photons(sino), "estimated from the rebinned sinograms (an upper bound: rebinning averages noise)"
-    click.echo(f"I0 = {photons:.4g} photons per bin ({how})", err=True)
     placement = {"row_dir": [1.0, 0.0, 0.0], "col_dir": [0.0, 1.0, 0.0], "centre": [0.0, 0.0, float(z[0])],
                  "positions": [float(v) for v in z], "thickness": float(z[1] - z[0]) if len(z) > 1 else None}
-    write_h5(out, {"sinogram": sino}, geometry_json=g.to_json(), photons=photons, source=str(proj_dir),
-             extra_attrs={"placement": json.dumps(placement), "rebinning": f"single-slice, {pitch_interp} LI",
-                          "flying_focal_spot": scan.ffs_mode})
+    extra = {"placement": json.dumps(placement), "rebinning": f"single-slice, {pitch_interp} LI",
+             "flying_focal_spot": scan.ffs_mode}
+    # Slice by slice into the file: a whole scan's sinograms are never in memory at once.
+    with atomic_output(out) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset("sinogram", shape=(len(z), g.views, g.det_count), dtype=np.float32,
+                              chunks=(1, g.views, g.det_count))
+        rebin_to_fan(scan, proj, z, g, interp=int(pitch_interp), progress=True, out=ds)
+        if scan.photons is not None:
+            i0, how = scan.photons, "PhotonStatistics (7033,1065)"
+        else:  # from the raw projections, whose noise is independent element to element
+            mid = int(np.argmin(np.abs(scan.z - float(np.median(z)))))
+            views = np.arange(max(0, mid - 128), min(scan.n_views, mid + 128))
+            i0, how = estimate_photons(proj(views).transpose(2, 0, 1)), "estimated from the projections"
+        gain = rebin_noise_gain(scan, g, float(np.median(z)), interp=int(pitch_interp))
+        extra.update(photons_scanner=float(i0), rebin_noise_gain=gain)
+        for k, v in h5_attrs(out, geometry_json=g, photons=i0 * gain, source=str(proj_dir),
+                             extra_attrs=extra).items():
+            f.attrs[k] = v
+    click.echo(f"I0 = {i0:.4g} photons per element ({how}); the rebinned sinograms are as noisy as "
+               f"I0 = {i0 * gain:.4g} (rebinning averages {gain:.2f} measurements' worth of noise)", err=True)
     click.echo(f"wrote {out}", err=True)
 
 

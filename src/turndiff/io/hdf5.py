@@ -334,6 +334,26 @@ def _check_photons(attrs: dict[str, Any], where: str) -> None:
     attrs["photons"] = check_photons(attrs["photons"], f"{where}: attribute 'photons'")
 
 
+def h5_attrs(where: str, *, geometry_json: Any = None, photons: float | None = None, source: str | None = None,
+             extra_attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The checked attributes of a turndiff HDF5 file (arguments as :func:`write_h5`'s)."""
+    attrs: dict[str, Any] = {k: v for k, v in (extra_attrs or {}).items() if v is not None}
+    if geometry_json is not None:
+        text = geometry_json.to_json() if hasattr(geometry_json, "to_json") else str(geometry_json)
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: geometry is not valid JSON ({e.msg})") from None
+        attrs["geometry"] = text
+    if photons is not None:
+        from turndiff.dose import check_photons  # dose imports torch; io stays light
+
+        attrs["photons"] = check_photons(photons, f"{where}: photons (I0)")
+    if source is not None:
+        attrs["source"] = str(source)
+    return attrs
+
+
 def write_h5(
     path: str | os.PathLike[str],
     datasets: Mapping[str, Any],
@@ -381,20 +401,7 @@ def write_h5(
         arr = np.asarray(value)
         arrays[name] = _check_values(_check_rank(arr, name, where), name, where)
 
-    attrs: dict[str, Any] = {k: v for k, v in (extra_attrs or {}).items() if v is not None}
-    if geometry_json is not None:
-        text = geometry_json.to_json() if hasattr(geometry_json, "to_json") else str(geometry_json)
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: geometry is not valid JSON ({e.msg})") from None
-        attrs["geometry"] = text
-    if photons is not None:
-        from turndiff.dose import check_photons  # dose imports torch; io stays light
-
-        attrs["photons"] = check_photons(photons, f"{where}: photons (I0)")
-    if source is not None:
-        attrs["source"] = str(source)
+    attrs = h5_attrs(where, geometry_json=geometry_json, photons=photons, source=source, extra_attrs=extra_attrs)
 
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as f:

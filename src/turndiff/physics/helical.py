@@ -45,8 +45,8 @@ import numpy as np
 
 from .geometry import FanBeamGeometry
 
-__all__ = ["HelicalScan", "make_helical_scan", "helical_project", "rebin_to_fan", "fan_geometry_for",
-           "FFS_MODES"]
+__all__ = ["HelicalScan", "make_helical_scan", "helical_project", "rebin_to_fan", "rebin_noise_gain",
+           "fan_geometry_for", "FFS_MODES"]
 
 #: Flying focal spot modes, DICOM-CT-PD spelling (7033,100E): none, in-plane (phi), z, both.
 FFS_MODES = ("FFSNONE", "FFSXY", "FFSZ", "FFSXYZ")
@@ -381,6 +381,7 @@ def rebin_to_fan(
     *,
     interp: Literal[180, 360] = 180,
     progress: bool = False,
+    out=None,
 ) -> np.ndarray:
     """Rebin helical projections onto 2D fan-beam sinograms at the slice positions ``z``.
 
@@ -398,10 +399,13 @@ def rebin_to_fan(
         ``src_radius`` is the ideal source circle the rays are mapped to).
     interp : 180 or 360
         180: direct and complementary rays; 360: direct rays only (see the module's text).
+    out : array-like ``[N, views, det_count]``, optional
+        Where to put each slice as it is done (e.g. an HDF5 dataset, so a long scan is
+        never whole in memory); returned.
 
     Returns
     -------
-    float32 ``[N, geometry.views, geometry.det_count]``.
+    float32 ``[N, geometry.views, geometry.det_count]`` (or ``out``).
     """
     if interp not in (180, 360):
         raise ValueError(f"interp must be 180 or 360, got {interp!r}")
@@ -438,7 +442,8 @@ def rebin_to_fan(
                 cache[i] = np.asarray(a, np.float32)
         return np.stack([cache[int(i)] for i in v])
 
-    out = np.empty((len(z_positions), geometry.views, geometry.det_count), np.float32)
+    if out is None:
+        out = np.empty((len(z_positions), geometry.views, geometry.det_count), np.float32)
     order = np.argsort(z_positions)
     it = order
     if progress:
@@ -453,12 +458,29 @@ def rebin_to_fan(
             s, w = _rebin_one(ps, cached, scan, z0, beta_out, reach)
             S += _to_columns(s[:, ps.order], ps.gamma[ps.order], gamma_out)
             W += _to_columns(w[:, ps.order], ps.gamma[ps.order], gamma_out)
-        out[n] = np.where(W > 0, S / np.maximum(W, 1e-12), 0.0)
+        out[n] = np.where(W > 0, S / np.maximum(W, 1e-12), 0.0).astype(np.float32)
         # Views far below the next slice are not needed again (slices go up in z).
         keep_from = z0 - reach
         for i in [i for i in cache if scan.z[i] < keep_from]:
             del cache[i]
     return out
+
+
+def rebin_noise_gain(scan: HelicalScan, geometry: FanBeamGeometry, z: float, *, interp: Literal[180, 360] = 180,
+                     seed: int = 0) -> float:
+    """How much rebinning lowers the variance of independent per-element noise: the
+    variance of white unit noise over the variance of its rebinned slice at ``z``.
+
+    Rebinning averages several interpolated measurements per output bin, so a rebinned
+    sinogram is as noisy as one of ``I0 * gain`` photons per bin (its noise is also
+    correlated between neighbouring bins, which this number leaves out)."""
+    def noise(views: np.ndarray) -> np.ndarray:
+        return np.stack([np.random.default_rng([seed, int(v)]).standard_normal((scan.cols, scan.rows))
+                         for v in views]).astype(np.float32)
+
+    s = rebin_to_fan(scan, noise, [z], geometry, interp=interp)[0]
+    edge = max(1, geometry.det_count // 16)  # the outer columns have fewer estimates
+    return float(1.0 / np.var(s[:, edge:-edge]))
 
 
 def with_views(scan: HelicalScan, views: np.ndarray) -> HelicalScan:
