@@ -281,9 +281,8 @@ def _pseudo_helices(scan: HelicalScan, R: float, complementary: bool) -> list[_P
     g0 = (np.arange(scan.cols) - scan.central[0]) * scan.du / scan.det_radius
     for idx in scan.subsets():
         b = np.unwrap(scan.phi[idx]) + np.pi / 2
-        if b[-1] < b[0]:  # rotation the other way: turn it into an increasing sequence
-            raise ValueError("helical scan: views must turn with increasing angle (phi); reversed scans "
-                             "are not supported yet")
+        if b[-1] < b[0]:  # a gantry turning the other way: the same rays, taken in increasing angle
+            idx, b = idx[::-1], b[::-1]
         dphi, drho, dz = float(scan.dphi[idx[0]]), float(scan.drho[idx[0]]), float(scan.dz[idx[0]])
         rho = float(np.median(scan.rho[idx]))
         # One view at angle 0 is enough: every quantity below turns with the gantry.
