@@ -78,6 +78,7 @@ def _fit_baselines(names, geometry, preset: str, seed: int, device: str, runs_di
     from ..baselines import BASELINES
     from ..errors import InputError
     from .data import make_bench_data
+    from .methods import fit_baseline
     from .runner import PRESETS
 
     p = PRESETS[preset]
@@ -94,12 +95,9 @@ def _fit_baselines(names, geometry, preset: str, seed: int, device: str, runs_di
         raise InputError("--baselines: the model's geometry is not the benchmark's; use a model of `turndiff benchmark`")
     fitted = {}
     for name in names:
-        b = BASELINES[name]
-        log(f"fitting {name} ({'resuming from ' + str(runs_dir / name.replace(' ', '_')) if b.trained else 'no training'})")
-        kwargs = {"reference_hu": data.train_reference_hu} if b.uses_clean_data else {}
-        state = b.fit(data.train_sinogram, data.geometry, photons=data.train_photons, preset=preset, seed=seed,
-                      device=device, run_dir=runs_dir / name.replace(" ", "_"), progress=False, **kwargs)
-        fitted[name] = (b, state)
+        log(f"fitting {name} ({'checkpoints in ' + str(runs_dir) if BASELINES[name].trained else 'no training'})")
+        fitted[name] = (BASELINES[name], fit_baseline(name, data, preset=preset, seed=seed, device=device,
+                                                      runs_dir=runs_dir))
     return fitted
 
 
@@ -240,20 +238,20 @@ def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realiz
     results: dict = {"doses": list(doses), "realizations": realizations, "methods": list(methods),
                      "detectability": {}, "nps": {}, "resolution": {}}
     full = [(1.0, ("FBP",))] + [(d, methods) for d in doses]
-    for dose, methods in full:
+    for dose, these in full:
         key = f"{dose:g}"
         log(f"dose {dose:.0%}: {realizations} realisations of the LCD and CTP404 phantoms, "
-            f"{', '.join(methods)}")
+            f"{', '.join(these)}")
         i0 = photons_from_dose(dose)
         s_lcd, _ = simulate_scan(np.repeat(lcd.hu[None], realizations, 0), g, photons=i0, seed=seed + 1000 + int(dose * 1e4))
         s_ctp, _ = simulate_scan(np.repeat(ctp.hu[None], realizations // 2, 0), g, photons=i0,
                                  seed=seed + 2000 + int(dose * 1e4))
-        if methods == ("FBP",):
+        if these == ("FBP",):
             im_lcd, im_ctp = {"FBP": A.fbp_hu(s_lcd)}, {"FBP": A.fbp_hu(s_ctp)}
         else:
             im_lcd = _reconstruct(pipe, A, s_lcd, seed, None, others, i0)
             im_ctp = _reconstruct(pipe, A, s_ctp, seed, None, others, i0)
-        for m in methods:
+        for m in these:
             results["detectability"].setdefault(m, {})[key] = _detectability(im_lcd[m], lcd)
             results["nps"].setdefault(m, {})[key] = _noise_power(im_lcd[m], g.pixel_spacing)
             results["resolution"].setdefault(m, {})[key] = _resolution(im_ctp[m], ctp)

@@ -122,6 +122,17 @@ class BenchMethod:
         raise NotImplementedError
 
 
+def fit_baseline(name: str, data: BenchData, *, preset: str, seed: int, device: str, runs_dir: Path):
+    """Fit the registered baseline ``name`` on the benchmark's training sinograms (the clean
+    training images only for a method that declares it uses them), with its checkpoints in
+    ``runs_dir / name`` (spaces as underscores), resumed when there. The one way the
+    benchmark and `turndiff iq` fit a baseline."""
+    b = BASELINES[name]
+    kwargs = {"reference_hu": data.train_reference_hu} if b.uses_clean_data else {}
+    return b.fit(data.train_sinogram, data.geometry, photons=data.train_photons, preset=preset, seed=seed,
+                 device=device, run_dir=Path(runs_dir) / name.replace(" ", "_"), progress=False, **kwargs)
+
+
 class BaselineMethod(BenchMethod):
     """A registered baseline (:data:`turndiff.baselines.BASELINES`), FBP included: one row."""
 
@@ -132,10 +143,8 @@ class BaselineMethod(BenchMethod):
         b = BASELINES[self.key]
         with PeakRSS() as mem:
             t0 = time.perf_counter()
-            kwargs = {"reference_hu": data.train_reference_hu} if b.uses_clean_data else {}
-            state = b.fit(data.train_sinogram, data.geometry, photons=data.train_photons, preset=ctx.preset,
-                          seed=ctx.seed, device=ctx.device, run_dir=ctx.run_dir / self.key.replace(" ", "_"),
-                          progress=False, **kwargs)
+            state = fit_baseline(self.key, data, preset=ctx.preset, seed=ctx.seed, device=ctx.device,
+                                 runs_dir=ctx.run_dir)
             train_s = time.perf_counter() - t0
             imgs, infer = {}, 0.0
             for d in doses:
