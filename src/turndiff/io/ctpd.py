@@ -103,9 +103,6 @@ class CTPDProjections:
     cols: int
     rows: int
 
-    def __len__(self) -> int:
-        return len(self.files)
-
     def __call__(self, views) -> np.ndarray:
         import pydicom
 

@@ -38,7 +38,7 @@ no turn reaches (a pitch far above 1, the fan's edge) takes the nearest edge row
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import numpy as np
@@ -46,10 +46,7 @@ import numpy as np
 from .geometry import FanBeamGeometry
 
 __all__ = ["HelicalScan", "make_helical_scan", "helical_project", "rebin_to_fan", "rebin_noise_gain",
-           "fan_geometry_for", "FFS_MODES"]
-
-#: Flying focal spot modes, DICOM-CT-PD spelling (7033,100E): none, in-plane (phi), z, both.
-FFS_MODES = ("FFSNONE", "FFSXY", "FFSZ", "FFSXYZ")
+           "fan_geometry_for"]
 
 
 @dataclass(frozen=True)
@@ -453,8 +450,17 @@ def rebin_to_fan(
         z0 = float(z_positions[n])
         S = np.zeros((geometry.views, geometry.det_count))
         W = np.zeros_like(S)
+        # A focal spot's direct and complementary rays read the same views: stack them once.
+        windows: dict[tuple[int, int, int], np.ndarray] = {}
+
+        def window(v: np.ndarray) -> np.ndarray:
+            key = (int(v[0]), int(v[-1]), len(v))
+            if key not in windows:
+                windows[key] = cached(v)
+            return windows[key]
+
         for ps in pseudo:
-            s, w = _rebin_one(ps, cached, scan, z0, beta_out, reach)
+            s, w = _rebin_one(ps, window, scan, z0, beta_out, reach)
             S += _to_columns(s[:, ps.order], ps.gamma[ps.order], gamma_out)
             W += _to_columns(w[:, ps.order], ps.gamma[ps.order], gamma_out)
         out[n] = np.where(W > 0, S / np.maximum(W, 1e-12), 0.0).astype(np.float32)
@@ -481,9 +487,3 @@ def rebin_noise_gain(scan: HelicalScan, geometry: FanBeamGeometry, z: float, *, 
     edge = max(1, geometry.det_count // 16)  # the outer columns have fewer estimates
     return float(1.0 / np.var(s[:, edge:-edge]))
 
-
-def with_views(scan: HelicalScan, views: np.ndarray) -> HelicalScan:
-    """The scan restricted to ``views`` (sorted indices)."""
-    v = np.asarray(views)
-    return replace(scan, phi=scan.phi[v], z=scan.z[v], rho=scan.rho[v], dphi=scan.dphi[v], dz=scan.dz[v],
-                   drho=scan.drho[v])
