@@ -103,7 +103,7 @@ def projectors(args) -> dict:
             continue
         js = Path(args.out) / f"proj_{name}.json"
         r = subprocess.run([sys.executable, str(HERE / "bench_projectors.py"), "--size", str(args.size), "--no-cli",
-                            "--repeats", "3", "--json", str(js), *extra], capture_output=True, text=True)
+                            "--repeats", "3", "--batch", str(args.batch), "--json", str(js), *extra], capture_output=True, text=True)
         print(r.stdout[-3000:], r.stderr[-1500:], flush=True)
         out[name] = json.loads(js.read_text()) if js.is_file() else {"error": r.stderr[-300:]}
     return out
@@ -143,7 +143,14 @@ def fbp_accuracy(args) -> dict:
     A = CTProjector(g)
     cpu = A.fbp_hu(y[:4])
     gpu = fbp_hu_on(A, y[:4], torch.device(args.device))
-    return {"simulate_seconds": sim, "rmse_gpu_vs_numba_hu": _body_rmse(gpu, cpu, ref[:4]),
+    # The torch FP (Joseph's method, as numba's) on the device against numba, on the phantoms.
+    from turndiff.physics.units import hu_to_mu
+
+    mu = hu_to_mu(ref[:4]).astype(np.float32)
+    fp_cpu = A.forward(mu)
+    fp_gpu = CTProjector(g, backend="torch").forward(torch.from_numpy(mu).to(args.device)).cpu().numpy()
+    return {"fp_gpu_vs_numba_relative": float(np.linalg.norm(fp_gpu - fp_cpu) / np.linalg.norm(fp_cpu)),
+            "simulate_seconds": sim, "rmse_gpu_vs_numba_hu": _body_rmse(gpu, cpu, ref[:4]),
             "median_abs_gpu_vs_numba_hu": float(np.median(np.abs(gpu - cpu)[ref[:4] > -500])),
             "rmse_numba_vs_phantom_hu": _body_rmse(cpu, ref[:4], ref[:4]),
             "rmse_gpu_vs_phantom_hu": _body_rmse(gpu, ref[:4], ref[:4])}
@@ -300,13 +307,15 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--slices", type=int, default=32, help="slices of the simulated study")
+    ap.add_argument("--slices", type=int, default=36, help="slices of the simulated study")
+    ap.add_argument("--batch", type=int, default=32, help="slices per batch of the projector timings")
     ap.add_argument("--train", type=int, default=16, help="training slices")
     ap.add_argument("--short", type=int, default=20, help="steps of the short training runs")
     ap.add_argument("--long", type=int, default=220, help="steps of the long training runs")
     ap.add_argument("--recon-short", type=int, default=4)
-    ap.add_argument("--recon-long", type=int, default=20)
-    ap.add_argument("--skip", default="", help="comma-separated step names to skip")
+    ap.add_argument("--recon-long", type=int, default=36,
+                    help="slices of the long reconstruct run (4 + one GPU batch of 32 by default)")
+    ap.add_argument("--skip", default="", help="comma-separated steps to skip: projectors, precision, cli")
     ap.add_argument("--json", action="append", default=[], help="also write the results here (after every step)")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -319,7 +328,8 @@ def main() -> None:
     fbp_accuracy(args)
     stage1_train(args, state)
     if "stage1" in state:
-        stage1_precision(args, state)
+        if "precision" not in skip:
+            stage1_precision(args, state)
         stage2_train(args, state)
     if "stage2" in state:
         reconstruct_timing(args, state)

@@ -30,12 +30,14 @@ from .io import SinogramReader, atomic_output, claim_run_dir, run_dir_for, sprea
 from .pipeline import TurnDiffPipeline
 from .physics import geometry_from_json
 
-__all__ = ["DOSE_SLICES", "STUDY_BATCH", "StudyResult", "reconstruct_study"]
+__all__ = ["DOSE_SLICES", "GPU_STUDY_BATCH", "STUDY_BATCH", "StudyResult", "reconstruct_study"]
 
 #: Slices the dose of a study is estimated from (spread evenly; all of a shorter study).
 DOSE_SLICES = 16
-#: Slices reconstructed at once: the unit of progress, of resumption and of memory.
+#: Slices reconstructed at once on a CPU: the unit of progress, of resumption and of memory.
 STUDY_BATCH = 8
+#: The same on a GPU, where a batch of 32 512 x 512 slices fills the device better (docs/BENCHMARKS.md).
+GPU_STUDY_BATCH = 32
 _WORK = "partial.h5"
 
 
@@ -96,7 +98,7 @@ def reconstruct_study(
     symmetries: str = "flips",
     save_intermediates: bool = False,
     uncertainty: bool = False,
-    batch: int = STUDY_BATCH,
+    batch: int | None = None,
     restart: bool = False,
     progress: bool = True,
 ) -> StudyResult:
@@ -122,6 +124,7 @@ def reconstruct_study(
         :meth:`TurnDiffOutput.uncertainty`).
     batch
         Slices per batch (memory and the unit of resumption; results do not depend on it).
+        Default: :data:`STUDY_BATCH` on a CPU, :data:`GPU_STUDY_BATCH` on a GPU.
     restart
         Discard an interrupted run in ``OUT.run/`` instead of resuming it.
 
@@ -131,6 +134,8 @@ def reconstruct_study(
     """
     from tqdm.auto import tqdm
 
+    if batch is None:
+        batch = STUDY_BATCH if pipe.device.type == "cpu" else GPU_STUDY_BATCH
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InputError(f"batch must be an integer >= 1, got {batch!r}")
     with SinogramReader(input_h5) as reader:

@@ -130,6 +130,9 @@ _RECONSTRUCT_OPTIONS = [
                  help="Blend stage 1 with the data per frequency band by SURE (auto: on unless the scan is "
                       "much noisier than the training scans)."),
     click.option("--device", type=DEVICE, default="auto", show_default=True),
+    click.option("--batch", type=click.IntRange(min=1), default=None,
+                 help="Slices reconstructed at once (the unit of progress and of resumption; results do not "
+                      "depend on it) [default: 8 on a CPU, 32 on a GPU]."),
     click.option("--save-intermediates", is_flag=True,
                  help="Also store x_ld, x0, x_prior, x_diffusion, fusion_weight (.h5)."),
     click.option("--uncertainty", is_flag=True,
@@ -179,6 +182,7 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
         steps=opts["steps"], strength=opts["strength"], seed=opts["seed"],
         calibrate={"auto": None, "on": True, "off": False}[opts["calibrate"]], symmetries=opts["symmetries"],
         save_intermediates=opts["save_intermediates"] and f == "h5", uncertainty=bool(opts.get("uncertainty")),
+        batch=opts.get("batch"),
         restart=opts["restart"], progress=progress)
 
 
