@@ -34,6 +34,7 @@ from .checkpoint import write_json
 from .errors import InputError
 from .io import atomic_output
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
+from .inference.detail import DETAIL_BLUR_PX, DETAIL_K, input_noise_std, restore_detail
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
 from .stage1.model import DEFAULT_SYMMETRIES
@@ -62,6 +63,7 @@ class TurnDiffOutput:
     photons_estimated: float | None = None
     seconds: dict = field(default_factory=dict)
     calibration: np.ndarray | None = None
+    x_fused: np.ndarray | None = None  # the fused image before detail restoration
 
     def uncertainty(self) -> np.ndarray:
         """Per-pixel uncertainty of ``image_hu`` (HU, ``[N, H, W]``):
@@ -76,6 +78,8 @@ class TurnDiffOutput:
             out["x_diffusion"] = self.x_diffusion
         if self.fusion_weight is not None:
             out["fusion_weight"] = self.fusion_weight
+        if self.x_fused is not None:
+            out["x_fused"] = self.x_fused
         return out
 
 
@@ -211,6 +215,7 @@ class TurnDiffPipeline:
         photons_input: float | None = None,
         generator: torch.Generator | None = None,
         probe_rng: np.random.Generator | None = None,
+        restore: bool = True,
         progress: bool = True,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
@@ -247,6 +252,10 @@ class TurnDiffPipeline:
         probe_rng
             NumPy generator of the SURE calibration's probes (default: seeded 0 per call);
             passed through a study's batches for the same reason.
+        restore
+            Detail restoration after the fusion (:mod:`turndiff.inference.detail`): the part
+            of ``x_ld - image`` that stands out of the input's own noise level is put back
+            (``x_fused`` keeps the image before it). False: the paper's output.
         """
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
@@ -257,7 +266,7 @@ class TurnDiffPipeline:
         x_ld = fbp_hu_on(self.projector, y, self.device)
         t["fbp"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        y0 = self.stage1.denoise(y, device=self.device, progress=progress, symmetries=symmetries)
+        y0 = y0_raw = self.stage1.denoise(y, device=self.device, progress=progress, symmetries=symmetries)
         i0_train = self.info.get("photons_train_estimated")
         i0_in = None
         if strategy == "auto" or calibrate is not False:
@@ -285,8 +294,13 @@ class TurnDiffPipeline:
         else:
             lam_f = 0.5 if fusion_lam is None else float(fusion_lam)
             image, weight = global_fusion(x_d, x0, lam_f), None
+        fused = image
+        if restore:
+            sigma = input_noise_std(y, lambda s: fbp_hu_on(self.projector, s, self.device), photons=i0_in,
+                                    denoised=y0_raw, blur_px=DETAIL_BLUR_PX)
+            image = restore_detail(fused, x_ld, sigma, k=DETAIL_K, blur_px=DETAIL_BLUR_PX)
         t["fusion"] = time.perf_counter() - t0
-        return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights)
+        return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights, fused)
 
 
 #: The types of the index entries that :func:`model_index` writes (others are kept, unread).

@@ -98,6 +98,7 @@ def reconstruct_study(
     symmetries: str = "flips",
     save_intermediates: bool = False,
     uncertainty: bool = False,
+    restore: bool = True,
     batch: int | None = None,
     restart: bool = False,
     progress: bool = True,
@@ -119,6 +120,8 @@ def reconstruct_study(
         The output path: the run folder is ``OUT.run`` beside it.
     strategy, lam, fusion, fusion_lam, steps, strength, seed, calibrate, symmetries
         As for :meth:`TurnDiffPipeline.__call__`.
+    restore
+        Detail restoration after the fusion (:meth:`TurnDiffPipeline.__call__`).
     uncertainty
         Also compute the per-pixel uncertainty map (``uncertainty_hu`` in the work file;
         :meth:`TurnDiffOutput.uncertainty`).
@@ -148,7 +151,7 @@ def reconstruct_study(
         settings = {"command": "reconstruct", "strategy": strategy, "lam": lam, "fusion": fusion,
                     "fusion_lam": fusion_lam, "steps": steps, "strength": strength, "seed": seed,
                     "calibrate": calibrate, "symmetries": symmetries, "intermediates": bool(save_intermediates),
-                    "uncertainty": bool(uncertainty),
+                    "uncertainty": bool(uncertainty), "restore": bool(restore),
                     "model": pipe.info.get("version"), "model_geometry": pipe.info.get("geometry")}
         # Under torchrun rank 0 owns the run folder and the work file and writes every result;
         # the batches are shared out round-robin and their results gathered to it.
@@ -162,7 +165,8 @@ def reconstruct_study(
         names = ("image_hu",)
         if save_intermediates:  # what TurnDiffOutput.intermediates() holds for this model and fusion
             names += ("x_ld", "x0", "x_prior") + (
-                ("x_diffusion",) + (("fusion_weight",) if fusion == "pixel" else ()) if pipe.stage2 else ())
+                ("x_diffusion",) + (("fusion_weight",) if fusion == "pixel" else ())
+                + (("x_fused",) if restore else ()) if pipe.stage2 else ())
         if uncertainty:
             names += ("uncertainty_hu",)
         # One generator each for the sampler's seeds and the calibration's probes, through
@@ -188,7 +192,7 @@ def reconstruct_study(
                         res = pipe(reader.read(slice(a, b)), strategy=strategy, lam=lam, fusion=fusion,
                                    fusion_lam=fusion_lam, steps=steps, strength=strength, calibrate=calibrate,
                                    symmetries=symmetries, photons_input=photons, generator=generator,
-                                   probe_rng=probe_rng, progress=False)
+                                   probe_rng=probe_rng, restore=restore, progress=False)
                         extra = ({k: np.asarray(v, np.float32) for k, v in res.intermediates().items()}
                                  if save_intermediates else {})
                         if uncertainty:

@@ -134,7 +134,10 @@ _RECONSTRUCT_OPTIONS = [
                  help="Slices reconstructed at once (the unit of progress and of resumption; results do not "
                       "depend on it) [default: 8 on a CPU, 32 on a GPU]."),
     click.option("--save-intermediates", is_flag=True,
-                 help="Also store x_ld, x0, x_prior, x_diffusion, fusion_weight (.h5)."),
+                 help="Also store x_ld, x0, x_prior, x_diffusion, fusion_weight, x_fused (.h5)."),
+    click.option("--restore/--no-restore", default=True, show_default=True,
+                 help="Detail restoration after the fusion: put back the part of x_ld - image that stands out "
+                      "of the input's own noise level (docs/METHOD.md); --no-restore gives the paper's output."),
     click.option("--uncertainty", is_flag=True,
                  help="Also write a per-pixel uncertainty map (HU; docs/METHOD.md): the `uncertainty_hu` dataset "
                       "of an .h5 output, else OUT_uncertainty beside OUT in the same format."),
@@ -182,7 +185,7 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
         steps=opts["steps"], strength=opts["strength"], seed=opts["seed"],
         calibrate={"auto": None, "on": True, "off": False}[opts["calibrate"]], symmetries=opts["symmetries"],
         save_intermediates=opts["save_intermediates"] and f == "h5", uncertainty=bool(opts.get("uncertainty")),
-        batch=opts.get("batch"),
+        batch=opts.get("batch"), restore=opts.get("restore", True),
         restart=opts["restart"], progress=progress)
 
 

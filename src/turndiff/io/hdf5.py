@@ -33,7 +33,7 @@ __all__ = ["H5Data", "SinogramReader", "read_h5", "read_h5_dataset", "read_sinog
            "write_h5"]
 
 SINOGRAM_KEYS = ("sinogram", "clean_sinogram")
-IMAGE_KEYS = ("reference_hu", "image_hu", "x_ld", "x_prior", "x_diffusion", "fusion_weight")
+IMAGE_KEYS = ("reference_hu", "image_hu", "x_ld", "x_prior", "x_diffusion", "fusion_weight", "x_fused")
 
 
 @dataclass(eq=False, repr=False)
