@@ -315,7 +315,8 @@ def main() -> None:
     ap.add_argument("--recon-short", type=int, default=4)
     ap.add_argument("--recon-long", type=int, default=36,
                     help="slices of the long reconstruct run (4 + one GPU batch of 32 by default)")
-    ap.add_argument("--skip", default="", help="comma-separated steps to skip: projectors, precision, cli")
+    ap.add_argument("--skip", default="", help="comma-separated steps to skip: projectors, train (and all after it), "
+                    "precision, cli")
     ap.add_argument("--json", action="append", default=[], help="also write the results here (after every step)")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -326,7 +327,8 @@ def main() -> None:
     if "projectors" not in skip:
         projectors(args)
     fbp_accuracy(args)
-    stage1_train(args, state)
+    if "train" not in skip:  # without it, nothing after it runs (they need its model)
+        stage1_train(args, state)
     if "stage1" in state:
         if "precision" not in skip:
             stage1_precision(args, state)

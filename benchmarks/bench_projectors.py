@@ -110,6 +110,14 @@ def _cuda(args, rows: dict) -> None:
             _best(sync(lambda: A.forward(xs)), args.repeats) / args.batch)
         rows[f"torch {args.device} {shape} FBP, batch of {args.batch}"] = (
             _best(sync(lambda: A.fbp(ss)), args.repeats) / args.batch)
+        if args.device.startswith("cuda"):  # the grid_sample FP beside the Triton one it falls back to
+            A.use_triton = False
+            grid = A.forward(xs)
+            rows[f"torch {args.device} {shape} FP (grid_sample), batch of {args.batch}"] = (
+                _best(sync(lambda: A.forward(xs)), args.repeats) / args.batch)
+            A.use_triton = True
+            rows[f"{shape} FP: max |Triton - grid_sample| / max |FP| (not seconds)"] = float(
+                (grid - ss).abs().max() / ss.abs().max())
 
 
 def _wall(cmd: list[str], repeats: int) -> float:

@@ -1,7 +1,11 @@
 """Physics: geometry, projector accuracy against analytic Radon transforms, adjointness,
 FBP accuracy (also against scikit-image's iradon and ASTRA), backends."""
 
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -214,3 +218,28 @@ def test_against_astra_fan_beam_where_installed():
     astra.projector.delete(pid)
     theirs = theirs * ps
     assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) < 0.01
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton not installed (CPU builds of PyTorch)")
+def test_triton_fp_matches_numba(tmp_path):
+    """The CUDA FP kernel (Triton) computes numba's Joseph projection: run here through
+    Triton's interpreter (``TRITON_INTERPRET=1``, set before Triton is imported, hence
+    the subprocess); on a GPU `benchmarks/bench_gpu.py` checks it at 512 x 512."""
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import numpy as np, torch\n"
+        "from turndiff.physics import CTProjector, default_fan_geometry\n"
+        "from turndiff.physics import _triton_kernels as tk\n"
+        "for shape in ('arc', 'flat'):\n"
+        "    g = default_fan_geometry(16, det_shape=shape, views=12)\n"
+        "    A = CTProjector(g, det_subsamples=2)\n"
+        "    x = np.random.default_rng(0).random((2, 16, 16), dtype=np.float32)\n"
+        "    src, dirs = A.rays\n"
+        "    p = tk.ray_params(src.reshape(-1, 2), dirs.reshape(-1, 2), 16, g.pixel_spacing, 'cpu')\n"
+        "    got = tk.joseph_fp(torch.from_numpy(x), p).numpy().reshape(2, 12, g.det_count, 2).mean(-1)\n"
+        "    want = A.forward(x)\n"
+        "    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), shape\n"
+        "print('ok')\n")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

@@ -97,6 +97,8 @@ class CTProjector:
         if int(det_subsamples) < 1:
             raise ValueError("det_subsamples must be >= 1")
         self.det_subsamples = int(det_subsamples)
+        self._triton_params: dict = {}  # ray parameters of the Triton FP, per CUDA device
+        self.use_triton = True  # False: the grid_sample form on CUDA too (benchmarks compare them)
 
     # ------------------------------------------------------------------ geometry
     @cached_property
@@ -335,6 +337,18 @@ class CTProjector:
         x = (image[None] if squeeze else image).to(torch.float32)
         g = self.geometry
         n, dev = g.image_size, x.device
+        if (dev.type == "cuda" and self.use_triton and not (x.requires_grad and torch.is_grad_enabled())
+                and _triton() is not None):
+            # The same sums in one kernel, without the samples' round trip through memory
+            # (docs/BENCHMARKS.md, "The GPU path"); autograd (the adjoint) takes the form below.
+            params = self._triton_params.get(dev)
+            if params is None:
+                src, dirs = self.rays
+                params = self._triton_params[dev] = _triton().ray_params(
+                    src.reshape(-1, 2), dirs.reshape(-1, 2), n, g.pixel_spacing, dev)
+            sino = _triton().joseph_fp(x, params).reshape(x.shape[0], g.views, g.det_count, self.det_subsamples)
+            sino = sino.mean(-1)
+            return sino[0] if squeeze else sino
         half = (n - 1) / 2
         src, dirs = (torch.as_tensor(a, dtype=torch.float32, device=dev).reshape(g.views, -1, 2) for a in self.rays)
         k = torch.arange(n, device=dev, dtype=torch.float32)
@@ -400,6 +414,16 @@ class CTProjector:
             vals = torch.nn.functional.grid_sample(rows, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
             out += (vals[:, :, 0, :].reshape(c, q.shape[0], n, n) * w[:, None]).sum(0)
         return out[0] if squeeze else out
+
+
+def _triton():
+    """The Triton kernels module, or None where Triton is not installed (CPU builds of
+    PyTorch): the ``grid_sample`` form then serves CUDA tensors too."""
+    try:
+        from . import _triton_kernels
+    except Exception:  # not installed, or a build that does not import: the other form serves
+        return None
+    return _triton_kernels
 
 
 def _as_batch(x: Union[np.ndarray, "torch.Tensor"]) -> tuple[np.ndarray, bool]:
