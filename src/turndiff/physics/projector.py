@@ -30,7 +30,6 @@ True
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from functools import cached_property
