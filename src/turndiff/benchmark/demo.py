@@ -50,6 +50,9 @@ def run_demo(
                            volume=n_volume)
     g = data.geometry
     log(f"[2/4] fit TurnDiff ({preset}) on the {n_train} noisy training sinograms (no clean data)")
+    if (out / "run").is_dir() and any((out / "run").iterdir()):
+        # A finished run resumes at its end: say so, or a rerun after a code change looks trained.
+        log(f"      resuming the checkpoints in {out / 'run'} (delete {out} to train afresh)")
     pipe = fit(data.train_sinogram, geometry=g, photons=data.train_photons, preset=preset, device=device, seed=seed,
                run_dir=out / "run")
     pipe.save_pretrained(out / "model")
