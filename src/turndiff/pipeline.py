@@ -63,7 +63,7 @@ class TurnDiffOutput:
     photons_estimated: float | None = None
     seconds: dict = field(default_factory=dict)
     calibration: np.ndarray | None = None
-    x_fused: np.ndarray | None = None  # the fused image before detail restoration
+    x_fused: np.ndarray | None = None  # the fused image before detail restoration (None without it)
 
     def uncertainty(self) -> np.ndarray:
         """Per-pixel uncertainty of ``image_hu`` (HU, ``[N, H, W]``):
@@ -300,7 +300,8 @@ class TurnDiffPipeline:
                                     denoised=y0_raw, blur_px=DETAIL_BLUR_PX)
             image = restore_detail(fused, x_ld, sigma, k=DETAIL_K, blur_px=DETAIL_BLUR_PX)
         t["fusion"] = time.perf_counter() - t0
-        return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights, fused)
+        return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights,
+                              fused if restore else None)
 
 
 #: The types of the index entries that :func:`model_index` writes (others are kept, unread).
