@@ -234,9 +234,8 @@ def test_triton_fp_matches_numba(tmp_path):
         "    g = default_fan_geometry(16, det_shape=shape, views=12)\n"
         "    A = CTProjector(g, det_subsamples=2)\n"
         "    x = np.random.default_rng(0).random((2, 16, 16), dtype=np.float32)\n"
-        "    src, dirs = A.rays\n"
-        "    p = tk.ray_params(src.reshape(-1, 2), dirs.reshape(-1, 2), 16, g.pixel_spacing, 'cpu')\n"
-        "    got = tk.joseph_fp(torch.from_numpy(x), p).numpy().reshape(2, 12, g.det_count, 2).mean(-1)\n"
+        "    rays = A._joseph_rays_on(torch.device('cpu'))\n"
+        "    got = tk.joseph_fp(torch.from_numpy(x), rays).numpy().reshape(2, 12, g.det_count, 2).mean(-1)\n"
         "    want = A.forward(x)\n"
         "    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), shape\n"
         "print('ok')\n")

@@ -78,15 +78,11 @@ def input_noise_std(
     for k in range(y.shape[0]):
         rng = np.random.default_rng([int(seed), zlib.crc32(np.ascontiguousarray(y[k]).tobytes())])
         noise[:, k] = std[k] * rng.standard_normal((draws, *y.shape[1:]), dtype=np.float32)
-    var = 0.0
-    for d in range(draws):
-        n_img = np.asarray(fbp_hu(noise[d]), np.float64) + 1000.0
-        if blur_px > 0:
-            n_img = np.stack([gaussian_filter(v, blur_px) for v in n_img])
-        var = var + n_img**2
-    var = var / draws
-    if smooth_px > 0:
-        var = np.stack([gaussian_filter(v, smooth_px) for v in var])
+    # One FBP call for every draw of every slice; the blurs act within each image only.
+    n_img = np.asarray(fbp_hu(noise.reshape(-1, *y.shape[1:])), np.float64) + 1000.0
+    n_img = gaussian_filter(n_img, (0, blur_px, blur_px)) if blur_px > 0 else n_img
+    var = (n_img**2).reshape(draws, y.shape[0], *n_img.shape[1:]).mean(0)
+    var = gaussian_filter(var, (0, smooth_px, smooth_px)) if smooth_px > 0 else var
     out = np.sqrt(var).astype(np.float32)
     return out[0] if squeeze else out
 
@@ -101,6 +97,6 @@ def restore_detail(x: np.ndarray, x_ld: np.ndarray, sigma: np.ndarray, *, k: flo
         raise ValueError(f"k must be >= 0, got {k}")
     r = np.asarray(x_ld, np.float32) - np.asarray(x, np.float32)
     if blur_px > 0:
-        r = np.stack([gaussian_filter(v, blur_px) for v in (r[None] if r.ndim == 2 else r)]).reshape(r.shape)
+        r = gaussian_filter(r, (0,) * (r.ndim - 2) + (blur_px, blur_px))
     t = np.float32(k) * np.asarray(sigma, np.float32)
     return (np.asarray(x, np.float32) + np.sign(r) * np.maximum(np.abs(r) - t, 0.0)).astype(np.float32)

@@ -5,9 +5,9 @@ before summing along the ray (32 x 720 x 736 x 512 floats for a batch of 32 slic
 512 x 512), a round trip the sum does not need. Here one program sums a block of rays of
 one slice in registers: it walks the column (or row) centres the rays run along and
 interpolates linearly across, exactly as ``_numba_kernels.joseph_fp`` and the
-``grid_sample`` form do. The image size is a compile-time constant (one compilation per
-size). The geometry of a ray is reduced to four numbers (see
-:func:`ray_params`), computed once per projector and device.
+``grid_sample`` form do, from the same per-ray numbers
+(``CTProjector._joseph_rays``). The image size is a compile-time constant (one compilation
+per size).
 
 Imported only when a CUDA tensor is projected and Triton is installed (it comes with
 CUDA builds of PyTorch). ``TRITON_INTERPRET=1`` runs the same kernel on the CPU, which is
@@ -16,7 +16,6 @@ how the tests check it without a GPU.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -25,8 +24,8 @@ BLOCK = 128
 
 
 @triton.jit
-def _joseph_fp_kernel(img_ptr, out_ptr, a_ptr, b_ptr, scale_ptr, major_ptr, n_rays, n: tl.constexpr,
-                      BLOCK: tl.constexpr):
+def _joseph_fp_kernel(img_ptr, out_ptr, a_ptr, b_ptr, scale_ptr, major_ptr, k0_ptr, k1_ptr, n_rays,
+                      n: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     s = tl.program_id(1)  # slice of the batch
     rays = pid * BLOCK + tl.arange(0, BLOCK)
@@ -35,16 +34,16 @@ def _joseph_fp_kernel(img_ptr, out_ptr, a_ptr, b_ptr, scale_ptr, major_ptr, n_ra
     b = tl.load(b_ptr + rays, mask=rmask, other=0.0)
     scale = tl.load(scale_ptr + rays, mask=rmask, other=0.0)
     major = tl.load(major_ptr + rays, mask=rmask, other=0)
+    k0 = tl.load(k0_ptr + rays, mask=rmask, other=0)
+    k1 = tl.load(k1_ptr + rays, mask=rmask, other=-1)
     # Along x the minor index is a row (stride n) and k a column; along y the reverse.
     stride = tl.where(major == 1, n, 1)
     kstride = tl.where(major == 1, 1, n)
     base = img_ptr + s.to(tl.int64) * n * n
-    lo = -0.5 - 1e-6
-    hi = n - 0.5 + 1e-6
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for k in range(0, n):
         c = a + b * k
-        inside = rmask & (c >= lo) & (c <= hi)  # the numba kernel clips the ray to the image square
+        inside = rmask & (k >= k0) & (k <= k1)  # the numba kernel's clipping to the image square
         cf = tl.floor(c)
         w = c - cf
         c0 = cf.to(tl.int32)
@@ -55,33 +54,14 @@ def _joseph_fp_kernel(img_ptr, out_ptr, a_ptr, b_ptr, scale_ptr, major_ptr, n_ra
     tl.store(out_ptr + s.to(tl.int64) * n_rays + rays, acc * scale, mask=rmask)
 
 
-def ray_params(src: np.ndarray, dirs: np.ndarray, n: int, pixel_spacing: float, device) -> tuple:
-    """Per ray: the minor index ``a + b k`` at main-axis index ``k``, the step length times
-    the pixel spacing, and whether the main axis is x. ``src``, ``dirs``: ``[R, 2]`` (pixel
-    units, the image centred at the origin)."""
-    half = (n - 1) / 2
-    ox, oy = src[:, 0].astype(np.float64), src[:, 1].astype(np.float64)
-    dx, dy = dirs[:, 0].astype(np.float64), dirs[:, 1].astype(np.float64)
-    major = np.abs(dx) >= np.abs(dy)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sx, sy = dy / dx, dx / dy
-        # along x: row = half - (oy + (k - half - ox) dy/dx); along y: col = ox + (half - k - oy) dx/dy + half
-        a = np.where(major, half - oy + (half + ox) * sx, ox + (half - oy) * sy + half)
-        b = np.where(major, -sx, -sy)
-    scale = pixel_spacing / np.maximum(np.abs(dx), np.abs(dy))
-
-    def t(v, dtype=torch.float32):
-        return torch.as_tensor(np.ascontiguousarray(v), dtype=dtype, device=device)
-
-    return t(a), t(b), t(scale), t(major.astype(np.int32), torch.int32)
-
-
-def joseph_fp(image: torch.Tensor, params: tuple) -> torch.Tensor:
-    """``[N, n, n]`` float32 images -> ``[N, R]`` line integrals of the rays of ``params``."""
-    a, b, scale, major = params
+def joseph_fp(image: torch.Tensor, rays: tuple) -> torch.Tensor:
+    """``[N, n, n]`` float32 images -> ``[N, R]`` line integrals of the ``R`` rays given as
+    ``CTProjector._joseph_rays`` gives them (``a``, ``b``, step, main axis x, ``k`` range), on the device."""
+    a, b, scale, major, k0, k1 = rays
+    major = major.to(torch.int32)
     x = image.contiguous()
     N, n = x.shape[0], x.shape[-1]
     R = a.numel()
     out = torch.empty((N, R), dtype=torch.float32, device=x.device)
-    _joseph_fp_kernel[(triton.cdiv(R, BLOCK), N)](x, out, a, b, scale, major, R, n=n, BLOCK=BLOCK)
+    _joseph_fp_kernel[(triton.cdiv(R, BLOCK), N)](x, out, a, b, scale, major, k0, k1, R, n=n, BLOCK=BLOCK)
     return out

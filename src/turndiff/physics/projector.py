@@ -96,7 +96,7 @@ class CTProjector:
         if int(det_subsamples) < 1:
             raise ValueError("det_subsamples must be >= 1")
         self.det_subsamples = int(det_subsamples)
-        self._triton_params: dict = {}  # ray parameters of the Triton FP, per CUDA device
+        self._joseph_cache: dict = {}  # _joseph_rays as tensors, per device
         self.use_triton = True  # False: the grid_sample form on CUDA too (benchmarks compare them)
 
     # ------------------------------------------------------------------ geometry
@@ -139,6 +139,50 @@ class CTProjector:
         src = np.stack([ox / ps, oy / ps], -1).astype(np.float64)
         dirs = np.stack([dx, dy], -1).astype(np.float64)
         return np.ascontiguousarray(src), np.ascontiguousarray(dirs)
+
+    @cached_property
+    def _joseph_rays(self) -> tuple[np.ndarray, ...]:
+        """Joseph's method per ray, ``[V * D * det_subsamples]`` each: the minor index
+        ``a + b k`` at main-axis index ``k`` (a row when the main axis is x, a column when
+        it is y), the step length along the ray times the pixel spacing, whether the main
+        axis is x, and the first and last ``k`` inside the image square (``k0 > k1``: the
+        ray misses it). The range is the numba kernel's own clipping, in float64, so the
+        torch forms include exactly its samples. The torch backend's two FP forms read these."""
+        n = self.geometry.image_size
+        half, lim = (n - 1) / 2, n / 2
+        src, dirs = (r.reshape(-1, 2) for r in self.rays)
+        ox, oy, dx, dy = src[:, 0], src[:, 1], dirs[:, 0], dirs[:, 1]
+        major = np.abs(dx) >= np.abs(dy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sx, sy = dy / dx, dx / dy
+            # along x: row = half - (oy + (k - half - ox) dy/dx); along y: col = ox + (half - k - oy) dx/dy + half
+            a = np.where(major, half - oy + (half + ox) * sx, ox + (half - oy) * sy + half)
+            b = np.where(major, -sx, -sy)
+            # The ray parameter interval inside [-lim, lim]^2 (as _numba_kernels._ray_setup).
+            t0, t1 = np.full_like(ox, -1e30), np.full_like(ox, 1e30)
+            for o, d in ((ox, dx), (oy, dy)):
+                flat = np.abs(d) < 1e-9
+                ta, tb = (-lim - o) / d, (lim - o) / d
+                lo, hi = np.minimum(ta, tb), np.maximum(ta, tb)
+                t0 = np.where(flat, np.where(np.abs(o) > lim, 1.0, t0), np.maximum(t0, lo))
+                t1 = np.where(flat, np.where(np.abs(o) > lim, 0.0, t1), np.minimum(t1, hi))
+            ua, ub = np.where(major, ox + t0 * dx, oy + t0 * dy), np.where(major, ox + t1 * dx, oy + t1 * dy)
+        ua, ub = np.minimum(ua, ub), np.maximum(ua, ub)
+        k0 = np.where(major, np.ceil(ua + half - 1e-6), np.ceil(half - ub - 1e-6))
+        k1 = np.where(major, np.floor(ub + half + 1e-6), np.floor(half - ua + 1e-6))
+        k0, k1 = np.maximum(k0, 0), np.minimum(k1, n - 1)
+        k0, k1 = np.where(t1 > t0, k0, 0), np.where(t1 > t0, k1, -1)
+        step = self.geometry.pixel_spacing / np.maximum(np.abs(dx), np.abs(dy))
+        return (a.astype(np.float32), b.astype(np.float32), step.astype(np.float32), major,
+                k0.astype(np.int32), k1.astype(np.int32))
+
+    def _joseph_rays_on(self, device) -> tuple:
+        """:attr:`_joseph_rays` as tensors on ``device`` (kept, so a GPU gets them once)."""
+        import torch
+
+        if device not in self._joseph_cache:
+            self._joseph_cache[device] = tuple(torch.as_tensor(v, device=device) for v in self._joseph_rays)
+        return self._joseph_cache[device]
 
     @cached_property
     def _bp_params(self) -> tuple[int, float, float, float, float, float]:
@@ -336,46 +380,34 @@ class CTProjector:
         x = (image[None] if squeeze else image).to(torch.float32)
         g = self.geometry
         n, dev = g.image_size, x.device
+        a, b, step, major, k0, k1 = self._joseph_rays_on(dev)
         if (dev.type == "cuda" and self.use_triton and not (x.requires_grad and torch.is_grad_enabled())
                 and _triton() is not None):
             # The same sums in one kernel, without the samples' round trip through memory
             # (docs/BENCHMARKS.md, "The GPU path"); autograd (the adjoint) takes the form below.
-            params = self._triton_params.get(dev)
-            if params is None:
-                src, dirs = self.rays
-                params = self._triton_params[dev] = _triton().ray_params(
-                    src.reshape(-1, 2), dirs.reshape(-1, 2), n, g.pixel_spacing, dev)
-            sino = _triton().joseph_fp(x, params).reshape(x.shape[0], g.views, g.det_count, self.det_subsamples)
-            sino = sino.mean(-1)
-            return sino[0] if squeeze else sino
-        half = (n - 1) / 2
-        src, dirs = (torch.as_tensor(a, dtype=torch.float32, device=dev).reshape(g.views, -1, 2) for a in self.rays)
-        k = torch.arange(n, device=dev, dtype=torch.float32)
-        img = x[None]  # [1, N, H, W]: the batch as channels
-        out = []
-        for v0 in range(0, g.views, self.view_chunk):
-            o, d = src[v0 : v0 + self.view_chunk].reshape(-1, 2), dirs[v0 : v0 + self.view_chunk].reshape(-1, 2)
-            ox, oy, dx, dy = o[:, :1], o[:, 1:], d[:, :1], d[:, 1:]
-            major_x = dx.abs() >= dy.abs()
-            tiny = torch.full_like(dx, 1e-12)
-            # Along x: column k at x = k - half, row i = half - y. Along y: row k at
-            # y = half - k, column j = x + half.
-            row_x = half - (oy + (k - half - ox) * dy / torch.where(major_x, dx, tiny))
-            col_y = ox + (half - k - oy) * dx / torch.where(major_x, tiny, dy) + half
-            col = torch.where(major_x, k.expand_as(row_x), col_y)
-            row = torch.where(major_x, row_x, k.expand_as(row_x))
-            minor = torch.where(major_x, row_x, col_y)
-            # The kernel runs only where the ray is inside the image square (minor index in
-            # [-0.5, n - 0.5]); a point moved far outside samples grid_sample's zero padding.
-            inside = (minor >= -0.5 - 1e-6) & (minor <= n - 0.5 + 1e-6)
-            gx = torch.where(inside, col / half - 1, torch.full_like(col, 4.0))
-            gy = torch.where(inside, row / half - 1, torch.full_like(row, 4.0))
-            grid = torch.stack([gx, gy], -1)[None]  # [1, rays, n, 2]
-            vals = torch.nn.functional.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            step = 1.0 / torch.maximum(dx.abs(), dy.abs()).reshape(-1)
-            vals = (vals[0].sum(-1) * step).reshape(x.shape[0], -1, g.det_count, self.det_subsamples).mean(-1)
-            out.append(vals)
-        sino = torch.cat(out, 1) * g.pixel_spacing
+            sino = _triton().joseph_fp(x, (a, b, step, major, k0, k1))
+        else:
+            k = torch.arange(n, device=dev, dtype=torch.float32)
+            img = x[None]  # [1, N, H, W]: the batch as channels
+            half = (n - 1) / 2
+            parts = []
+            for r0 in range(0, a.numel(), self.view_chunk * g.det_count * self.det_subsamples):
+                sl = slice(r0, r0 + self.view_chunk * g.det_count * self.det_subsamples)
+                minor = a[sl, None] + b[sl, None] * k  # [rays, n]
+                major_x = major[sl, None]
+                col = torch.where(major_x, k.expand_as(minor), minor)
+                row = torch.where(major_x, minor, k.expand_as(minor))
+                # Only the samples inside the image square count; a point moved far outside
+                # samples grid_sample's zero padding.
+                inside = (k >= k0[sl, None]) & (k <= k1[sl, None])
+                far = torch.full_like(minor, 4.0)
+                grid = torch.stack([torch.where(inside, col / half - 1, far),
+                                    torch.where(inside, row / half - 1, far)], -1)[None]  # [1, rays, n, 2]
+                vals = torch.nn.functional.grid_sample(img, grid, mode="bilinear", padding_mode="zeros",
+                                                       align_corners=True)
+                parts.append(vals[0].sum(-1) * step[sl])
+            sino = torch.cat(parts, 1)
+        sino = sino.reshape(x.shape[0], g.views, g.det_count, self.det_subsamples).mean(-1)
         return sino[0] if squeeze else sino
 
     def _torch_bp(self, q: "torch.Tensor", params: tuple | None = None) -> "torch.Tensor":
