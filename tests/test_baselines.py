@@ -88,8 +88,8 @@ def test_learned_presets_keep_training_settings_in_their_train_config():
 
 def test_registry_names_flags_and_clean_data():
     assert list(BASELINES) == ["FBP", "TV", "BM3D", "Neighbor2Neighbor", "Blind2Unblind", "Noiser2Noise",
-                               "Noise2Sim", "Noise2Inverse", "RED-CNN (supervised)"]
-    assert [n for n, b in BASELINES.items() if b.uses_clean_data] == ["RED-CNN (supervised)"]
+                               "Noise2Sim", "Noise2Inverse", "Prompt-SID", "IPDM", "RED-CNN (supervised)"]
+    assert [n for n, b in BASELINES.items() if b.uses_clean_data] == ["IPDM", "RED-CNN (supervised)"]
     assert {n for n, b in BASELINES.items() if not b.trained} == {"FBP", "TV", "BM3D"}
     assert all(b.reference for b in BASELINES.values())
 

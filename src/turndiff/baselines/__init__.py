@@ -47,6 +47,8 @@ from .learned import (
     Noise2SimBaseline,
     Noisier2NoiseBaseline,
     REDCNNBaseline,
+    PromptSIDBaseline,
+    IPDMBaseline,
 )
 from .nets import REDCNN
 
@@ -72,5 +74,7 @@ __all__ = [
     "Noise2SimBaseline",
     "Noise2InverseBaseline",
     "REDCNNBaseline",
+    "PromptSIDBaseline",
+    "IPDMBaseline",
     "REDCNN",
 ]

@@ -7,10 +7,11 @@ A baseline turns noisy post-log sinograms ``[N, V, D]`` into HU images ``[N, H, 
     hu = baseline.reconstruct(state, test_sinograms, geometry, photons=I0_test)
     hu = state.reconstruct(test_sinograms, geometry, photons=I0_test)   # the same
 
-``fit`` sees the noisy training sinograms and their dose only. The one exception is
-the supervised upper bound (``uses_clean_data = True``), whose ``fit`` takes
-``reference_hu``; every other baseline refuses that argument, so clean data cannot
-reach a self-supervised method by mistake.
+``fit`` sees the noisy training sinograms and their dose only. The exceptions declare
+it in ``clean_data``: ``"paired"`` (the supervised upper bound: ``reference_hu`` pairs
+with the training sinograms) and ``"unpaired"`` (IPDM: ``reference_hu`` holds normal-dose
+images of other patients, any number of them). Every other baseline refuses
+``reference_hu``, so clean data cannot reach a self-supervised method by mistake.
 """
 
 from __future__ import annotations
@@ -31,12 +32,18 @@ from ..errors import InputError
 from ..physics import Geometry
 from ..training import TRAIN_FIELDS
 
-__all__ = ["Baseline", "FittedBaseline", "BASELINES", "PRESETS", "register", "get_baseline", "check_sinograms"]
+__all__ = ["Baseline", "FittedBaseline", "BASELINES", "PRESETS", "CLEAN_DATA", "CATEGORY", "register", "get_baseline",
+           "check_sinograms"]
 
 #: Preset names every baseline accepts: ``fast`` (CPU, minutes), ``paper`` (GPU),
 #: ``tiny`` (tests and the tiny benchmark: a few steps on tiny images).
 PRESETS: tuple[str, ...] = ("tiny", "fast", "paper")
 
+
+#: What clean data a method trains on, in the order the tables list the categories.
+CLEAN_DATA = ("none", "unpaired", "paired")
+#: The category names the tables print for each ``clean_data``.
+CATEGORY = {"none": "no clean data", "unpaired": "unpaired clean data", "paired": "paired clean data"}
 
 #: name -> baseline, filled by :func:`register`.
 BASELINES: dict[str, "Baseline"] = {}
@@ -157,14 +164,24 @@ class FittedBaseline:
 class Baseline(ABC):
     """A comparison method: ``fit`` on noisy training sinograms, ``reconstruct`` test ones.
 
-    Subclasses set ``name``, ``uses_clean_data``, ``trained`` and ``reference`` (the
-    paper it follows) and implement :meth:`_fit` and :meth:`reconstruct`.
+    Subclasses set ``name``, ``clean_data`` (:data:`CLEAN_DATA`), ``trained`` and
+    ``reference`` (the paper it follows) and implement :meth:`_fit` and :meth:`reconstruct`.
     """
 
     name: str = ""
-    uses_clean_data: bool = False
+    clean_data: str = "none"
     trained: bool = False
     reference: str = ""
+
+    @property
+    def uses_clean_data(self) -> bool:
+        """Whether ``fit`` needs ``reference_hu`` (paired or not)."""
+        return self.clean_data != "none"
+
+    @property
+    def category(self) -> str:
+        """The data category the tables print (:data:`CATEGORY`)."""
+        return CATEGORY[self.clean_data]
 
     def fit(
         self,
@@ -199,9 +216,10 @@ class Baseline(ABC):
         run_dir : path, optional
             Training checkpoints go here; an interrupted run resumes from them.
         reference_hu : ndarray, optional
-            Clean images ``[N, H, W]`` paired with ``train_sinograms``. Only for a
-            method with ``uses_clean_data`` (the supervised upper bound); any other
-            method raises :class:`InputError` when given one.
+            Clean images: ``[N, H, W]`` paired with ``train_sinograms`` for a method with
+            ``clean_data == "paired"`` (the supervised upper bound), ``[M, H, W]`` of other
+            patients for ``"unpaired"`` (IPDM); any other method raises
+            :class:`InputError` when given one.
         progress : bool
             Show progress bars.
         options : dict, optional
@@ -214,15 +232,18 @@ class Baseline(ABC):
         if reference_hu is not None and not self.uses_clean_data:
             raise InputError(f"{self.name} is self-supervised: it must not receive reference_hu")
         if self.uses_clean_data and reference_hu is None:
-            raise InputError(f"{self.name} is supervised: fit needs reference_hu")
+            raise InputError(f"{self.name} trains on {self.category}: fit needs reference_hu")
         y = check_sinograms(train_sinograms, geometry, "training sinograms")
         i0 = check_photons(photons)
         kwargs: dict[str, Any] = {}
         if self.uses_clean_data:
             ref = np.asarray(reference_hu, np.float32)
             ref = ref[None] if ref.ndim == 2 else ref
-            if ref.shape != (y.shape[0], *geometry.image_shape):
+            if self.clean_data == "paired" and ref.shape != (y.shape[0], *geometry.image_shape):
                 raise InputError(f"reference_hu of shape {ref.shape} does not pair with sinograms {y.shape}")
+            if ref.ndim != 3 or ref.shape[1:] != tuple(geometry.image_shape) or ref.shape[0] < 1:
+                raise InputError(f"reference_hu of shape {ref.shape} is not a stack of "
+                                 f"{geometry.image_shape[0]}x{geometry.image_shape[1]} images")
             if not np.isfinite(ref).all():
                 raise InputError("reference_hu holds NaN or inf")
             kwargs["reference_hu"] = ref
@@ -233,6 +254,7 @@ class Baseline(ABC):
         state.info.setdefault("preset", preset)
         state.info.setdefault("train_slices", int(y.shape[0]))
         state.info.setdefault("uses_clean_data", self.uses_clean_data)
+        state.info.setdefault("clean_data", self.clean_data)
         return state
 
     @abstractmethod
@@ -260,4 +282,4 @@ class Baseline(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, trained={self.trained}, " \
-               f"uses_clean_data={self.uses_clean_data})"
+               f"clean_data={self.clean_data!r})"

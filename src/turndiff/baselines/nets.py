@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ..nets import ResidualDenoiser
+from .ipdm import IPDMNet
+from .promptsid import PromptSIDNet
 
 __all__ = ["REDCNN", "build_network", "network_spec"]
 
@@ -77,7 +79,8 @@ class REDCNN(nn.Module):
         return torch.relu(h) * cfg["scale"] + cfg["shift"]
 
 
-_CLASSES = {"ResidualDenoiser": ResidualDenoiser, "REDCNN": REDCNN}
+_CLASSES = {"ResidualDenoiser": ResidualDenoiser, "REDCNN": REDCNN, "PromptSIDNet": PromptSIDNet,
+            "IPDMNet": IPDMNet}
 
 
 def network_spec(network: nn.Module) -> dict[str, Any]:

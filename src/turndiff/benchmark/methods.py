@@ -7,8 +7,9 @@ inside the body). A baseline gives one row; TurnDiff gives its output and the
 intermediates the paper reports (x0, x~0); its ablations reuse the TurnDiff model that
 ``turndiff`` fitted (fitting it when ``turndiff`` was not chosen).
 
-Training reads the noisy training sinograms only; the one exception is the supervised
-RED-CNN upper bound, which is marked ``uses_clean_data``.
+Training reads the noisy training sinograms only; the exceptions declare their clean data
+(``clean_data``): IPDM trains on unpaired normal-dose data of other phantoms, the
+supervised RED-CNN upper bound on the clean images of the training slices.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..pipeline import fit
 from ..stage1 import Stage1Config, train_projection_denoiser
 from ..stage2 import sample_spread
 from .data import BenchData
+from .splits import UNPAIRED_SEED
 
 __all__ = ["METHODS", "METHOD_ORDER", "BASELINE_ORDER", "TURNDIFF_ROWS", "STAGE1_ABLATIONS", "Result",
            "RunContext", "BenchMethod"]
@@ -48,7 +50,7 @@ STAGE1_ABLATIONS = {
     "stage 1: no ramp weighting": dict(loss_weighting="none"),
 }
 BASELINE_ORDER = ("FBP", "TV", "BM3D", "Neighbor2Neighbor", "Blind2Unblind", "Noiser2Noise", "Noise2Sim",
-                  "Noise2Inverse", "RED-CNN (supervised)")
+                  "Noise2Inverse", "Prompt-SID", "IPDM", "RED-CNN (supervised)")
 
 
 class PeakRSS:
@@ -95,9 +97,13 @@ class Result:
     train_seconds: float
     infer_seconds_per_slice: float
     peak_mb: float
-    uses_clean_data: bool = False
+    clean_data: str = "none"  # turndiff.baselines.base.CLEAN_DATA
     notes: str = ""
     spread: dict | None = None
+
+    @property
+    def uses_clean_data(self) -> bool:
+        return self.clean_data != "none"
 
 
 @dataclass
@@ -123,12 +129,23 @@ class BenchMethod:
 
 
 def fit_baseline(name: str, data: BenchData, *, preset: str, seed: int, device: str, runs_dir: Path):
-    """Fit the registered baseline ``name`` on the benchmark's training sinograms (the clean
-    training images only for a method that declares it uses them), with its checkpoints in
-    ``runs_dir / name`` (spaces as underscores), resumed when there. The one way the
-    benchmark and `turndiff iq` fit a baseline."""
+    """Fit the registered baseline ``name`` on the benchmark's training sinograms, with its
+    checkpoints in ``runs_dir / name`` (spaces as underscores), resumed when there. The one
+    way the benchmark and `turndiff iq` fit a baseline.
+
+    Clean data only for a method that declares it: the clean training images for a
+    ``"paired"`` one (supervised), and for an ``"unpaired"`` one the clean images of as many
+    *other* phantoms, from base seed :data:`~turndiff.benchmark.splits.UNPAIRED_SEED` + ``seed``
+    (inside the training range, disjoint from the noisy training phantoms and the test set)."""
     b = BASELINES[name]
-    kwargs = {"reference_hu": data.train_reference_hu} if b.uses_clean_data else {}
+    kwargs = {}
+    if b.clean_data == "paired":
+        kwargs["reference_hu"] = data.train_reference_hu
+    elif b.clean_data == "unpaired":
+        from ..phantoms import make_phantoms
+
+        n, size = data.train_sinogram.shape[0], data.geometry.image_shape[0]
+        kwargs["reference_hu"] = make_phantoms(n, size, seed=UNPAIRED_SEED + seed)
     return b.fit(data.train_sinogram, data.geometry, photons=data.train_photons, preset=preset, seed=seed,
                  device=device, run_dir=Path(runs_dir) / name.replace(" ", "_"), progress=False, **kwargs)
 
@@ -154,7 +171,7 @@ class BaselineMethod(BenchMethod):
                 infer += time.perf_counter() - t1
         n_slices = sum(data.test_sinograms[d].shape[0] for d in doses)
         return {self.key: Result(imgs, train_s if b.trained else 0.0, infer / n_slices,
-                                 mem.delta if b.trained else 0.0, b.uses_clean_data)}
+                                 mem.delta if b.trained else 0.0, b.clean_data)}
 
 
 def _fitted_turndiff(data: BenchData, ctx: RunContext) -> dict:

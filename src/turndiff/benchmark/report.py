@@ -29,13 +29,17 @@ def _cell(m: dict, metric: str, digits: int) -> str:
     return f"{m[metric]['mean']:.{digits}f} +- {m[metric]['std']:.{digits}f}"
 
 
-def quality_table(quality: dict, *, window: str, doses) -> str:
-    """Markdown: one row per method, PSNR / SSIM / RMSE per dose in one window."""
-    head = "| method | " + " | ".join(f"{d:.0%} PSNR | {d:.0%} SSIM | {d:.0%} RMSE" for d in doses) + " |"
-    sep = "|---|" + "---|---|---|" * len(doses)
+def quality_table(quality: dict, *, window: str, doses, clean_data: dict | None = None) -> str:
+    """Markdown: one row per method, PSNR / SSIM / RMSE per dose in one window; with
+    ``clean_data`` (method -> ``"none"``, ``"unpaired"`` or ``"paired"``) a column states
+    what clean data each method trained on."""
+    clean = clean_data is not None
+    head = "| method | " + ("clean data | " if clean else "") + " | ".join(
+        f"{d:.0%} PSNR | {d:.0%} SSIM | {d:.0%} RMSE" for d in doses) + " |"
+    sep = "|---|" + ("---|" if clean else "") + "---|---|---|" * len(doses)
     rows = [head, sep]
     for name, q in quality.items():
-        cells = []
+        cells = [] if not clean else [{"none": "no"}.get(clean_data.get(name, "none"), clean_data.get(name))]
         for d in doses:
             m = q[f"{d}"][window]
             cells += [_cell(m, "psnr", 2), _cell(m, "ssim", 4), _cell(m, "rmse", 1)]
@@ -88,7 +92,8 @@ def cost_table(cost: dict) -> str:
     rows = ["| method | clean data | training (s) | inference (s / slice) | peak memory (MB) | notes |",
             "|---|---|---|---|---|---|"]
     for name, c in cost.items():
-        rows.append(f"| {name} | {'yes' if c['uses_clean_data'] else 'no'} | {c['train_seconds']:.0f} | "
+        kind = c.get("clean_data", "paired" if c["uses_clean_data"] else "none")
+        rows.append(f"| {name} | {'no' if kind == 'none' else kind} | {c['train_seconds']:.0f} | "
                     f"{c['infer_seconds_per_slice']:.2f} | {c['peak_memory_mb']:.0f} | {c['notes']} |")
     return "\n".join(rows)
 
@@ -110,9 +115,11 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
 
     doses = [float(d) for d in summary["data"]["doses"]]
     quality = summary["quality"]
+    clean = {n: c.get("clean_data", "paired" if c.get("uses_clean_data") else "none")
+             for n, c in summary["cost"].items()}
     md = {
-        "soft": quality_table(quality, window="soft", doses=doses),
-        "full": quality_table(quality, window="full", doses=doses),
+        "soft": quality_table(quality, window="soft", doses=doses, clean_data=clean),
+        "full": quality_table(quality, window="full", doses=doses, clean_data=clean),
         "ablation": ablation_table(quality, doses=doses),
         "cost": cost_table(summary["cost"]),
         "detail": detail_table(quality, dose=doses[0]),
@@ -174,7 +181,8 @@ margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:rig
 td:first-child{{text-align:left}}img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 <h1>turndiff benchmark ({html.escape(summary['preset'])})</h1>
 <p>{html.escape(summary['date'])}; {html.escape(summary['machine'])}; total {summary['total_seconds'] / 60:.1f} min.
-Trained at 25% dose on noisy sinograms only (RED-CNN excepted: supervised upper bound).
+Trained at 25% dose on noisy sinograms only, except where the clean-data column says otherwise
+(IPDM: unpaired normal-dose data of other phantoms; RED-CNN: supervised upper bound).
 Metrics inside the body, mean +- std over test slices.</p>
 <h2>Soft window [-160, 240] HU</h2>{_md_to_html_table(md['soft'])}
 <h2>Full window [-1024, 3072] HU</h2>{_md_to_html_table(md['full'])}

@@ -5,8 +5,8 @@ an ablation table, a cost table (training time, inference seconds per slice, pea
 memory), figures and a self-contained HTML report plus ``results.json``.
 
 Every method comes from one registry (:data:`turndiff.benchmark.methods.METHODS`) and its
-rows go through one evaluation. Training uses the noisy training sinograms only; the one
-exception is the supervised RED-CNN upper bound, which is marked ``uses_clean_data``.
+rows go through one evaluation. Training uses the noisy training sinograms only; the
+exceptions declare their clean data: IPDM (unpaired) and the supervised RED-CNN upper bound.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def run_benchmark(
         "geometry": json.loads(data.geometry.to_json()),
         "quality": quality,
         "cost": {n: {"train_seconds": r.train_seconds, "infer_seconds_per_slice": r.infer_seconds_per_slice,
-                     "peak_memory_mb": r.peak_mb, "uses_clean_data": r.uses_clean_data, "notes": r.notes}
+                     "peak_memory_mb": r.peak_mb, "uses_clean_data": r.uses_clean_data,
+                     "clean_data": r.clean_data, "notes": r.notes}
                  for n, r in results.items()},
         "sampling_spread": next((r.spread for r in results.values() if r.spread), None),
         "total_seconds": time.perf_counter() - t_start,

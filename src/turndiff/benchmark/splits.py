@@ -9,6 +9,10 @@ set of phantoms. The benchmark uses three ranges of base seeds:
 - **validation** ``[5000, 6000)``: every design choice and hyper-parameter not made by
   SURE on the training sinograms.
 
+A method that trains on *unpaired* clean data (IPDM) gets the clean images of other
+training-range phantoms, base seed :data:`UNPAIRED_SEED` (500) + the run's seed: never the
+test slices, and not the anatomy the noisy training sinograms show.
+
 Development scripts under ``benchmarks/`` build their data with
 :func:`~turndiff.benchmark.data.make_dev_data`, which refuses test seeds
 (:func:`check_development_seed`); ``tests/test_protocol.py`` checks that no development
@@ -20,7 +24,7 @@ from __future__ import annotations
 from ..errors import InputError
 
 __all__ = [
-    "TRAIN_SEEDS", "TEST_SEEDS", "VALIDATION_SEEDS", "TRAIN_SEED", "TEST_SEED", "VALIDATION_SEED",
+    "TRAIN_SEEDS", "TEST_SEEDS", "VALIDATION_SEEDS", "TRAIN_SEED", "TEST_SEED", "VALIDATION_SEED", "UNPAIRED_SEED",
     "check_development_seed", "split_of",
 ]
 
@@ -29,6 +33,8 @@ TEST_SEEDS = range(1000, 2000)
 VALIDATION_SEEDS = range(5000, 6000)
 #: The base seed of each split that the benchmark and the development scripts use.
 TRAIN_SEED, TEST_SEED, VALIDATION_SEED = TRAIN_SEEDS.start, TEST_SEEDS.start, VALIDATION_SEEDS.start
+#: Base seed of the unpaired clean phantoms (training range, not the noisy training set).
+UNPAIRED_SEED = TRAIN_SEED + 500
 
 
 def split_of(seed: int) -> str | None:
