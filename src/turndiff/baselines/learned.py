@@ -305,12 +305,12 @@ class PromptSIDBaseline(LearnedBaseline):
     crop_multiple = 4
     presets = _presets(
         tiny={"features": None, "channels": 4, "blocks": [1, 1], "heads": [1, 1], "prompt_dim": 8,
-              "encoder_width": 4, "diffusion_steps": 2, "gamma": 1.5, "prompt_phase": 0.5, "replay": 1.0},
-        fast={"features": None, "channels": 16, "blocks": [1, 1], "heads": [1, 2], "prompt_dim": 48,
-              "encoder_width": 24, "diffusion_steps": 4, "gamma": 1.5, "prompt_phase": 0.5, "replay": 1.0,
+              "encoder_width": 4, "diffusion_steps": 2, "gamma": 1.5, "prompt_phase": 0.5, "replay": 0.1},
+        fast={"features": None, "channels": 16, "blocks": [1, 1, 1], "heads": [1, 2, 4], "prompt_dim": 48,
+              "encoder_width": 24, "diffusion_steps": 4, "gamma": 1.5, "prompt_phase": 0.5, "replay": 0.1,
               "iters": 1000},
-        paper={"features": None, "channels": 48, "blocks": [2, 4], "heads": [1, 2], "prompt_dim": 64,
-               "encoder_width": 64, "diffusion_steps": 4, "gamma": 1.5, "prompt_phase": 0.5, "replay": 1.0},
+        paper={"features": None, "channels": 48, "blocks": [2, 2, 4], "heads": [1, 2, 4], "prompt_dim": 64,
+               "encoder_width": 64, "diffusion_steps": 4, "gamma": 1.5, "prompt_phase": 0.5, "replay": 0.1},
     )
 
     def network(self, cfg):

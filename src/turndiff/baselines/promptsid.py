@@ -117,34 +117,38 @@ class _PromptEncoder(nn.Module):
 class _PromptDiffusion(nn.Module):
     """RG-Diff: a short diffusion chain over the prompt, conditioned on ``E2``'s vector.
 
-    ``steps`` DDPM steps with betas linear from 0.1 to 0.99 (DiffIR's setting: the chain
-    ends close to pure noise, so inference can start from a Gaussian draw); the MLP
-    predicts the noise from ``(z_t, condition, t)``. The whole reverse chain runs in
-    training too, so the generated prompt can be supervised directly.
+    ``steps`` steps with betas linear from 0.1 to 0.99 (DiffIR's setting: the chain ends
+    close to pure noise, so inference can start from a Gaussian draw). The MLP predicts
+    the clean prompt from ``(z_t, condition, t)`` and the chain moves by deterministic DDIM
+    updates; predicting the noise instead divides by ``sqrt(alpha_t)`` (0.1 at the last
+    step), and the generated prompt then drifted to ten times the prompt's scale on
+    validation phantoms. The whole reverse chain runs in training too, so the generated
+    prompt can be supervised directly.
     """
 
     def __init__(self, prompt_dim: int, steps: int = 4, hidden: int = 4) -> None:
         super().__init__()
         self.steps = int(steps)
         betas = torch.linspace(0.1, 0.99, self.steps, dtype=torch.float64)
-        alphas = 1 - betas
-        self.register_buffer("betas", betas.float(), persistent=False)
-        self.register_buffer("alphas", alphas.float(), persistent=False)
-        self.register_buffer("alphas_cumprod", torch.cumprod(alphas, 0).float(), persistent=False)
+        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float(), persistent=False)
         d = prompt_dim
         self.net = nn.Sequential(nn.Linear(2 * d + 1, hidden * d), nn.LeakyReLU(0.1),
                                  nn.Linear(hidden * d, hidden * d), nn.LeakyReLU(0.1), nn.Linear(hidden * d, d))
 
     def forward(self, condition: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The generated prompt: ``steps`` reverse DDPM steps from ``noise`` (no extra noise
-        is injected on the way, so the result is a deterministic function of ``noise``)."""
+        """The generated prompt: ``steps`` reverse steps from ``noise`` (deterministic given
+        ``noise``)."""
         z = noise
+        z0 = noise
         for i in reversed(range(self.steps)):
             t = torch.full((z.shape[0], 1), (i + 1) / self.steps, dtype=z.dtype, device=z.device)
-            eps = self.net(torch.cat([z, condition, t], 1))
-            ab, a = self.alphas_cumprod[i], self.alphas[i]
-            z = (z - (1 - a) / torch.sqrt(1 - ab) * eps) / torch.sqrt(a)
-        return z
+            z0 = self.net(torch.cat([z, condition, t], 1))
+            if i == 0:
+                break
+            ab, ab_prev = self.alphas_cumprod[i], self.alphas_cumprod[i - 1]
+            eps = (z - ab.sqrt() * z0) / (1 - ab).sqrt()
+            z = ab_prev.sqrt() * z0 + (1 - ab_prev).sqrt() * eps
+        return z0
 
 
 class PromptSIDNet(nn.Module):
@@ -154,9 +158,9 @@ class PromptSIDNet(nn.Module):
     Parameters
     ----------
     channels : int
-        Features of the first level (the second has twice as many).
+        Features of the first level (each further level, at half the resolution, twice as many).
     blocks : list of int
-        Transformer blocks at level 1 (encoder and decoder each) and at level 2.
+        Transformer blocks per level (encoder and decoder each; the last level is the bottom).
     heads : list of int
         Attention heads per level.
     prompt_dim : int
@@ -173,21 +177,26 @@ class PromptSIDNet(nn.Module):
                  heads: list[int] | tuple[int, ...] = (1, 2), prompt_dim: int = 64, encoder_width: int = 32,
                  diffusion_steps: int = 4, scale: float = HU_SCALE) -> None:
         super().__init__()
-        if channels < 1 or len(blocks) != 2 or len(heads) != 2 or min(blocks) < 1 or prompt_dim < 1:
-            raise ValueError("PromptSIDNet: channels >= 1, two block counts >= 1, two head counts, prompt_dim >= 1")
-        if channels % heads[0] or (2 * channels) % heads[1]:
-            raise ValueError("PromptSIDNet: channels must divide by the heads of each level")
+        levels = len(blocks)
+        if channels < 1 or levels < 2 or len(heads) != levels or min(blocks) < 1 or prompt_dim < 1:
+            raise ValueError("PromptSIDNet: channels >= 1, a block count >= 1 and a head count per level (two or "
+                             "more), prompt_dim >= 1")
+        if any((channels * 2**i) % h for i, h in enumerate(heads)):
+            raise ValueError("PromptSIDNet: the features of each level must divide by its heads")
         self.config = {"channels": int(channels), "blocks": [int(b) for b in blocks], "heads": [int(h) for h in heads],
                        "prompt_dim": int(prompt_dim), "encoder_width": int(encoder_width),
                        "diffusion_steps": int(diffusion_steps), "scale": float(scale)}
         c, p = channels, prompt_dim
         self.embed = nn.Conv2d(1, c, 3, padding=1)
-        self.enc1 = nn.ModuleList(_PromptBlock(c, heads[0], p) for _ in range(blocks[0]))
-        self.down = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)
-        self.mid = nn.ModuleList(_PromptBlock(2 * c, heads[1], p) for _ in range(blocks[1]))
-        self.up = nn.ConvTranspose2d(2 * c, c, 2, stride=2)
-        self.fuse = nn.Conv2d(2 * c, c, 1)
-        self.dec1 = nn.ModuleList(_PromptBlock(c, heads[0], p) for _ in range(blocks[0]))
+        widths = [c * 2**i for i in range(levels)]
+        self.encoders = nn.ModuleList(
+            nn.ModuleList(_PromptBlock(widths[i], heads[i], p) for _ in range(blocks[i])) for i in range(levels))
+        self.downs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1)
+                                   for i in range(levels - 1))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(levels - 1))
+        self.fuses = nn.ModuleList(nn.Conv2d(2 * widths[i], widths[i], 1) for i in range(levels - 1))
+        self.decoders = nn.ModuleList(
+            nn.ModuleList(_PromptBlock(widths[i], heads[i], p) for _ in range(blocks[i])) for i in range(levels - 1))
         self.out = nn.Conv2d(c, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # the residual starts at zero: the untrained net is the identity
         nn.init.zeros_(self.out.bias)
@@ -201,16 +210,19 @@ class PromptSIDNet(nn.Module):
         """The denoiser alone, given a prompt: HU ``[B, 1, H, W]`` -> HU."""
         x = self.normalise(hu)
         h, w = x.shape[-2:]
-        xp = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
-        e = self.embed(xp)
-        for blk in self.enc1:
-            e = blk(e, prompt)
-        m = self.down(e)
-        for blk in self.mid:
-            m = blk(m, prompt)
-        d = self.fuse(torch.cat([self.up(m), e], 1))
-        for blk in self.dec1:
-            d = blk(d, prompt)
+        m = 2 ** (len(self.encoders) - 1)
+        xp = F.pad(x, (0, (-w) % m, 0, (-h) % m), mode="replicate")
+        d, skips = self.embed(xp), []
+        for i, blocks in enumerate(self.encoders):
+            for blk in blocks:
+                d = blk(d, prompt)
+            if i < len(self.downs):
+                skips.append(d)
+                d = self.downs[i](d)
+        for i in reversed(range(len(self.decoders))):
+            d = self.fuses[i](torch.cat([self.ups[i](d), skips[i]], 1))
+            for blk in self.decoders[i]:
+                d = blk(d, prompt)
         return (xp + self.out(d))[..., :h, :w] * self.config["scale"]
 
     def generate_prompt(self, hu: torch.Tensor, noise: torch.Tensor | None = None,
@@ -239,7 +251,7 @@ class PromptSIDObjective(nn.Module):
     """
 
     def __init__(self, network: PromptSIDNet, *, gamma: float = 1.5, prompt_phase: float = 0.5,
-                 replay: float = 1.0, iters: int = 1000, encoder_width: int | None = None) -> None:
+                 replay: float = 0.1, iters: int = 1000, encoder_width: int | None = None) -> None:
         super().__init__()
         self.network = network
         cfg = network.config
