@@ -29,6 +29,16 @@ def _cell(m: dict, metric: str, digits: int) -> str:
     return f"{m[metric]['mean']:.{digits}f} +- {m[metric]['std']:.{digits}f}"
 
 
+def _clean_data(cost_entry: dict) -> str:
+    """A method's clean-data category from its cost entry (results without ``clean_data``,
+    written before it existed, only knew whether a method was supervised)."""
+    return cost_entry.get("clean_data", "paired" if cost_entry.get("uses_clean_data") else "none")
+
+
+def _clean_label(kind: str) -> str:
+    return "no" if kind == "none" else kind
+
+
 def quality_table(quality: dict, *, window: str, doses, clean_data: dict | None = None) -> str:
     """Markdown: one row per method, PSNR / SSIM / RMSE per dose in one window; with
     ``clean_data`` (method -> ``"none"``, ``"unpaired"`` or ``"paired"``) a column states
@@ -39,7 +49,7 @@ def quality_table(quality: dict, *, window: str, doses, clean_data: dict | None 
     sep = "|---|" + ("---|" if clean else "") + "---|---|---|" * len(doses)
     rows = [head, sep]
     for name, q in quality.items():
-        cells = [] if not clean else [{"none": "no"}.get(clean_data.get(name, "none"), clean_data.get(name))]
+        cells = [_clean_label(clean_data.get(name, "none"))] if clean else []
         for d in doses:
             m = q[f"{d}"][window]
             cells += [_cell(m, "psnr", 2), _cell(m, "ssim", 4), _cell(m, "rmse", 1)]
@@ -92,8 +102,7 @@ def cost_table(cost: dict) -> str:
     rows = ["| method | clean data | training (s) | inference (s / slice) | peak memory (MB) | notes |",
             "|---|---|---|---|---|---|"]
     for name, c in cost.items():
-        kind = c.get("clean_data", "paired" if c["uses_clean_data"] else "none")
-        rows.append(f"| {name} | {'no' if kind == 'none' else kind} | {c['train_seconds']:.0f} | "
+        rows.append(f"| {name} | {_clean_label(_clean_data(c))} | {c['train_seconds']:.0f} | "
                     f"{c['infer_seconds_per_slice']:.2f} | {c['peak_memory_mb']:.0f} | {c['notes']} |")
     return "\n".join(rows)
 
@@ -115,8 +124,7 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
 
     doses = [float(d) for d in summary["data"]["doses"]]
     quality = summary["quality"]
-    clean = {n: c.get("clean_data", "paired" if c.get("uses_clean_data") else "none")
-             for n, c in summary["cost"].items()}
+    clean = {n: _clean_data(c) for n, c in summary["cost"].items()}
     md = {
         "soft": quality_table(quality, window="soft", doses=doses, clean_data=clean),
         "full": quality_table(quality, window="full", doses=doses, clean_data=clean),
