@@ -48,7 +48,8 @@ def test_noise_map_does_not_depend_on_the_batch(scan):
     np.testing.assert_allclose(both[1], input_noise_std(noisy[1], A.fbp_hu, photons=photons), rtol=1e-5)
 
 
-def test_restoration_puts_back_blurred_edges_not_noise(scan):
+@pytest.mark.parametrize("shrink", ["garrote", "soft"])
+def test_restoration_puts_back_blurred_edges_not_noise(scan, shrink):
     A, ref, clean, noisy, photons = scan
     truth = A.fbp_hu(clean)  # what the scan shows without noise
     x_ld = A.fbp_hu(noisy[0])
@@ -60,13 +61,30 @@ def test_restoration_puts_back_blurred_edges_not_noise(scan):
 
     # An over-smoothed denoiser: the noiseless image blurred by 1.5 px (its bone edge is gone).
     smooth = gaussian_filter(truth, 1.5)
-    out = restore_detail(smooth, x_ld, sigma, blur_px=1.0)
+    out = restore_detail(smooth, x_ld, sigma, blur_px=1.0, shrink=shrink)
     assert rmse(out) < 0.85 * rmse(smooth)  # the bone's edge comes back
     assert rmse(out) < 0.9 * rmse(x_ld)  # and the noise does not
-    # A denoiser that is already right gets (almost) nothing added.
-    exact = restore_detail(truth, x_ld, sigma, blur_px=1.0)
-    assert rmse(exact) < 0.3 * rmse(x_ld)  # soft threshold at 1.5 sigma: E[(|n| - 1.5 sigma)+^2] = (0.24 sigma)^2
+    # A denoiser that is already right gets (almost) nothing added. What leaks is the
+    # shrunk blurred noise: at 1.5 sigma, RMS 0.21 sigma_b (soft) or 0.34 sigma_b (garrote).
+    exact = restore_detail(truth, x_ld, sigma, blur_px=1.0, shrink=shrink)
+    assert rmse(exact) < {"soft": 0.3, "garrote": 0.4}[shrink] * rmse(x_ld)
     # A threshold of zero gives the input back plus all of the residual: x_ld itself.
-    np.testing.assert_allclose(restore_detail(smooth, x_ld, sigma, k=0.0), x_ld, atol=1e-3)
+    np.testing.assert_allclose(restore_detail(smooth, x_ld, sigma, k=0.0, shrink=shrink), x_ld, atol=1e-3)
     with pytest.raises(ValueError):
-        restore_detail(smooth, x_ld, sigma, k=-1.0)
+        restore_detail(smooth, x_ld, sigma, k=-1.0, shrink=shrink)
+
+
+def test_garrote_returns_large_residuals_almost_whole():
+    # Soft thresholding takes t off every residual; the garrote only t^2 / r.
+    x = np.zeros((1, 8, 8), np.float32)
+    x_ld = np.zeros_like(x)
+    x_ld[0, 4, 4] = 300.0  # a 300 HU edge the denoiser flattened
+    sigma = np.full_like(x, 10.0)  # threshold 15 HU at k = 1.5
+    soft = restore_detail(x, x_ld, sigma, shrink="soft")[0, 4, 4]
+    garrote = restore_detail(x, x_ld, sigma)[0, 4, 4]
+    assert soft == pytest.approx(285.0) and garrote == pytest.approx(300.0 - 15.0**2 / 300.0)
+    x_ld[0, 4, 4] = 12.0  # within the threshold: nothing comes back under either rule
+    assert restore_detail(x, x_ld, sigma)[0, 4, 4] == 0.0
+    assert restore_detail(x, x_ld, sigma, shrink="soft")[0, 4, 4] == 0.0
+    with pytest.raises(ValueError, match="shrink"):
+        restore_detail(x, x_ld, sigma, shrink="hard")

@@ -42,9 +42,13 @@ def test_reconstruct_is_seeded_and_reloadable(tiny_model):
     np.testing.assert_allclose(a.image_hu, b.image_hu, atol=1e-3)
     g = pipe(sino, fusion="global", fusion_lam=1.0, progress=False, seed=1)
     np.testing.assert_allclose(g.x_fused, a.x_diffusion, atol=1e-4)
-    # Without the detail restoration the output is the fused image itself.
-    plain = pipe(sino, seed=1, restore=False, progress=False)
+    # Without the detail restoration and the data consistency the output is the fused image
+    # itself; without the data consistency alone, the restored image.
+    plain = pipe(sino, seed=1, restore=False, consistency=False, progress=False)
     np.testing.assert_allclose(plain.image_hu, a.x_fused, atol=1e-4)
+    restored = pipe(sino, seed=1, consistency=False, progress=False)
+    np.testing.assert_allclose(restored.image_hu, a.x_restored, atol=1e-4)
+    assert restored.x_restored is None and not np.allclose(a.image_hu, a.x_restored, atol=1.0)
 
 
 def test_reconstruct_refuses_a_mismatched_sinogram(tiny_model):

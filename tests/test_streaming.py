@@ -120,20 +120,21 @@ def test_reconstruct_all_mirrors_the_tree_and_reports_each_scan(study, tmp_path)
         assert {r["status"] for r in csv.DictReader(fh)} == {"skipped"}
 
 
-@pytest.mark.parametrize("restore", [True, False])
-def test_intermediates_follow_the_detail_restoration(study, tmp_path, restore):
-    """`--save-intermediates` stores `x_fused` (the image before the restoration) when the
-    restoration runs, and not without it, where the image is the fused one itself."""
+@pytest.mark.parametrize("restore,consistency", [(True, True), (False, False)])
+def test_intermediates_follow_the_detail_restoration(study, tmp_path, restore, consistency):
+    """`--save-intermediates` stores `x_fused` (the image before the restoration) and
+    `x_restored` (before the data consistency) when those steps run, and not without them."""
     scan, sino, pipe = study
     out = tmp_path / "i.h5"
     reconstruct_study(pipe, scan, finish_h5(out), out=out, batch=2, save_intermediates=True, restore=restore,
-                      progress=False)
-    whole = pipe(sino, restore=restore, progress=False)
+                      consistency=consistency, progress=False)
+    whole = pipe(sino, restore=restore, consistency=consistency, progress=False)
     with h5py.File(out) as f:
-        assert ("x_fused" in f) == restore
+        assert ("x_fused" in f) == restore and ("x_restored" in f) == consistency
         np.testing.assert_allclose(f["image_hu"][()], whole.image_hu, atol=1e-3)
         if restore:
             np.testing.assert_allclose(f["x_fused"][()], whole.x_fused, atol=1e-3)
+            np.testing.assert_allclose(f["x_restored"][()], whole.x_restored, atol=1e-3)
 
 
 def test_uncertainty_map_is_written_beside_the_image(study, tmp_path):

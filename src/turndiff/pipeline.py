@@ -34,7 +34,9 @@ from .checkpoint import write_json
 from .errors import InputError
 from .io import atomic_output
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
+from .inference.consistency import data_consistency
 from .inference.detail import DETAIL_BLUR_PX, DETAIL_K, input_noise_std, restore_detail
+from .inference.uncertainty import uncertainty_map
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
 from .stage1.model import DEFAULT_SYMMETRIES
@@ -64,13 +66,17 @@ class TurnDiffOutput:
     seconds: dict = field(default_factory=dict)
     calibration: np.ndarray | None = None
     x_fused: np.ndarray | None = None  # the fused image before detail restoration (None without it)
+    x_restored: np.ndarray | None = None  # the image before the data-consistency step (None without it)
 
     def uncertainty(self) -> np.ndarray:
         """Per-pixel uncertainty of ``image_hu`` (HU, ``[N, H, W]``):
-        :func:`turndiff.inference.uncertainty.uncertainty_map` of this output."""
+        :func:`turndiff.inference.uncertainty.uncertainty_map` of this output (of the image
+        before the data-consistency step where there is one: the map was fitted to that
+        image, and it is also the prior's standard deviation in that step)."""
         from .inference.uncertainty import uncertainty_map
 
-        return uncertainty_map(self.image_hu, self.x_ld, self.x0, self.x_diffusion)
+        before = self.image_hu if self.x_restored is None else self.x_restored
+        return uncertainty_map(before, self.x_ld, self.x0, self.x_diffusion)
 
     def intermediates(self) -> dict[str, np.ndarray]:
         out = {"x_ld": self.x_ld, "x0": self.x0, "x_prior": self.x_prior}
@@ -80,6 +86,8 @@ class TurnDiffOutput:
             out["fusion_weight"] = self.fusion_weight
         if self.x_fused is not None:
             out["x_fused"] = self.x_fused
+        if self.x_restored is not None:
+            out["x_restored"] = self.x_restored
         return out
 
 
@@ -216,6 +224,7 @@ class TurnDiffPipeline:
         generator: torch.Generator | None = None,
         probe_rng: np.random.Generator | None = None,
         restore: bool = True,
+        consistency: bool = True,
         progress: bool = True,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
@@ -256,6 +265,11 @@ class TurnDiffPipeline:
             Detail restoration after the fusion (:mod:`turndiff.inference.detail`): the part
             of ``x_ld - image`` that stands out of the input's own noise level is put back
             (``x_fused`` keeps the image before it). False: the paper's output.
+        consistency
+            Data consistency last (:mod:`turndiff.inference.consistency`): the penalised
+            weighted least-squares image with the output so far as a Gaussian prior whose
+            standard deviation is the uncertainty map (``x_restored`` keeps the image before
+            it). False: the image before it.
         """
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
@@ -300,8 +314,15 @@ class TurnDiffPipeline:
                                     denoised=y0_raw, blur_px=DETAIL_BLUR_PX)
             image = restore_detail(fused, x_ld, sigma, k=DETAIL_K, blur_px=DETAIL_BLUR_PX)
         t["fusion"] = time.perf_counter() - t0
+        restored = None
+        if consistency:
+            t0 = time.perf_counter()
+            restored = image
+            image = data_consistency(restored, y, self.projector, prior_std_hu=uncertainty_map(restored, x_ld, x0, x_d),
+                                     photons=i0_in, denoised=y0_raw, device=self.device, progress=progress)
+            t["consistency"] = time.perf_counter() - t0
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights,
-                              fused if restore else None)
+                              fused if restore else None, restored)
 
 
 #: The types of the index entries that :func:`model_index` writes (others are kept, unread).

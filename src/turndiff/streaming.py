@@ -99,6 +99,7 @@ def reconstruct_study(
     save_intermediates: bool = False,
     uncertainty: bool = False,
     restore: bool = True,
+    consistency: bool = True,
     batch: int | None = None,
     restart: bool = False,
     progress: bool = True,
@@ -120,8 +121,9 @@ def reconstruct_study(
         The output path: the run folder is ``OUT.run`` beside it.
     strategy, lam, fusion, fusion_lam, steps, strength, seed, calibrate, symmetries
         As for :meth:`TurnDiffPipeline.__call__`.
-    restore
-        Detail restoration after the fusion (:meth:`TurnDiffPipeline.__call__`).
+    restore, consistency
+        Detail restoration after the fusion and the data-consistency step after it
+        (:meth:`TurnDiffPipeline.__call__`).
     uncertainty
         Also compute the per-pixel uncertainty map (``uncertainty_hu`` in the work file;
         :meth:`TurnDiffOutput.uncertainty`).
@@ -152,6 +154,7 @@ def reconstruct_study(
                     "fusion_lam": fusion_lam, "steps": steps, "strength": strength, "seed": seed,
                     "calibrate": calibrate, "symmetries": symmetries, "intermediates": bool(save_intermediates),
                     "uncertainty": bool(uncertainty), "restore": bool(restore),
+                    "consistency": bool(consistency),
                     "model": pipe.info.get("version"), "model_geometry": pipe.info.get("geometry")}
         # Under torchrun rank 0 owns the run folder and the work file and writes every result;
         # the batches are shared out round-robin and their results gathered to it.
@@ -166,7 +169,8 @@ def reconstruct_study(
         if save_intermediates:  # what TurnDiffOutput.intermediates() holds for this model and fusion
             names += ("x_ld", "x0", "x_prior") + (
                 ("x_diffusion",) + (("fusion_weight",) if fusion == "pixel" else ())
-                + (("x_fused",) if restore else ()) if pipe.stage2 else ())
+                + (("x_fused",) if restore else ()) + (("x_restored",) if consistency else ())
+                if pipe.stage2 else ())
         if uncertainty:
             names += ("uncertainty_hu",)
         # One generator each for the sampler's seeds and the calibration's probes, through
@@ -192,7 +196,8 @@ def reconstruct_study(
                         res = pipe(reader.read(slice(a, b)), strategy=strategy, lam=lam, fusion=fusion,
                                    fusion_lam=fusion_lam, steps=steps, strength=strength, calibrate=calibrate,
                                    symmetries=symmetries, photons_input=photons, generator=generator,
-                                   probe_rng=probe_rng, restore=restore, progress=False)
+                                   probe_rng=probe_rng, restore=restore, consistency=consistency,
+                                   progress=False)
                         extra = ({k: np.asarray(v, np.float32) for k, v in res.intermediates().items()}
                                  if save_intermediates else {})
                         if uncertainty:

@@ -184,11 +184,11 @@ def _lesion_study(pipe, A, geometry, dose: float, n_slices: int, seed: int, othe
     # The uncertainty map of TurnDiff's output against its true error (the lesion-free scans).
     from scipy import stats
 
-    from ..inference.uncertainty import uncertainty_map
     from ..masks import body_mask
 
     res = whole[0]
-    u, err, body = uncertainty_map(res.image_hu, res.x_ld, res.x0, res.x_diffusion), res.image_hu - ref, body_mask(ref)
+    # The map `reconstruct --uncertainty` writes, against the error of the image it writes.
+    u, err, body = res.uncertainty(), res.image_hu - ref, body_mask(ref)
     uncertainty = {"spearman": float(stats.spearmanr(u[body], np.abs(err[body]))[0]),
                    "coverage_2u": float(np.mean(np.abs(err[body]) <= 2 * u[body])), "slices": int(n_slices)}
     for m in base:

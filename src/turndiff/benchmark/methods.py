@@ -39,7 +39,8 @@ __all__ = ["METHODS", "METHOD_ORDER", "BASELINE_ORDER", "TURNDIFF_ROWS", "STAGE1
 TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)")
 #: Inference ablations of the ``ablations`` method (the same fitted model).
 INFERENCE_ABLATIONS = ("no tunable strategy", "global fusion 0.5", "global fusion 1", "no SURE calibration",
-                       "x0, no SURE calibration", "no detail restoration")
+                       "x0, no SURE calibration", "no detail restoration", "no data consistency",
+                       "fusion output (no restoration, no data consistency)")
 #: Stage-1 ablations: stage 1 retrained with these overrides, stage 2 and fusion reused.
 #: The first is the paper's stage 1 as the project shipped it before issue 13.
 STAGE1_ABLATIONS = {
@@ -238,8 +239,8 @@ class TurnDiffMethod(BenchMethod):
 
 class TurnDiffAblations(BenchMethod):
     """The paper's ablations and ours: no tunable strategy, global fusion, no SURE
-    calibration, no detail restoration (same model), and stage 1 retrained with :data:`STAGE1_ABLATIONS` under the
-    same stage 2 and fusion."""
+    calibration, no detail restoration, no data consistency, neither (same model), and
+    stage 1 retrained with :data:`STAGE1_ABLATIONS` under the same stage 2 and fusion."""
 
     key = "ablations"
 
@@ -254,7 +255,10 @@ class TurnDiffAblations(BenchMethod):
                                                   progress=False).image_hu
             imgs["global fusion 0.5"][d] = global_fusion(res.x_diffusion, res.x0, 0.5)
             imgs["global fusion 1"][d] = global_fusion(res.x_diffusion, res.x0, 1.0)
-            imgs["no detail restoration"][d] = res.x_fused
+            imgs["no detail restoration"][d] = pipe(sino, strategy="auto", fusion="pixel", seed=seed, restore=False,
+                                                    progress=False).image_hu
+            imgs["no data consistency"][d] = res.x_restored
+            imgs["fusion output (no restoration, no data consistency)"][d] = res.x_fused
             plain = pipe(sino, strategy="auto", fusion="pixel", seed=seed, calibrate=False, progress=False)
             imgs["no SURE calibration"][d] = plain.image_hu
             imgs["x0, no SURE calibration"][d] = plain.x0

@@ -17,7 +17,8 @@ __all__ = ["quality_table", "ablation_table", "cost_table", "detail_table", "vol
 ABLATION_ROWS = ("x0 (only projection)", "x0, no SURE calibration", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)",
                  "stage 1: paper CSSS (2x2 cells)", "stage 1: CSSS view pairs", "stage 1: no ramp weighting",
                  "global fusion 0.5", "global fusion 1", "no tunable strategy", "no SURE calibration",
-                 "no detail restoration", "TurnDiff")
+                 "fusion output (no restoration, no data consistency)", "no detail restoration",
+                 "no data consistency", "TurnDiff")
 
 
 _DETAIL_NOTE = ("Sobel gradient magnitude of each image over the reference's, summed over the reference's body "

@@ -5,11 +5,16 @@ is the noise that was removed plus whatever structure was removed with it (blurr
 edges, flattened small features). The noise of ``x_ld`` has a known level per pixel:
 the post-log variance of each measured bin (:func:`turndiff.dose.postlog_variance`)
 carried through the FBP. Structure that stands out of that level by more than ``k``
-standard deviations is put back by soft thresholding,
+standard deviations is put back by shrinking the residual against ``t = k sigma``, with
+the non-negative garrote (default; Breiman 1995, Gao 1998)
 
-``x' = x + sign(r) max(|r| - k sigma, 0)``,
+``x' = x + r max(1 - t^2 / r^2, 0)``
 
-the classical "method noise" check of a denoiser turned into a correction. Because
+or soft thresholding, ``x' = x + sign(r) max(|r| - t, 0)``: the classical "method noise"
+check of a denoiser turned into a correction. Both zero what lies within ``t``; soft
+thresholding also takes ``t`` off every large residual, so a bone or skin edge of several
+hundred HU comes back short by ``t``, while the garrote returns it almost whole (its
+shortfall ``t^2 / r`` falls as the residual grows). Because
 ``sigma`` falls with the dose, more is put back at higher doses, where a denoiser
 trained at a lower dose over-smooths. No clean data are used; ``k`` was chosen on
 validation phantoms (docs/METHOD.md, "Detail restoration").
@@ -25,12 +30,15 @@ from scipy.ndimage import gaussian_filter, uniform_filter
 
 from ..dose import estimate_photons, postlog_variance
 
-__all__ = ["DETAIL_BLUR_PX", "DETAIL_K", "input_noise_std", "restore_detail"]
+__all__ = ["DETAIL_BLUR_PX", "DETAIL_K", "DETAIL_SHRINK", "SHRINK_RULES", "input_noise_std", "restore_detail"]
 
 #: Threshold of the restoration in noise standard deviations, and the Gaussian blur (pixels)
 #: of the residual before it: chosen on validation phantoms (docs/METHOD.md).
 DETAIL_K: float = 1.5
 DETAIL_BLUR_PX: float = 1.0
+#: How the residual is shrunk against the threshold (also chosen on validation phantoms).
+DETAIL_SHRINK: str = "garrote"
+SHRINK_RULES = ("garrote", "soft")
 
 
 def input_noise_std(
@@ -88,15 +96,22 @@ def input_noise_std(
 
 
 def restore_detail(x: np.ndarray, x_ld: np.ndarray, sigma: np.ndarray, *, k: float = DETAIL_K,
-                   blur_px: float = 0.0) -> np.ndarray:
-    """``x + soft(G(x_ld - x), k sigma)``: the residual's part above ``k`` noise standard
+                   blur_px: float = 0.0, shrink: str = DETAIL_SHRINK) -> np.ndarray:
+    """``x + shrink(G(x_ld - x), k sigma)``: the residual's part above ``k`` noise standard
     deviations put back, the residual first blurred by a Gaussian ``G`` of ``blur_px``
     pixels (``sigma`` must then be :func:`input_noise_std` with the same ``blur_px``).
-    All HU, same shape."""
+    ``shrink``: ``"garrote"`` (``r max(1 - t^2/r^2, 0)``) or ``"soft"``
+    (``sign(r) max(|r| - t, 0)``), ``t = k sigma``. All HU, same shape."""
     if not k >= 0:
         raise ValueError(f"k must be >= 0, got {k}")
+    if shrink not in SHRINK_RULES:
+        raise ValueError(f"shrink must be one of {SHRINK_RULES}, got {shrink!r}")
     r = np.asarray(x_ld, np.float32) - np.asarray(x, np.float32)
     if blur_px > 0:
         r = gaussian_filter(r, (0,) * (r.ndim - 2) + (blur_px, blur_px))
     t = np.float32(k) * np.asarray(sigma, np.float32)
-    return (np.asarray(x, np.float32) + np.sign(r) * np.maximum(np.abs(r) - t, 0.0)).astype(np.float32)
+    if shrink == "soft":
+        d = np.sign(r) * np.maximum(np.abs(r) - t, 0.0)
+    else:
+        d = r * np.maximum(1.0 - np.square(t) / np.maximum(np.square(r), np.float32(1e-12)), 0.0)
+    return (np.asarray(x, np.float32) + d).astype(np.float32)

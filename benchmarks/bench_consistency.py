@@ -1,0 +1,75 @@
+"""The data-consistency step (issue 13): its prior scale and iteration count, on *validation*
+phantoms only (docs/METHOD.md, "Data consistency").
+
+TurnDiff's output ``p`` and its uncertainty map ``u`` are read as a Gaussian prior
+``N(p, (s u)^2)``; with the post-log noise model of the measured sinogram, the MAP image is
+the penalised weighted least-squares solution (``turndiff.inference.consistency``), found
+by preconditioned conjugate gradients from ``p``. This script scores ``s`` and the
+iteration count on the validation phantoms of ``make_dev_data`` (never the test slices).
+
+Run::
+
+    python benchmarks/bench_consistency.py MODEL_DIR [--slices 6] [--doses 0.25,0.5,0.1]
+        [--scales 1,0.577,0.316] [--iters 5,10,15,20,30]
+
+MODEL_DIR: a model of the benchmark's training phantoms (``BENCH_OUT/runs/turndiff/model``).
+Prints soft PSNR / soft SSIM / full PSNR inside the body per dose, for the image before the
+step and after each iteration count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from turndiff.benchmark.data import make_dev_data
+from turndiff.inference.consistency import data_consistency
+from turndiff.masks import body_mask
+from turndiff.metrics import psnr, ssim
+from turndiff.pipeline import TurnDiffPipeline
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--slices", type=int, default=6)
+    ap.add_argument("--doses", default="0.25,0.5,0.1")
+    ap.add_argument("--scales", default="1,0.577,0.316", help="prior scales s (standard deviation s * u)")
+    ap.add_argument("--iters", default="5,10,15,20,30", help="iteration counts to report")
+    args = ap.parse_args()
+    doses = tuple(float(d) for d in args.doses.split(","))
+    scales = [float(v) for v in args.scales.split(",")]
+    counts = sorted({int(v) for v in args.iters.split(",")})
+    pipe = TurnDiffPipeline.from_pretrained(args.model, device="cpu")
+    data = make_dev_data(n_val=args.slices, val_doses=doses, progress=False)
+    ref = data.test_reference_hu
+    body = body_mask(ref)
+
+    def score(x: np.ndarray) -> str:
+        return (f"{np.mean(psnr(x, ref, window='soft', mask=body)):.2f} / "
+                f"{np.mean(ssim(x, ref, window='soft', mask=body)):.3f} / "
+                f"{np.mean(psnr(x, ref, window='full', mask=body)):.2f}")
+
+    print(f"validation phantoms: {args.slices}; cells: soft PSNR / soft SSIM / full PSNR inside the body\n")
+    print("| dose | image | " + " | ".join(f"{k} iterations" for k in counts) + " | s |")
+    print("|---|---|" + "---|" * (len(counts) + 1))
+    for dose in doses:
+        sino = data.test_sinograms[dose]
+        out = pipe(sino, seed=0, progress=False, consistency=False)
+        y0 = pipe.stage1.denoise(sino, device=pipe.device)
+        prior_std = out.uncertainty()
+        print(f"| {dose:.0%} | before the step | {score(out.image_hu)} |" + " |" * len(counts), flush=True)
+        for s in scales:
+            t0, cells = time.perf_counter(), []
+            for k in counts:  # CG is deterministic: k iterations of a longer run equal a run of k
+                cells.append(score(data_consistency(out.image_hu, sino, pipe.projector, prior_std_hu=prior_std,
+                                                    photons=out.photons_estimated, denoised=y0, iters=k,
+                                                    prior_scale=s)))
+            print(f"| {dose:.0%} | prior scale {s:g} | " + " | ".join(cells) + f" | {time.perf_counter() - t0:.0f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Data consistency: the image the measured projections support most, given TurnDiff's output.
+
+TurnDiff's output ``p`` comes with a per-pixel estimate of its error, the uncertainty map
+``u`` (:mod:`turndiff.inference.uncertainty`). Read as a Gaussian prior, ``x ~ N(p,
+diag((s u)^2))``, and combined with the post-log noise model of the measured sinogram
+``y ~ N(A mu, Sigma)`` (``Sigma`` diagonal, :func:`turndiff.dose.postlog_variance`), the
+maximum a posteriori image minimises the penalised weighted least squares
+
+``1/2 (A mu_w x - y)^T Sigma^-1 (A mu_w x - y) + 1/2 sum_j (x_j - p_j)^2 / (s u_j)^2``
+
+(``x`` in water units, ``mu = mu_w x``). Where the prior is unsure (edges, where the
+denoisers blur; low-contrast structure they flatten) the data decide; where it is sure
+the prior does. Nothing here is tuned to a dose: ``Sigma`` comes from the scan's own
+counts, so a cleaner scan pulls harder toward its data, which is what a denoiser trained
+at a lower dose needs (it over-smooths there). The system is solved by conjugate
+gradients (preconditioned by the separable quadratic surrogate's curvature) started at
+``p``, a fixed number of iterations (``s`` and the count chosen on validation phantoms,
+docs/METHOD.md "Data consistency"). No clean data are used. Beyond the paper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..dose import estimate_photons, postlog_variance
+from ..errors import InputError
+
+__all__ = ["CONSISTENCY_ITERS", "CONSISTENCY_PRIOR_SCALE", "data_consistency"]
+
+#: Conjugate-gradient iterations and the prior's scale ``s`` (standard deviation ``s u``),
+#: chosen on validation phantoms (docs/METHOD.md, "Data consistency").
+CONSISTENCY_ITERS: int = 20
+CONSISTENCY_PRIOR_SCALE: float = 3.0**-0.5
+#: Floor of the prior's standard deviation (HU): no pixel is held by an infinitely sure prior.
+MIN_PRIOR_STD_HU: float = 1.0
+
+
+def data_consistency(
+    image_hu: np.ndarray,
+    sinogram: np.ndarray,
+    projector,
+    *,
+    prior_std_hu: np.ndarray,
+    photons: float | None = None,
+    denoised: np.ndarray | None = None,
+    iters: int = CONSISTENCY_ITERS,
+    prior_scale: float = CONSISTENCY_PRIOR_SCALE,
+    device=None,
+    progress: bool = False,
+) -> np.ndarray:
+    """The penalised weighted least-squares image with ``image_hu`` as a Gaussian prior.
+
+    Parameters
+    ----------
+    image_hu : array [N, H, W] or [H, W]
+        The prior mean (TurnDiff's output), HU.
+    sinogram : array [N, V, D] or [V, D]
+        The measured post-log sinogram the image was reconstructed from.
+    projector : CTProjector
+        Its ``forward`` (attenuation per mm -> line integrals) and ``adjoint``.
+    prior_std_hu : array, shape of ``image_hu``
+        Per-pixel error estimate of the prior (HU), e.g. the uncertainty map; floored at
+        ``MIN_PRIOR_STD_HU``.
+    photons : float, optional
+        ``I0`` of the scan (estimated from the sinogram when None).
+    denoised : array, shape of ``sinogram``, optional
+        Denoised line integrals for the noise variances (a noisy bin's own value overstates
+        the variance of starved bins); default: the sinogram itself.
+    iters : int
+        Conjugate-gradient iterations (0 returns the prior).
+    prior_scale : float
+        ``s``: the prior's standard deviation is ``s * prior_std_hu``.
+    device : str or torch.device, optional
+        A GPU runs the iterations there with the torch projectors; default (or ``"cpu"``):
+        the projector as given (the numba kernels; a ``backend="torch"`` projector runs
+        the same iterations in torch on the CPU).
+
+    Returns
+    -------
+    float32 HU, the shape of ``image_hu``.
+    """
+    p = np.asarray(image_hu, np.float32)
+    y = np.asarray(sinogram, np.float32)
+    squeeze = p.ndim == 2
+    p, y = (p[None], y[None]) if squeeze else (p, y)
+    std = np.asarray(prior_std_hu, np.float32).reshape(p.shape)
+    if y.shape[0] != p.shape[0] or tuple(y.shape[1:]) != tuple(projector.geometry.sinogram_shape):
+        raise InputError(f"sinogram shape {tuple(y.shape)} does not match {p.shape[0]} images of "
+                         f"geometry {tuple(projector.geometry.sinogram_shape)}")
+    if int(iters) < 0:
+        raise InputError(f"iters must be >= 0, got {iters}")
+    if not prior_scale > 0:
+        raise InputError(f"prior_scale must be > 0, got {prior_scale}")
+    if int(iters) == 0:
+        return (p[0] if squeeze else p).copy()
+    i0 = float(photons) if photons is not None else estimate_photons(y)
+    lines = y if denoised is None else np.asarray(denoised, np.float32).reshape(y.shape)
+    w = (1.0 / postlog_variance(lines, i0)).astype(np.float32)
+    # Water units (x = mu / mu_w = HU / 1000 + 1); HU standard deviations become / 1000.
+    beta = (1e6 / (prior_scale * np.maximum(std, MIN_PRIOR_STD_HU)) ** 2).astype(np.float32)
+    prior = p / np.float32(1000.0) + np.float32(1.0)
+    on_gpu = device is not None and str(device) != "cpu"
+    if on_gpu or getattr(projector, "backend", "numba") == "torch":
+        import torch
+
+        from ..physics import CTProjector
+
+        dev = torch.device(device if on_gpu else "cpu")
+        proj = projector if projector.backend == "torch" else CTProjector(projector.geometry, backend="torch",
+                                                                          view_chunk=90)
+        t = [torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in (prior, y, w, beta)]
+        x = _pcg(proj, *t, float(projector.geometry.mu_water), int(iters), progress).cpu().numpy()
+    else:
+        x = _pcg(projector, prior, y, w, beta, float(projector.geometry.mu_water), int(iters), progress)
+    hu = ((x - np.float32(1.0)) * np.float32(1000.0)).astype(np.float32)
+    return hu[0] if squeeze else hu
+
+
+def _pcg(A, prior, y, w, beta, mu_water: float, iters: int, progress: bool):
+    """Preconditioned CG on ``(mw^2 A^T W A + beta) x = mw A^T W y + beta prior`` from
+    ``prior``, per slice; NumPy arrays or torch tensors alike."""
+    is_np = isinstance(prior, np.ndarray)
+    mw = np.float32(mu_water) if is_np else float(mu_water)
+
+    def normal(x):
+        return A.adjoint(w * A.forward(x * mw)) * mw + beta * x
+
+    def dot(a, b):
+        return (a * b).sum(axis=(1, 2), keepdims=True) if is_np else (a * b).sum(dim=(1, 2), keepdim=True)
+
+    def ratio(num, den):  # 0 where a slice has converged (0 / 0)
+        if is_np:
+            return np.where(den > 0, num / np.maximum(den, 1e-30), 0.0).astype(np.float32)
+        return (num / den.clamp_min(1e-30)) * (den > 0)
+
+    # Preconditioner: the separable quadratic surrogate's curvature, A^T W A 1 + beta (Erdogan
+    # and Fessler 1999), an upper bound of the diagonal that costs one more projection pair.
+    # The air rays' weights are orders of magnitude above the body's, which slows plain CG.
+    m_inv = 1.0 / normal(prior * 0 + 1)
+    x = prior.clone() if not is_np else prior.copy()
+    r = A.adjoint(w * y) * mw + beta * prior - normal(x)
+    z = m_inv * r
+    d = z * 1
+    rz = dot(r, z)
+    for _ in tqdm(range(iters), desc="data consistency (CG)", disable=not progress, leave=False):
+        q = normal(d)
+        a = ratio(rz, dot(d, q))
+        x += a * d
+        r -= a * q
+        z = m_inv * r
+        rz_new = dot(r, z)
+        d = z + ratio(rz_new, rz) * d
+        rz = rz_new
+    return x
