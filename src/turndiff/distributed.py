@@ -106,6 +106,12 @@ def all_mean(value: torch.Tensor) -> torch.Tensor:
 
 
 def cleanup() -> None:
-    """Leave the process group (at the end of a command)."""
+    """Leave the process group (at the end of a command).
+
+    The ranks meet at a barrier first: a rank that tears gloo down while another still has
+    a collective in flight (rank 0 receiving a ``gather``) can abort the other with
+    "terminate called without an active exception".
+    """
     if _active():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
