@@ -158,7 +158,11 @@ def test_uncertainty_map_is_written_beside_the_image(study, tmp_path):
     with h5py.File(out) as f:
         u = f["uncertainty_hu"][()]
     whole = pipe(sino, progress=False)
-    np.testing.assert_allclose(u, whole.uncertainty(), rtol=1e-4, atol=1e-3)
+    # The map reads the output image, which the data-consistency step makes depend on the
+    # batch at the round-off level (see _same_up_to_consistency): a few percent at most.
+    ref_u = whole.uncertainty()
+    np.testing.assert_allclose(u, ref_u, rtol=5e-2, atol=1e-3)
+    assert np.median(np.abs(u - ref_u) / ref_u) < 5e-3
     assert u.shape == whole.image_hu.shape and (u > 0).all() and np.isfinite(u).all()
     model = tmp_path / "model"
     pipe.save_pretrained(model)
@@ -188,3 +192,31 @@ def test_uncertainty_map_tracks_the_error():
     u = uncertainty_map(x, x_ld, x, None)
     m = body_mask(ref)
     assert stats.spearmanr(u[m], np.abs(x - ref)[m])[0] > 0.3
+
+
+def test_the_output_map_uses_the_data_consistency_step():
+    """With ``x_before`` (the image before the data-consistency step) the map of the output
+    uses the output's own coefficients, whose weight sits on that step's posterior bound:
+    where the projections pin a pixel down less, the map is larger. Without ``x_before`` the
+    prior's coefficients apply and the step's features are zero."""
+    from turndiff.inference.uncertainty import (PRIOR_UNCERTAINTY_COEF, UNCERTAINTY_COEF, uncertainty_features,
+                                                uncertainty_map)
+
+    ref = make_phantoms(1, 64, seed=4)
+    rng = np.random.default_rng(1)
+    x_ld = ref + rng.normal(0, 30, ref.shape)
+    before = ref + rng.normal(0, 3, ref.shape)
+    x = before.copy()
+    x[:, 20:30, 20:30] += 60.0  # the step moved this block
+    post = np.full(ref.shape, 5.0)
+    post[:, 32:, :] = 40.0  # the data pin the bottom half down less
+    f = uncertainty_features(x, x_ld, ref, None, before, post)
+    assert f["consistency"][:, 25, 25].min() == pytest.approx(60.0) and f["consistency"][:, 5, 5].max() < 1e-9
+    none = uncertainty_features(x, x_ld, ref, None)
+    assert not none["consistency"].any() and not none["posterior"].any()
+    assert UNCERTAINTY_COEF["posterior"] > 0.5  # fitted on validation: the step's bound carries the map
+    assert all(PRIOR_UNCERTAINTY_COEF[k] == 0 for k in ("consistency", "consistency_mean", "posterior"))
+    u = uncertainty_map(x, x_ld, ref, None, x_before=before, posterior_std=post)
+    assert np.median(u[:, 40:, :]) > 2 * np.median(u[:, :12, :])
+    np.testing.assert_allclose(uncertainty_map(x, x_ld, ref, None),
+                               uncertainty_map(x, x_ld, ref, None, coef=PRIOR_UNCERTAINTY_COEF))

@@ -36,7 +36,7 @@ from .io import atomic_output
 from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
 from .inference.consistency import data_consistency
 from .inference.detail import DETAIL_BLUR_PX, DETAIL_K, input_noise_std, restore_detail
-from .inference.uncertainty import uncertainty_map
+from .inference.uncertainty import PRIOR_UNCERTAINTY_COEF, uncertainty_map
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
 from .stage1.model import DEFAULT_SYMMETRIES
@@ -67,16 +67,14 @@ class TurnDiffOutput:
     calibration: np.ndarray | None = None
     x_fused: np.ndarray | None = None  # the fused image before detail restoration (None without it)
     x_restored: np.ndarray | None = None  # the image before the data-consistency step (None without it)
+    posterior_std: np.ndarray | None = None  # that step's posterior standard-deviation bound, HU (None without it)
 
     def uncertainty(self) -> np.ndarray:
         """Per-pixel uncertainty of ``image_hu`` (HU, ``[N, H, W]``):
-        :func:`turndiff.inference.uncertainty.uncertainty_map` of this output (of the image
-        before the data-consistency step where there is one: the map was fitted to that
-        image, and it is also the prior's standard deviation in that step)."""
-        from .inference.uncertainty import uncertainty_map
-
-        before = self.image_hu if self.x_restored is None else self.x_restored
-        return uncertainty_map(before, self.x_ld, self.x0, self.x_diffusion)
+        :func:`turndiff.inference.uncertainty.uncertainty_map` of this output (with the
+        image before the data-consistency step as ``x_before`` where there was one)."""
+        return uncertainty_map(self.image_hu, self.x_ld, self.x0, self.x_diffusion, x_before=self.x_restored,
+                               posterior_std=self.posterior_std)
 
     def intermediates(self) -> dict[str, np.ndarray]:
         out = {"x_ld": self.x_ld, "x0": self.x0, "x_prior": self.x_prior}
@@ -314,15 +312,16 @@ class TurnDiffPipeline:
                                     denoised=y0_raw, blur_px=DETAIL_BLUR_PX)
             image = restore_detail(fused, x_ld, sigma, k=DETAIL_K, blur_px=DETAIL_BLUR_PX)
         t["fusion"] = time.perf_counter() - t0
-        restored = None
+        restored = post_std = None
         if consistency:
             t0 = time.perf_counter()
             restored = image
-            image = data_consistency(restored, y, self.projector, prior_std_hu=uncertainty_map(restored, x_ld, x0, x_d),
-                                     photons=i0_in, denoised=y0_raw, device=self.device, progress=progress)
+            prior_std = uncertainty_map(restored, x_ld, x0, x_d, coef=PRIOR_UNCERTAINTY_COEF)
+            image, post_std = data_consistency(restored, y, self.projector, prior_std_hu=prior_std, photons=i0_in,
+                                               denoised=y0_raw, device=self.device, progress=progress, return_std=True)
             t["consistency"] = time.perf_counter() - t0
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights,
-                              fused if restore else None, restored)
+                              fused if restore else None, restored, post_std)
 
 
 #: The types of the index entries that :func:`model_index` writes (others are kept, unread).

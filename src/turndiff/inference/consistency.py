@@ -48,7 +48,8 @@ def data_consistency(
     prior_scale: float = CONSISTENCY_PRIOR_SCALE,
     device=None,
     progress: bool = False,
-) -> np.ndarray:
+    return_std: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The penalised weighted least-squares image with ``image_hu`` as a Gaussian prior.
 
     Parameters
@@ -75,10 +76,17 @@ def data_consistency(
         A GPU runs the iterations there with the torch projectors; default (or ``"cpu"``):
         the projector as given (the numba kernels; a ``backend="torch"`` projector runs
         the same iterations in torch on the CPU).
+    return_std : bool
+        Also return ``1000 / sqrt(d)`` (HU), ``d`` the separable quadratic surrogate's
+        curvature of the objective (the preconditioner): a lower bound of the posterior
+        standard deviation of each pixel under the model (``d`` bounds the Hessian's
+        diagonal from above, and ``(H^-1)_jj >= 1 / H_jj``). Small where the data pin a
+        pixel down, ``s u`` where only the prior does. A feature of the output's
+        uncertainty map.
 
     Returns
     -------
-    float32 HU, the shape of ``image_hu``.
+    float32 HU, the shape of ``image_hu``; with ``return_std``, ``(image, std)``.
     """
     p = np.asarray(image_hu, np.float32)
     y = np.asarray(sinogram, np.float32)
@@ -92,7 +100,7 @@ def data_consistency(
         raise InputError(f"iters must be >= 0, got {iters}")
     if not prior_scale > 0:
         raise InputError(f"prior_scale must be > 0, got {prior_scale}")
-    if int(iters) == 0:
+    if int(iters) == 0 and not return_std:
         return (p[0] if squeeze else p).copy()
     i0 = float(photons) if photons is not None else estimate_photons(y)
     lines = y if denoised is None else np.asarray(denoised, np.float32).reshape(y.shape)
@@ -110,16 +118,21 @@ def data_consistency(
         proj = projector if projector.backend == "torch" else CTProjector(projector.geometry, backend="torch",
                                                                           view_chunk=90)
         t = [torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in (prior, y, w, beta)]
-        x = _pcg(proj, *t, float(projector.geometry.mu_water), int(iters), progress).cpu().numpy()
+        x, m_inv = (a.cpu().numpy() for a in _pcg(proj, *t, float(projector.geometry.mu_water), int(iters),
+                                                   progress))
     else:
-        x = _pcg(projector, prior, y, w, beta, float(projector.geometry.mu_water), int(iters), progress)
+        x, m_inv = _pcg(projector, prior, y, w, beta, float(projector.geometry.mu_water), int(iters), progress)
     hu = ((x - np.float32(1.0)) * np.float32(1000.0)).astype(np.float32)
-    return hu[0] if squeeze else hu
+    if not return_std:
+        return hu[0] if squeeze else hu
+    std = (np.float32(1000.0) * np.sqrt(m_inv)).astype(np.float32)
+    return (hu[0], std[0]) if squeeze else (hu, std)
 
 
 def _pcg(A, prior, y, w, beta, mu_water: float, iters: int, progress: bool):
     """Preconditioned CG on ``(mw^2 A^T W A + beta) x = mw A^T W y + beta prior`` from
-    ``prior``, per slice; NumPy arrays or torch tensors alike."""
+    ``prior``, per slice; NumPy arrays or torch tensors alike. Returns ``(x, 1 / d)``, ``d``
+    the preconditioner's curvature."""
     is_np = isinstance(prior, np.ndarray)
     mw = np.float32(mu_water) if is_np else float(mu_water)
 
@@ -152,4 +165,4 @@ def _pcg(A, prior, y, w, beta, mu_water: float, iters: int, progress: bool):
         rz_new = dot(r, z)
         d = z + ratio(rz_new, rz) * d
         rz = rz_new
-    return x
+    return x, m_inv
