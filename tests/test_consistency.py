@@ -3,9 +3,10 @@ around a denoised image moves toward what the projections support, not toward th
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.ndimage import binary_erosion, gaussian_filter
 
-from turndiff.dose import add_noise
+from turndiff.dose import add_noise, postlog_variance
 from turndiff.errors import InputError
 from turndiff.inference.consistency import data_consistency
 from turndiff.physics import CTProjector, default_fan_geometry
@@ -105,3 +106,38 @@ def test_torch_iterations_match_the_numba_ones(scan):
     # HU; the operators agree to 2e-6, CG in float32 amplifies the round-off (the prior is 30 HU off).
     diff = np.abs(torch_path - cpu)[inner]
     assert float(diff.mean()) < 1.0 and float(diff.max()) < 3.0
+
+
+def test_the_posterior_bound_is_a_lower_bound_of_the_exact_posterior_std():
+    """``return_std``: ``1000 / sqrt(d)`` never exceeds the exact posterior standard deviation
+    ``sqrt((H^-1)_jj)`` (H built column by column on a 16 x 16 problem), ranks the pixels as
+    that does, never exceeds the prior's ``s u``, and shrinks as the dose (the data's weight)
+    grows."""
+    n = 16
+    g = default_fan_geometry(n)
+    A = CTProjector(g)
+    mw = float(g.mu_water)
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    ref = np.where(np.hypot(yy, xx) < 6, 40.0, -1000.0).astype(np.float32)
+    clean = A.forward(hu_to_mu(ref))
+    prior_std = np.full((n, n), 20.0, np.float32)
+    stds = {}
+    for photons in (1e3, 1e5):
+        _, std = data_consistency(ref, clean, A, prior_std_hu=prior_std, photons=photons, denoised=clean,
+                                  return_std=True, iters=2)
+        stds[photons] = std
+        w = (1.0 / postlog_variance(clean, photons)).astype(np.float64)
+        beta = 1e6 / (3.0**-0.5 * prior_std.astype(np.float64)) ** 2
+        H = np.empty((n * n, n * n))
+        for j in range(n * n):
+            e = np.zeros((n, n), np.float32)
+            e.flat[j] = 1.0
+            H[:, j] = (A.adjoint((w * A.forward(e * mw)).astype(np.float32)) * mw).ravel()
+        H = 0.5 * (H + H.T) + np.diag(beta.ravel())
+        exact = 1000.0 * np.sqrt(np.diag(np.linalg.inv(H))).reshape(n, n)
+        assert (std <= exact * 1.01).all()
+        # Loose (the projections constrain sums along rays, not single pixels), but it ranks
+        # the pixels as the exact posterior does.
+        assert stats.spearmanr(std.ravel(), exact.ravel())[0] > 0.5
+    assert (stds[1e5] < stds[1e3]).all()
+    assert (stds[1e3] <= 20.0 * 3.0**-0.5 + 1e-3).all()  # never above the prior's own s u

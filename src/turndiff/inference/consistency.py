@@ -80,9 +80,11 @@ def data_consistency(
         Also return ``1000 / sqrt(d)`` (HU), ``d`` the separable quadratic surrogate's
         curvature of the objective (the preconditioner): a lower bound of the posterior
         standard deviation of each pixel under the model (``d`` bounds the Hessian's
-        diagonal from above, and ``(H^-1)_jj >= 1 / H_jj``). Small where the data pin a
-        pixel down, ``s u`` where only the prior does. A feature of the output's
-        uncertainty map.
+        diagonal from above, and ``(H^-1)_jj >= 1 / H_jj``). A loose bound (the projections
+        constrain sums along rays, not single pixels: 0.1-0.25 of the exact value on a
+        16 x 16 test problem) that ranks the pixels as the exact one does (Spearman 0.9
+        there). Small where the data pin a pixel down, ``s u`` where only the prior does.
+        A feature of the output's uncertainty map.
 
     Returns
     -------
