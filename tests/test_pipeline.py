@@ -51,6 +51,30 @@ def test_reconstruct_is_seeded_and_reloadable(tiny_model):
     assert restored.x_restored is None and not np.allclose(a.image_hu, a.x_restored, atol=1.0)
 
 
+def test_a_reused_projection_pass_gives_the_reconstruction_of_a_fresh_call(tiny_model):
+    """``project`` then ``__call__(projection=...)`` is the one call split in two: the same
+    image for every downstream setting, and stage 1 is not run again (its denoiser is
+    broken for the second part, which would change x0 if it ran)."""
+    from turndiff.errors import InputError
+
+    data, pipe, _ = tiny_model
+    sino = data.test_sinograms[0.25]
+    fresh = {kw: pipe(sino, seed=2, progress=False, **dict(kw)) for kw in
+             ((), (("strategy", "none"),), (("restore", False),))}
+    proj = pipe.project(sino, progress=False)
+    denoise = pipe.stage1.denoise
+    try:
+        pipe.stage1.denoise = lambda *a, **k: (_ for _ in ()).throw(AssertionError("stage 1 ran again"))
+        for kw, ref in fresh.items():
+            out = pipe(sino, seed=2, progress=False, projection=proj, **dict(kw))
+            np.testing.assert_allclose(out.x0, ref.x0, atol=1e-4)
+            np.testing.assert_allclose(out.image_hu, ref.image_hu, atol=0.05)
+    finally:
+        pipe.stage1.denoise = denoise
+    with pytest.raises(InputError, match="projection pass has 2 slices"):
+        pipe(sino[:1], progress=False, projection=proj)
+
+
 def test_reconstruct_refuses_a_mismatched_sinogram(tiny_model):
     from turndiff.errors import InputError
 
@@ -85,10 +109,16 @@ def test_cli_reconstruct_with_intermediates(tiny_model, tmp_path):
 def test_benchmark_end_to_end_tiny(tmp_path):
     from turndiff.benchmark.runner import run_benchmark
 
-    summary = run_benchmark(tmp_path / "bench", preset="tiny", methods=["FBP", "turndiff"], device="cpu",
+    summary = run_benchmark(tmp_path / "bench", preset="tiny", methods=["FBP", "ablations"], device="cpu",
                             log=lambda m: None)
     q = summary["quality"]
     assert {"FBP", "TurnDiff", "x0 (only projection)", "x~0 (condition x_ld)"} <= set(q)
+    # The inference ablations (on the default reconstruction's stage-1 pass) and the retrained stage 1s.
+    assert {"no tunable strategy", "no detail restoration", "no SURE calibration", "x0, no SURE calibration",
+            "no data consistency", "stage 1: paper CSSS (2x2 cells)"} <= set(q)
+    assert {"stage 1: no ramp weighting", "stage 1: CSSS view pairs"} <= set(q)
+    psnr = {n: q[n]["0.25"]["soft"]["psnr"]["mean"] for n in q}
+    assert psnr["no data consistency"] != psnr["TurnDiff"]
     soft = {n: {d: q[n][d]["soft"]["psnr"]["mean"] for d in ("0.25", "0.1")} for n in q}
     # More photons, less noise: FBP at 25% beats FBP at 10% (a broken dose model would not).
     assert soft["FBP"]["0.25"] > soft["FBP"]["0.1"] + 1.0

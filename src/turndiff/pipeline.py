@@ -44,7 +44,7 @@ from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_sta
 from .stage2.train import recorrupted_images
 from .training import resolve_device
 
-__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "fit", "fit_stage2", "fbp_hu_on", "model_index", "MODEL_JSON"]
+__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "ProjectionPass", "fit", "fit_stage2", "fbp_hu_on", "model_index", "MODEL_JSON"]
 
 MODEL_JSON = "turndiff.json"
 STAGE1_DIR = "projection_denoiser"
@@ -87,6 +87,24 @@ class TurnDiffOutput:
         if self.x_restored is not None:
             out["x_restored"] = self.x_restored
         return out
+
+
+@dataclass
+class ProjectionPass:
+    """Stage 1's part of a reconstruction (:meth:`TurnDiffPipeline.project`): the FBP of the
+    input, the denoised line integrals and their FBP. Everything after it (strategy,
+    diffusion, fusion, restoration, data consistency) reads only this, so one pass serves
+    any number of those settings on the same sinogram (``TurnDiffPipeline(...,
+    projection=...)``)."""
+
+    x_ld: np.ndarray  # FBP of the input, HU [N, H, W]
+    x0: np.ndarray  # FBP of the (calibrated) denoised sinogram, HU [N, H, W]
+    denoised: np.ndarray  # stage 1's output before calibration, line integrals [N, V, D]
+    photons: float | None  # the input's estimated I0 (None when nothing needed it)
+    calibration: np.ndarray | None  # SURE calibration weights (None without it)
+    calibrated: bool
+    symmetries: str
+    seconds: dict = field(default_factory=dict)
 
 
 #: ``calibrate=None`` turns the SURE calibration of stage 1 on up to this input-to-training
@@ -204,6 +222,43 @@ class TurnDiffPipeline:
             cfg2 = self.stage2.config
             sampling_timesteps(cfg2, cfg2.sampler.steps if steps is None else steps, strength=strength)
 
+    def project(
+        self,
+        sinogram: np.ndarray,
+        *,
+        calibrate: bool | None = None,
+        symmetries: str = DEFAULT_SYMMETRIES,
+        photons_input: float | None = None,
+        probe_rng: np.random.Generator | None = None,
+        progress: bool = True,
+        need_photons: bool = True,
+    ) -> ProjectionPass:
+        """Stage 1 of :meth:`__call__` alone, on post-log sinograms ``[N, V, D]``: ``x_ld``,
+        the denoised line integrals (SURE-calibrated as ``calibrate`` says) and ``x0``.
+        The parameters are :meth:`__call__`'s; pass the result back as its ``projection``
+        to try strategies, fusions or samplers on one input without denoising it again."""
+        y = self.check_sinogram(sinogram)
+        t = {}
+        t0 = time.perf_counter()
+        x_ld = fbp_hu_on(self.projector, y, self.device)
+        t["fbp"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        y0 = y0_raw = self.stage1.denoise(y, device=self.device, progress=progress, symmetries=symmetries)
+        i0_train = self.info.get("photons_train_estimated")
+        i0_in = None
+        if need_photons or calibrate is not False:
+            i0_in = float(photons_input) if photons_input is not None else estimate_photons(y)
+        weights = None
+        calibrated = self.calibrates(i0_in, calibrate)
+        if calibrated:
+            # The estimator's bias cancels in the ratio; the training I0 is the known one.
+            photons = float(self.stage1.photons) * i0_in / i0_train
+            y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
+                                         y, photons, denoised=y0, rng=probe_rng)
+        x0 = fbp_hu_on(self.projector, y0, self.device)
+        t["stage1"] = time.perf_counter() - t0
+        return ProjectionPass(x_ld, x0, y0_raw, i0_in, weights, calibrated, symmetries, t)
+
     def __call__(
         self,
         sinogram: np.ndarray,
@@ -224,6 +279,7 @@ class TurnDiffPipeline:
         restore: bool = True,
         consistency: bool = True,
         progress: bool = True,
+        projection: ProjectionPass | None = None,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
 
@@ -268,29 +324,27 @@ class TurnDiffPipeline:
             weighted least-squares image with the output so far as a Gaussian prior whose
             standard deviation is the uncertainty map (``x_restored`` keeps the image before
             it). False: the image before it.
+        projection
+            Stage 1's pass on this ``sinogram`` (:meth:`project`), reused instead of running
+            stage 1 again; ``calibrate``, ``symmetries``, ``photons_input`` and ``probe_rng``
+            are then the pass's own and are not read.
         """
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
         y = self.check_sinogram(sinogram)
         self.check_sampler(steps, strength)  # before stage 1 runs, not after
-        t = {}
-        t0 = time.perf_counter()
-        x_ld = fbp_hu_on(self.projector, y, self.device)
-        t["fbp"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        y0 = y0_raw = self.stage1.denoise(y, device=self.device, progress=progress, symmetries=symmetries)
-        i0_train = self.info.get("photons_train_estimated")
-        i0_in = None
-        if strategy == "auto" or calibrate is not False:
+        if projection is None:
+            projection = self.project(y, calibrate=calibrate, symmetries=symmetries, photons_input=photons_input,
+                                      probe_rng=probe_rng, progress=progress,
+                                      need_photons=strategy == "auto" or calibrate is not False)
+        elif projection.x_ld.shape[0] != y.shape[0]:
+            raise InputError(f"the projection pass has {projection.x_ld.shape[0]} slices, the sinogram {y.shape[0]}")
+        t = dict(projection.seconds)
+        x_ld, x0, y0_raw, i0_in = projection.x_ld, projection.x0, projection.denoised, projection.photons
+        weights = projection.calibration
+        if i0_in is None and strategy == "auto":  # a pass made with need_photons=False
             i0_in = float(photons_input) if photons_input is not None else estimate_photons(y)
-        weights = None
-        if self.calibrates(i0_in, calibrate):
-            # The estimator's bias cancels in the ratio; the training I0 is the known one.
-            photons = float(self.stage1.photons) * i0_in / i0_train
-            y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
-                                         y, photons, denoised=y0, rng=probe_rng)
-        x0 = fbp_hu_on(self.projector, y0, self.device)
-        t["stage1"] = time.perf_counter() - t0
+        i0_train = self.info.get("photons_train_estimated")
         choice = choose_strategy(strategy, lam, photons_input=i0_in if strategy == "auto" else None,
                                  photons_train=i0_train)
         x_prior = blend(x_ld, x0, choice)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +26,7 @@ import numpy as np
 from ..baselines import BASELINES
 from ..inference import global_fusion
 from ..masks import body_mask
-from ..pipeline import fit
+from ..pipeline import fbp_hu_on, fit
 from ..stage1 import Stage1Config, train_projection_denoiser
 from ..stage2 import sample_spread
 from .data import BenchData
@@ -189,12 +189,14 @@ def _fitted_turndiff(data: BenchData, ctx: RunContext) -> dict:
 
 
 def _turndiff_output(fitted: dict, data: BenchData, dose: float, ctx: RunContext):
-    """The default reconstruction at ``dose`` (computed once per run) and its seconds."""
+    """The default reconstruction at ``dose`` (computed once per run), its seconds, and its
+    stage-1 pass (:meth:`TurnDiffPipeline.project`), which the inference ablations reuse."""
     if dose not in fitted["outputs"]:
         t1 = time.perf_counter()
+        proj = fitted["pipe"].project(data.test_sinograms[dose], progress=False)
         res = fitted["pipe"](data.test_sinograms[dose], strategy="auto", fusion="pixel", seed=ctx.seed,
-                             progress=False)
-        fitted["outputs"][dose] = (res, time.perf_counter() - t1)
+                             progress=False, projection=proj)
+        fitted["outputs"][dose] = (res, time.perf_counter() - t1, proj)
     return fitted["outputs"][dose]
 
 
@@ -210,7 +212,7 @@ class TurnDiffMethod(BenchMethod):
         imgs: dict[str, dict] = {k: {} for k in TURNDIFF_ROWS}
         infer, spread = 0.0, None
         for d in doses:
-            res, secs = _turndiff_output(fitted, data, d, ctx)
+            res, secs, _ = _turndiff_output(fitted, data, d, ctx)
             infer += secs
             imgs["TurnDiff"][d] = res.image_hu
             imgs["x0 (only projection)"][d] = res.x0
@@ -239,8 +241,9 @@ class TurnDiffMethod(BenchMethod):
 
 class TurnDiffAblations(BenchMethod):
     """The paper's ablations and ours: no tunable strategy, global fusion, no SURE
-    calibration, no detail restoration, no data consistency, neither (same model), and
-    stage 1 retrained with :data:`STAGE1_ABLATIONS` under the same stage 2 and fusion."""
+    calibration, no detail restoration, no data consistency, neither (same model, each
+    reusing the default reconstruction's stage-1 pass), and stage 1 retrained with
+    :data:`STAGE1_ABLATIONS` under the same stage 2 and fusion."""
 
     key = "ablations"
 
@@ -250,16 +253,19 @@ class TurnDiffAblations(BenchMethod):
         imgs: dict[str, dict] = {k: {} for k in INFERENCE_ABLATIONS}
         for d in doses:
             sino = data.test_sinograms[d]
-            res, _ = _turndiff_output(fitted, data, d, ctx)
-            imgs["no tunable strategy"][d] = pipe(sino, strategy="none", fusion="pixel", seed=seed,
-                                                  progress=False).image_hu
+            res, _, proj = _turndiff_output(fitted, data, d, ctx)
+            imgs["no tunable strategy"][d] = pipe(sino, strategy="none", seed=seed, progress=False,
+                                                  projection=proj).image_hu
             imgs["global fusion 0.5"][d] = global_fusion(res.x_diffusion, res.x0, 0.5)
             imgs["global fusion 1"][d] = global_fusion(res.x_diffusion, res.x0, 1.0)
-            imgs["no detail restoration"][d] = pipe(sino, strategy="auto", fusion="pixel", seed=seed, restore=False,
-                                                    progress=False).image_hu
+            imgs["no detail restoration"][d] = pipe(sino, seed=seed, restore=False, progress=False,
+                                                    projection=proj).image_hu
             imgs["no data consistency"][d] = res.x_restored
             imgs["fusion output (no restoration, no data consistency)"][d] = res.x_fused
-            plain = pipe(sino, strategy="auto", fusion="pixel", seed=seed, calibrate=False, progress=False)
+            # Stage 1's own output, without the calibration's blend (the pass keeps it).
+            plain_proj = replace(proj, x0=fbp_hu_on(pipe.projector, proj.denoised, pipe.device),
+                                 calibration=None, calibrated=False)
+            plain = pipe(sino, seed=seed, progress=False, projection=plain_proj)
             imgs["no SURE calibration"][d] = plain.image_hu
             imgs["x0, no SURE calibration"][d] = plain.x0
         out = {k: Result(v, fitted["train_seconds"], float("nan"), fitted["peak_mb"]) for k, v in imgs.items()}
@@ -287,3 +293,4 @@ METHODS: dict[str, BenchMethod] = {
     **{n: BaselineMethod(n) for n in BASELINE_ORDER if n != "FBP"},
 }
 METHOD_ORDER: tuple[str, ...] = tuple(METHODS)
+

@@ -6,8 +6,9 @@
   and the sum is scaled by the step length along the ray. Parallel over rays (one slice)
   or views (a batch).
 * ``joseph_bp``: its exact transpose (scatter of every ray's samples with the same
-  weights), used where an adjoint is required (iterative reconstruction, tests).
-  Parallel over blocks of views, each with its own accumulation image.
+  weights and clamp), used where an adjoint is required (the data-consistency step,
+  iterative reconstruction, tests). Slices last, like the batch FP; parallel over blocks
+  of views, each with its own accumulation images.
 * ``pixel_bp`` / ``pixel_bp_batch``: pixel-driven (voxel-driven) back-projection used by
   FBP: for every pixel and view, the detector position of the ray through the pixel
   centre is found and the filtered sinogram is linearly interpolated there, with the
@@ -152,39 +153,44 @@ def joseph_fp_batch(padded, padded_t, src, dirs, out):
 
 
 @nb.njit(cache=True, fastmath=True, parallel=True)
-def joseph_bp(sino, src, dirs, out, n_blocks):
-    """Exact transpose of ``joseph_fp``. sino [B, V, D]; out [n_blocks, B, n, n] scratch."""
-    nb_ = sino.shape[0]
-    n = out.shape[2]
+def joseph_bp(sino, src, dirs, out, out_t):
+    """Exact transpose of ``joseph_fp_batch`` (of one slice too, ``B = 1``): every ray's
+    value is scattered onto the two pixels the FP read, with the same weights and the same
+    clamp. ``sino`` ``[V, D, B]`` (slices last); ``out``, ``out_t`` ``[n_blocks, n + 2,
+    n + 2, B]`` zeroed scratch, one pair per block of views (threads never share one).
+    Rays along x add into ``out`` at ``[c, k]``, rays along y into ``out_t`` at ``[c, k]``,
+    the transposed position, so that the running index always walks contiguous memory, as
+    in the FP. The image is ``sum_blk out[blk] + out_t[blk].T`` without its one-pixel border
+    (the FP's zero padding)."""
+    n_blocks = out.shape[0]
+    n = out.shape[1] - 2
+    B = out.shape[3]
     half = (n - 1) / 2.0
     V = src.shape[0]
     D = src.shape[1]
+    hi = n - 1e-4
     for blk in nb.prange(n_blocks):
+        val = np.empty(B, np.float32)
         for v in range(blk, V, n_blocks):
             for d in range(D):
-                major_x, k0, k1, a, b, step = _ray_setup(
-                    src[v, d, 0], src[v, d, 1], dirs[v, d, 0], dirs[v, d, 1], half
-                )
-                for s in range(nb_):
-                    val = sino[s, v, d] * step
-                    if val == 0.0:
-                        continue
-                    for k in range(k0, k1 + 1):
-                        c = a + b * k
-                        if c <= -1.0 or c >= n:
-                            continue
-                        c0 = int(np.floor(c))
-                        w = c - c0
-                        if major_x:
-                            if c0 >= 0:
-                                out[blk, s, c0, k] += (1.0 - w) * val
-                            if c0 + 1 < n:
-                                out[blk, s, c0 + 1, k] += w * val
-                        else:
-                            if c0 >= 0:
-                                out[blk, s, k, c0] += (1.0 - w) * val
-                            if c0 + 1 < n:
-                                out[blk, s, k, c0 + 1] += w * val
+                major_x, k0, k1, a, b, step = _ray_setup(src[v, d, 0], src[v, d, 1], dirs[v, d, 0], dirs[v, d, 1],
+                                                         half)
+                if k1 < k0:
+                    continue
+                nonzero = False
+                for s in range(B):
+                    val[s] = sino[v, d, s] * step
+                    nonzero = nonzero or val[s] != 0.0
+                if not nonzero:
+                    continue
+                tgt = out[blk] if major_x else out_t[blk]
+                for k in range(k0, k1 + 1):
+                    c = min(max(a + b * k, -1.0), hi)
+                    c0 = int(c + 1.0) - 1
+                    w = c - c0
+                    for s in range(B):
+                        tgt[c0 + 1, k + 1, s] += (1.0 - w) * val[s]
+                        tgt[c0 + 2, k + 1, s] += w * val[s]
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")

@@ -48,6 +48,8 @@ __all__ = ["CTProjector", "Backend"]
 #: its slices-last working copies (``[n + 2, n + 2, B]`` images, ``[V, D + 2, B]`` filtered
 #: projections: about 70 MB at 512 x 512) bound the memory of a stack of any length.
 BATCH = 16
+#: Bound of the adjoint's per-thread accumulation images (bytes); see :meth:`CTProjector.adjoint`.
+ADJOINT_SCRATCH_BYTES = 256 * 2**20
 
 Backend = Literal["auto", "numba", "torch"]
 if TYPE_CHECKING:
@@ -278,9 +280,19 @@ class CTProjector:
         src, dirs = self.rays
         blocks = max(1, min(_num_threads(), self.geometry.views))
         n = self.geometry.image_size
-        scratch = np.zeros((blocks, sino.shape[0], n, n), np.float32)
-        joseph_bp(sino, src, dirs, scratch, blocks)
-        out = scratch.sum(0) * np.float32(self.geometry.pixel_spacing)
+        # Two scratch images per block of views and slice; the batch is bounded so that the
+        # scratch stays under ADJOINT_SCRATCH_BYTES however many threads there are.
+        per_slice = 2 * blocks * (n + 2) ** 2 * 4
+        chunk = int(max(1, min(BATCH, ADJOINT_SCRATCH_BYTES // per_slice)))
+        out = np.empty((sino.shape[0], n, n), np.float32)
+        for a in range(0, sino.shape[0], chunk):
+            part = np.ascontiguousarray(sino[a : a + chunk].transpose(1, 2, 0))  # [V, D, B]: slices last
+            acc = np.zeros((blocks, n + 2, n + 2, part.shape[2]), np.float32)
+            acc_t = np.zeros_like(acc)
+            joseph_bp(part, src, dirs, acc, acc_t)
+            img = acc.sum(0) + acc_t.sum(0).transpose(1, 0, 2)
+            out[a : a + chunk] = img[1:-1, 1:-1].transpose(2, 0, 1)
+        out *= np.float32(self.geometry.pixel_spacing)
         return out[0] if squeeze else out
 
     def fbp_hu(self, sinogram: ArrayLike, *, filter: str = "ram-lak") -> ArrayLike:
