@@ -10,13 +10,16 @@ spatial frequencies from x0 again: ``x = fused + G_s * (x0 - fused)`` with a Gau
 Run::
 
     python benchmarks/bench_fusion_contrast.py MODEL_DIR [--slices 8] [--doses 0.25,0.10,0.50]
+        [--prior-scales 0.577,1,2]
 
 MODEL_DIR: a model of the benchmark's training phantoms (``BENCH_OUT/runs/turndiff/model``).
 For each dose: lesions of 3-5 px, +20 to +30 HU inserted into the projections of the
 validation scans (as `turndiff iq` inserts them into test scans), the pipeline run once on
 the scans with and once without them, and every ``s`` applied to its outputs: contrast
 recovery and CNR of the lesions, and soft-window PSNR / SSIM of the lesion-free images in
-the body. Prints a Markdown table.
+the body, for every intermediate image of the pipeline (where the contrast is lost) and,
+with ``--prior-scales``, for the data-consistency step redone with a looser or tighter
+prior. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from turndiff.benchmark.iq import _lesion_positions
 from turndiff.dose import insert_lesions, photons_from_dose
 from turndiff.masks import body_mask
 from turndiff.metrics import psnr, ssim
+from turndiff.inference.consistency import data_consistency
+from turndiff.inference.uncertainty import PRIOR_UNCERTAINTY_COEF, uncertainty_map
 from turndiff.pipeline import TurnDiffPipeline
 
 SIGMAS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)
@@ -40,6 +45,15 @@ def _consistent(fused: np.ndarray, x0: np.ndarray, s: float) -> np.ndarray:
     if s == 0:
         return fused
     return fused + np.stack([gaussian_filter(d, s) for d in (x0 - fused)])
+
+
+def _redo_consistency(pipe, out, sinogram, *, prior_scale: float) -> np.ndarray:
+    """The pipeline's data-consistency step on ``out.x_restored`` again, with another
+    prior scale (the prior's std is the same uncertainty map the pipeline used)."""
+    prior_std = uncertainty_map(out.x_restored, out.x_ld, out.x0, out.x_diffusion, coef=PRIOR_UNCERTAINTY_COEF)
+    return data_consistency(out.x_restored, sinogram, pipe.projector, prior_std_hu=prior_std,
+                            photons=out.photons_estimated, denoised=pipe.stage1.denoise(sinogram, device=pipe.device),
+                            prior_scale=prior_scale, device=pipe.device)
 
 
 def _lesion_scores(base, plus, ref, lesions):
@@ -60,7 +74,11 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--slices", type=int, default=8)
     ap.add_argument("--doses", default="0.25,0.10,0.50")
+    ap.add_argument("--prior-scales", default="",
+                    help="comma-separated prior scales s of the data-consistency step to redo it with "
+                         "(default: none; the shipped one is 3^-0.5 = 0.577)")
     args = ap.parse_args()
+    args.prior_scales = tuple(float(v) for v in args.prior_scales.split(",") if v)
     doses = tuple(float(d) for d in args.doses.split(","))
     pipe = TurnDiffPipeline.from_pretrained(args.model, device="cpu")
     data = make_dev_data(n_val=args.slices, val_doses=doses, progress=False)
@@ -76,12 +94,25 @@ def main() -> None:
         rows.append((dose, "x0 (prior)", *_lesion_scores(base.x0, plus.x0, ref, lesions),
                      float(np.mean(psnr(base.x0, ref, window="soft", mask=body))),
                      float(np.mean(ssim(base.x0, ref, window="soft", mask=body)))))
+        # Where along the pipeline the contrast goes (issue 17): each intermediate image.
+        for name, attr in (("x_ld (FBP)", "x_ld"), ("x~0 (diffusion)", "x_diffusion"), ("fused", "x_fused"),
+                           ("restored (before data consistency)", "x_restored")):
+            b, p = getattr(base, attr), getattr(plus, attr)
+            rows.append((dose, name, *_lesion_scores(b, p, ref, lesions),
+                         float(np.mean(psnr(b, ref, window="soft", mask=body))),
+                         float(np.mean(ssim(b, ref, window="soft", mask=body)))))
+        for scale in args.prior_scales:
+            kw = dict(prior_scale=scale)
+            b, p = (_redo_consistency(pipe, o, y, **kw) for o, y in ((base, sino), (plus, with_les)))
+            rows.append((dose, f"TurnDiff, data-consistency prior scale {scale:g}", *_lesion_scores(b, p, ref, lesions),
+                         float(np.mean(psnr(b, ref, window="soft", mask=body))),
+                         float(np.mean(ssim(b, ref, window="soft", mask=body)))))
         for s in SIGMAS:
             b, p = _consistent(base.image_hu, base.x0, s), _consistent(plus.image_hu, plus.x0, s)
             rows.append((dose, f"TurnDiff, s = {s:g} px", *_lesion_scores(b, p, ref, lesions),
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))
-        for r in rows[-len(SIGMAS) - 1:]:
+        for r in rows[-len(SIGMAS) - 5 - len(args.prior_scales):]:
             print(r, flush=True)
     print(f"\nvalidation phantoms: {args.slices}, {len(lesions)} lesions\n")
     print("| dose | image | contrast recovery | min | CNR | soft PSNR | soft SSIM |\n|---|---|---|---|---|---|---|")
