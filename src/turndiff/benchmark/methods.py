@@ -275,7 +275,9 @@ class TurnDiffAblations(BenchMethod):
             t0 = time.perf_counter()
             s1 = train_projection_denoiser(data.train_sinogram, photons=data.train_photons,
                                            config=Stage1Config.preset(ctx.preset, seed=seed, **kw),
-                                           device=ctx.device, progress=False)
+                                           device=ctx.device, progress=False,
+                                           # resumable, as TurnDiff's fit and the baselines are
+                                           run_dir=ctx.run_dir / "ablations" / name.replace(" ", "_").replace(":", ""))
             secs = time.perf_counter() - t0
             swapped = type(pipe)(s1, pipe.stage2, pipe.info, device=ctx.device)
             out[name] = Result({d: swapped(data.test_sinograms[d], seed=seed, progress=False).image_hu
