@@ -101,9 +101,7 @@ class ProjectionPass:
     x0: np.ndarray  # FBP of the (calibrated) denoised sinogram, HU [N, H, W]
     denoised: np.ndarray  # stage 1's output before calibration, line integrals [N, V, D]
     photons: float | None  # the input's estimated I0 (None when nothing needed it)
-    calibration: np.ndarray | None  # SURE calibration weights (None without it)
-    calibrated: bool
-    symmetries: str
+    calibration: np.ndarray | None  # SURE calibration weights (None: not calibrated)
     seconds: dict = field(default_factory=dict)
 
 
@@ -249,15 +247,14 @@ class TurnDiffPipeline:
         if need_photons or calibrate is not False:
             i0_in = float(photons_input) if photons_input is not None else estimate_photons(y)
         weights = None
-        calibrated = self.calibrates(i0_in, calibrate)
-        if calibrated:
+        if self.calibrates(i0_in, calibrate):
             # The estimator's bias cancels in the ratio; the training I0 is the known one.
             photons = float(self.stage1.photons) * i0_in / i0_train
             y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
                                          y, photons, denoised=y0, rng=probe_rng)
         x0 = fbp_hu_on(self.projector, y0, self.device)
         t["stage1"] = time.perf_counter() - t0
-        return ProjectionPass(x_ld, x0, y0_raw, i0_in, weights, calibrated, symmetries, t)
+        return ProjectionPass(x_ld, x0, y0_raw, i0_in, weights, t)
 
     def __call__(
         self,

@@ -264,7 +264,7 @@ class TurnDiffAblations(BenchMethod):
             imgs["fusion output (no restoration, no data consistency)"][d] = res.x_fused
             # Stage 1's own output, without the calibration's blend (the pass keeps it).
             plain_proj = replace(proj, x0=fbp_hu_on(pipe.projector, proj.denoised, pipe.device),
-                                 calibration=None, calibrated=False)
+                                 calibration=None)
             plain = pipe(sino, seed=seed, progress=False, projection=plain_proj)
             imgs["no SURE calibration"][d] = plain.image_hu
             imgs["x0, no SURE calibration"][d] = plain.x0
