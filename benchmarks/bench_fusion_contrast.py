@@ -35,8 +35,7 @@ from turndiff.dose import insert_lesions, photons_from_dose
 from turndiff.masks import body_mask
 from turndiff.metrics import psnr, ssim
 from turndiff.inference.consistency import data_consistency
-from turndiff.inference.uncertainty import PRIOR_UNCERTAINTY_COEF, uncertainty_map
-from turndiff.pipeline import TurnDiffPipeline
+from turndiff.pipeline import TurnDiffPipeline, consistency_prior
 
 SIGMAS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)
 
@@ -49,9 +48,9 @@ def _consistent(fused: np.ndarray, x0: np.ndarray, s: float) -> np.ndarray:
 
 def _redo_consistency(pipe, out, sinogram, *, prior_scale: float) -> np.ndarray:
     """The pipeline's data-consistency step on ``out.x_restored`` again, with another
-    prior scale (the prior's std is the same uncertainty map the pipeline used)."""
-    prior_std = uncertainty_map(out.x_restored, out.x_ld, out.x0, out.x_diffusion, coef=PRIOR_UNCERTAINTY_COEF)
-    return data_consistency(out.x_restored, sinogram, pipe.projector, prior_std_hu=prior_std,
+    prior scale (the prior's mean and std are those the pipeline used)."""
+    prior_mean, prior_std = consistency_prior(out.x_restored, out.x_ld, out.x0, out.x_diffusion)
+    return data_consistency(prior_mean, sinogram, pipe.projector, prior_std_hu=prior_std,
                             photons=out.photons_estimated, denoised=pipe.stage1.denoise(sinogram, device=pipe.device),
                             prior_scale=prior_scale, device=pipe.device)
 

@@ -141,3 +141,30 @@ def test_the_posterior_bound_is_a_lower_bound_of_the_exact_posterior_std():
         assert stats.spearmanr(std.ravel(), exact.ravel())[0] > 0.5
     assert (stds[1e5] < stds[1e3]).all()
     assert (stds[1e3] <= 20.0 * 3.0**-0.5 + 1e-3).all()  # never above the prior's own s u
+
+
+def test_lowband_fusion_gives_back_the_priors_lesion_and_keeps_the_fine_texture(scan):
+    """The data-consistency prior's low band from x0 (``lowband_fusion``): a diffusion-like
+    image that flattened a faint lesion x0 kept gets the lesion back, while its own
+    pixel-scale texture (what the band above the Gaussian carries) stays."""
+    from turndiff.inference import LOWBAND_PX, lowband_fusion
+
+    _, ref, _, _, _ = scan
+    rng = np.random.default_rng(0)
+    x0 = gaussian_filter(ref, 0.7)  # the prior: lesion kept, a little blurred
+    flat = x0.copy()
+    flat[LESION] = gaussian_filter(np.where(LESION, 40.0, ref), 0.7)[LESION]  # the lesion flattened
+    texture = rng.normal(0, 8.0, ref.shape).astype(np.float32)
+    texture -= gaussian_filter(texture, 3.0)  # fine-grained only
+    x = (flat + texture).astype(np.float32)
+    out = lowband_fusion(x, x0, LOWBAND_PX)
+    assert _contrast(x) < 0.3 * _contrast(x0) and _contrast(out) > 0.85 * _contrast(x0)
+    # What it adds to x0 is x's finest band, mostly the texture (above a 1 px Gaussian).
+    assert np.corrcoef((out - x0).ravel(), texture.ravel())[0, 1] > 0.7
+    # Shapes and edge cases: a stack equals its slices; 0 px is x itself; shapes must agree.
+    np.testing.assert_allclose(lowband_fusion(np.stack([x, x0]), np.stack([x0, x]))[0], out, atol=1e-4)
+    np.testing.assert_array_equal(lowband_fusion(x, x0, 0.0), x)
+    with pytest.raises(ValueError, match="shape"):
+        lowband_fusion(x, x0[:-1])
+    with pytest.raises(ValueError, match="sigma_px"):
+        lowband_fusion(x, x0, -1.0)

@@ -33,7 +33,8 @@ from ._checks import as_stack, check_sinograms
 from .checkpoint import write_json
 from .errors import InputError
 from .io import atomic_output
-from .inference import FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion, pixel_fusion
+from .inference import (LOWBAND_PX, FusionConfig, StrategyChoice, blend, choose_strategy, global_fusion,
+                        lowband_fusion, pixel_fusion)
 from .inference.consistency import data_consistency
 from .inference.detail import DETAIL_BLUR_PX, DETAIL_K, input_noise_std, restore_detail
 from .inference.uncertainty import PRIOR_UNCERTAINTY_COEF, uncertainty_map
@@ -44,7 +45,8 @@ from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_sta
 from .stage2.train import recorrupted_images
 from .training import resolve_device
 
-__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "ProjectionPass", "fit", "fit_stage2", "fbp_hu_on", "model_index", "MODEL_JSON"]
+__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "ProjectionPass", "consistency_prior", "fit", "fit_stage2", "fbp_hu_on",
+           "model_index", "MODEL_JSON"]
 
 MODEL_JSON = "turndiff.json"
 STAGE1_DIR = "projection_denoiser"
@@ -275,6 +277,7 @@ class TurnDiffPipeline:
         probe_rng: np.random.Generator | None = None,
         restore: bool = True,
         consistency: bool = True,
+        lowband: bool = True,
         progress: bool = True,
         projection: ProjectionPass | None = None,
     ) -> TurnDiffOutput:
@@ -321,6 +324,11 @@ class TurnDiffPipeline:
             weighted least-squares image with the output so far as a Gaussian prior whose
             standard deviation is the uncertainty map (``x_restored`` keeps the image before
             it). False: the image before it.
+        lowband
+            The data-consistency prior takes ``x0``'s band below a Gaussian of
+            :data:`~turndiff.inference.LOWBAND_PX` pixels (:func:`consistency_prior`): the
+            diffusion flattens faint lesions that ``x0`` kept. False: the restored image
+            as it is (the prior before session 15).
         projection
             Stage 1's pass on this ``sinogram`` (:meth:`project`), reused instead of running
             stage 1 again; ``calibrate``, ``symmetries``, ``photons_input`` and ``probe_rng``
@@ -367,12 +375,23 @@ class TurnDiffPipeline:
         if consistency:
             t0 = time.perf_counter()
             restored = image
-            prior_std = uncertainty_map(restored, x_ld, x0, x_d, coef=PRIOR_UNCERTAINTY_COEF)
-            image, post_std = data_consistency(restored, y, self.projector, prior_std_hu=prior_std, photons=i0_in,
+            prior_mean, prior_std = consistency_prior(restored, x_ld, x0, x_d, lowband=lowband)
+            image, post_std = data_consistency(prior_mean, y, self.projector, prior_std_hu=prior_std, photons=i0_in,
                                                denoised=y0_raw, device=self.device, progress=progress, return_std=True)
             t["consistency"] = time.perf_counter() - t0
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights,
                               fused if restore else None, restored, post_std)
+
+
+def consistency_prior(x: np.ndarray, x_ld: np.ndarray, x0: np.ndarray, x_d: np.ndarray | None, *,
+                      lowband: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (HU, ``[N, H, W]``) of the Gaussian prior that the
+    data-consistency step gives the image ``x`` (the restored fusion): the mean is ``x``
+    with ``x0``'s band below :data:`~turndiff.inference.LOWBAND_PX` pixels
+    (:func:`~turndiff.inference.lowband_fusion`; ``lowband=False``: ``x`` itself), the
+    standard deviation the uncertainty map of that mean."""
+    mean = lowband_fusion(x, x0, LOWBAND_PX) if lowband else np.asarray(x, np.float32)
+    return mean, uncertainty_map(mean, x_ld, x0, x_d, coef=PRIOR_UNCERTAINTY_COEF)
 
 
 #: The types of the index entries that :func:`model_index` writes (others are kept, unread).

@@ -100,6 +100,7 @@ def reconstruct_study(
     uncertainty: bool = False,
     restore: bool = True,
     consistency: bool = True,
+    lowband: bool = True,
     batch: int | None = None,
     restart: bool = False,
     progress: bool = True,
@@ -121,9 +122,9 @@ def reconstruct_study(
         The output path: the run folder is ``OUT.run`` beside it.
     strategy, lam, fusion, fusion_lam, steps, strength, seed, calibrate, symmetries
         As for :meth:`TurnDiffPipeline.__call__`.
-    restore, consistency
-        Detail restoration after the fusion and the data-consistency step after it
-        (:meth:`TurnDiffPipeline.__call__`).
+    restore, consistency, lowband
+        Detail restoration after the fusion, the data-consistency step after it, and its
+        prior's low band from ``x0`` (:meth:`TurnDiffPipeline.__call__`).
     uncertainty
         Also compute the per-pixel uncertainty map (``uncertainty_hu`` in the work file;
         :meth:`TurnDiffOutput.uncertainty`).
@@ -154,7 +155,7 @@ def reconstruct_study(
                     "fusion_lam": fusion_lam, "steps": steps, "strength": strength, "seed": seed,
                     "calibrate": calibrate, "symmetries": symmetries, "intermediates": bool(save_intermediates),
                     "uncertainty": bool(uncertainty), "restore": bool(restore),
-                    "consistency": bool(consistency),
+                    "consistency": bool(consistency), "lowband": bool(lowband),
                     "model": pipe.info.get("version"), "model_geometry": pipe.info.get("geometry")}
         # Under torchrun rank 0 owns the run folder and the work file and writes every result;
         # the batches are shared out round-robin and their results gathered to it.
@@ -196,7 +197,7 @@ def reconstruct_study(
                         res = pipe(reader.read(slice(a, b)), strategy=strategy, lam=lam, fusion=fusion,
                                    fusion_lam=fusion_lam, steps=steps, strength=strength, calibrate=calibrate,
                                    symmetries=symmetries, photons_input=photons, generator=generator,
-                                   probe_rng=probe_rng, restore=restore, consistency=consistency,
+                                   probe_rng=probe_rng, restore=restore, consistency=consistency, lowband=lowband,
                                    progress=False)
                         extra = ({k: np.asarray(v, np.float32) for k, v in res.intermediates().items()}
                                  if save_intermediates else {})

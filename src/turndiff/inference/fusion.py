@@ -20,6 +20,13 @@ The weight of the diffusion output is
 so flat, noisy regions take the diffusion's texture-faithful estimate, anatomical
 edges keep the prior's geometry, and local hallucinations are corrected towards the
 prior. ``global_fusion`` is the ablation: one weight ``lam`` everywhere.
+
+``lowband_fusion`` is a fusion by frequency instead of by pixel (beyond the paper): the
+image's band below a Gaussian of ``sigma_px`` pixels is replaced by ``x0``'s. The
+diffusion flattens faint, small structures that the prior kept (a 3-5 px, 20-30 HU lesion
+loses a further 3% of its contrast, docs/BENCHMARKS.md "Where the lesion contrast goes");
+the pipeline builds its data-consistency prior this way, so the prior keeps ``x0``'s
+contrast and the diffusion's finest texture.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter, sobel
 
-__all__ = ["FusionConfig", "noise_map", "edge_confidence", "fusion_weight", "pixel_fusion", "global_fusion"]
+__all__ = ["FusionConfig", "LOWBAND_PX", "noise_map", "edge_confidence", "fusion_weight", "pixel_fusion",
+           "global_fusion", "lowband_fusion"]
+
+#: Gaussian (pixels) below which the data-consistency prior takes ``x0``'s band: chosen on
+#: validation phantoms as the widest that keeps inserted lesions' contrast at least x0's at
+#: the training dose (docs/METHOD.md, "Data consistency").
+LOWBAND_PX: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,3 +102,16 @@ def global_fusion(x_d: np.ndarray, x0: np.ndarray, lam: float) -> np.ndarray:
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
     return (lam * _stack(x_d) + (1.0 - lam) * _stack(x0)).astype(np.float32)
+
+
+def lowband_fusion(x: np.ndarray, x0: np.ndarray, sigma_px: float = LOWBAND_PX) -> np.ndarray:
+    """``x + G(x0 - x)``, ``G`` a Gaussian of ``sigma_px`` pixels within each image: ``x0``'s
+    band below ``G``, ``x``'s above it. HU, ``[H, W]`` or ``[N, H, W]``; ``sigma_px = 0``
+    returns ``x``."""
+    if not sigma_px >= 0:
+        raise ValueError(f"sigma_px must be >= 0, got {sigma_px}")
+    xs, x0s = _stack(x), _stack(x0)
+    if xs.shape != x0s.shape:
+        raise ValueError(f"x and x0 differ in shape: {xs.shape} and {x0s.shape}")
+    out = xs.copy() if sigma_px == 0 else xs + gaussian_filter(x0s - xs, (0, sigma_px, sigma_px))
+    return out.astype(np.float32).reshape(np.shape(x))
