@@ -49,13 +49,13 @@ def test_reconstruct_is_seeded_and_reloadable(tiny_model):
     restored = pipe(sino, seed=1, consistency=False, progress=False)
     np.testing.assert_allclose(restored.image_hu, a.x_restored, atol=1e-4)
     assert restored.x_restored is None and not np.allclose(a.image_hu, a.x_restored, atol=1.0)
-    # The data-consistency prior's low band from x0 acts in that step only: the restored
-    # image is the same without it, the output is not. (This tiny model's fusion keeps x0
-    # almost everywhere, so the band moves the output little; tests/test_consistency.py
+    # The data-consistency prior's low band from x0 (an option) acts in that step only: the
+    # restored image is the same with it, the output is not. (This tiny model's fusion keeps
+    # x0 almost everywhere, so the band moves the output little; tests/test_consistency.py
     # checks what the band does to a flattened lesion.)
-    nolow = pipe(sino, seed=1, lowband=False, progress=False)
-    np.testing.assert_allclose(nolow.x_restored, a.x_restored, atol=1e-4)
-    assert np.abs(nolow.image_hu - a.image_hu).max() > 1e-2
+    band = pipe(sino, seed=1, lowband=True, progress=False)
+    np.testing.assert_allclose(band.x_restored, a.x_restored, atol=1e-4)
+    assert np.abs(band.image_hu - a.image_hu).max() > 1e-2
 
 
 def test_a_reused_projection_pass_gives_the_reconstruction_of_a_fresh_call(tiny_model):
@@ -122,10 +122,10 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     assert {"FBP", "TurnDiff", "x0 (only projection)", "x~0 (condition x_ld)"} <= set(q)
     # The inference ablations (on the default reconstruction's stage-1 pass) and the retrained stage 1s.
     assert {"no tunable strategy", "no detail restoration", "no SURE calibration", "x0, no SURE calibration",
-            "no low band from x0", "no data consistency", "stage 1: paper CSSS (2x2 cells)"} <= set(q)
+            "low band from x0 (--lowband)", "no data consistency", "stage 1: paper CSSS (2x2 cells)"} <= set(q)
     assert {"stage 1: no ramp weighting", "stage 1: CSSS view pairs"} <= set(q)
     psnr = {n: q[n]["0.25"]["soft"]["psnr"]["mean"] for n in q}
-    assert psnr["no data consistency"] != psnr["TurnDiff"] and psnr["no low band from x0"] != psnr["TurnDiff"]
+    assert psnr["no data consistency"] != psnr["TurnDiff"] and psnr["low band from x0 (--lowband)"] != psnr["TurnDiff"]
     soft = {n: {d: q[n][d]["soft"]["psnr"]["mean"] for d in ("0.25", "0.1")} for n in q}
     # More photons, less noise: FBP at 25% beats FBP at 10% (a broken dose model would not).
     assert soft["FBP"]["0.25"] > soft["FBP"]["0.1"] + 1.0

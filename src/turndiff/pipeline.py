@@ -277,7 +277,7 @@ class TurnDiffPipeline:
         probe_rng: np.random.Generator | None = None,
         restore: bool = True,
         consistency: bool = True,
-        lowband: bool = True,
+        lowband: bool = False,
         progress: bool = True,
         projection: ProjectionPass | None = None,
     ) -> TurnDiffOutput:
@@ -326,9 +326,9 @@ class TurnDiffPipeline:
             it). False: the image before it.
         lowband
             The data-consistency prior takes ``x0``'s band below a Gaussian of
-            :data:`~turndiff.inference.LOWBAND_PX` pixels (:func:`consistency_prior`): the
-            diffusion flattens faint lesions that ``x0`` kept. False: the restored image
-            as it is (the prior before session 15).
+            :data:`~turndiff.inference.LOWBAND_PX` pixels (:func:`consistency_prior`): faint
+            lesions that the diffusion flattened keep ``x0``'s contrast, at some noise and
+            detectability (docs/METHOD.md, "The prior's low band from x0"). Off by default.
         projection
             Stage 1's pass on this ``sinogram`` (:meth:`project`), reused instead of running
             stage 1 again; ``calibrate``, ``symmetries``, ``photons_input`` and ``probe_rng``
@@ -384,7 +384,7 @@ class TurnDiffPipeline:
 
 
 def consistency_prior(x: np.ndarray, x_ld: np.ndarray, x0: np.ndarray, x_d: np.ndarray | None, *,
-                      lowband: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                      lowband: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (HU, ``[N, H, W]``) of the Gaussian prior that the
     data-consistency step gives the image ``x`` (the restored fusion): the mean is ``x``
     with ``x0``'s band below :data:`~turndiff.inference.LOWBAND_PX` pixels

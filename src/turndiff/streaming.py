@@ -100,7 +100,7 @@ def reconstruct_study(
     uncertainty: bool = False,
     restore: bool = True,
     consistency: bool = True,
-    lowband: bool = True,
+    lowband: bool = False,
     batch: int | None = None,
     restart: bool = False,
     progress: bool = True,

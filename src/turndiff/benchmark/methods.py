@@ -39,7 +39,8 @@ __all__ = ["METHODS", "METHOD_ORDER", "BASELINE_ORDER", "TURNDIFF_ROWS", "STAGE1
 TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)")
 #: Inference ablations of the ``ablations`` method (the same fitted model).
 INFERENCE_ABLATIONS = ("no tunable strategy", "global fusion 0.5", "global fusion 1", "no SURE calibration",
-                       "x0, no SURE calibration", "no detail restoration", "no low band from x0", "no data consistency",
+                       "x0, no SURE calibration", "no detail restoration", "low band from x0 (--lowband)",
+                       "no data consistency",
                        "fusion output (no restoration, no data consistency)")
 #: Stage-1 ablations: stage 1 retrained with these overrides, stage 2 and fusion reused.
 #: The first is the paper's stage 1 as the project shipped it before issue 13.
@@ -241,7 +242,7 @@ class TurnDiffMethod(BenchMethod):
 
 class TurnDiffAblations(BenchMethod):
     """The paper's ablations and ours: no tunable strategy, global fusion, no SURE
-    calibration, no detail restoration, no low band from x0 in the data-consistency prior,
+    calibration, no detail restoration, the low band from x0 in the data-consistency prior,
     no data consistency, neither (same model, each
     reusing the default reconstruction's stage-1 pass), and stage 1 retrained with
     :data:`STAGE1_ABLATIONS` under the same stage 2 and fusion."""
@@ -261,8 +262,8 @@ class TurnDiffAblations(BenchMethod):
             imgs["global fusion 1"][d] = global_fusion(res.x_diffusion, res.x0, 1.0)
             imgs["no detail restoration"][d] = pipe(sino, seed=seed, restore=False, progress=False,
                                                     projection=proj).image_hu
-            imgs["no low band from x0"][d] = pipe(sino, seed=seed, lowband=False, progress=False,
-                                                  projection=proj).image_hu
+            imgs["low band from x0 (--lowband)"][d] = pipe(sino, seed=seed, lowband=True, progress=False,
+                                                           projection=proj).image_hu
             imgs["no data consistency"][d] = res.x_restored
             imgs["fusion output (no restoration, no data consistency)"][d] = res.x_fused
             # Stage 1's own output, without the calibration's blend (the pass keeps it).

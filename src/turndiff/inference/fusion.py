@@ -25,8 +25,8 @@ prior. ``global_fusion`` is the ablation: one weight ``lam`` everywhere.
 image's band below a Gaussian of ``sigma_px`` pixels is replaced by ``x0``'s. The
 diffusion flattens faint, small structures that the prior kept (a 3-5 px, 20-30 HU lesion
 loses a further 3% of its contrast, docs/BENCHMARKS.md "Where the lesion contrast goes");
-the pipeline builds its data-consistency prior this way, so the prior keeps ``x0``'s
-contrast and the diffusion's finest texture.
+with ``lowband=True`` the pipeline builds its data-consistency prior this way, so the prior
+keeps ``x0``'s contrast and the diffusion's finest texture.
 """
 
 from __future__ import annotations
