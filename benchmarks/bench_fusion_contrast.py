@@ -10,7 +10,7 @@ spatial frequencies from x0 again: ``x = fused + G_s * (x0 - fused)`` with a Gau
 Run::
 
     python benchmarks/bench_fusion_contrast.py MODEL_DIR [--slices 8] [--doses 0.25,0.10,0.50]
-        [--prior-scales 0.577,1,2]
+        [--prior-scales 0.577,1,2] [--lowband 1,2]
 
 MODEL_DIR: a model of the benchmark's training phantoms (``BENCH_OUT/runs/turndiff/model``).
 For each dose: lesions of 3-5 px, +20 to +30 HU inserted into the projections of the
@@ -19,7 +19,8 @@ the scans with and once without them, and every ``s`` applied to its outputs: co
 recovery and CNR of the lesions, and soft-window PSNR / SSIM of the lesion-free images in
 the body, for every intermediate image of the pipeline (where the contrast is lost) and,
 with ``--prior-scales``, for the data-consistency step redone with a looser or tighter
-prior. Prints a Markdown table.
+prior, and with ``--lowband``, redone with x0's band below a Gaussian in the prior's mean
+(the pipeline's ``lowband=True``). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -27,29 +28,26 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from turndiff.benchmark.data import make_dev_data
 from turndiff.benchmark.iq import _lesion_positions
 from turndiff.dose import insert_lesions, photons_from_dose
 from turndiff.masks import body_mask
 from turndiff.metrics import psnr, ssim
-from turndiff.inference.consistency import data_consistency
+from turndiff.inference import lowband_fusion
+from turndiff.inference.consistency import CONSISTENCY_PRIOR_SCALE, data_consistency
 from turndiff.pipeline import TurnDiffPipeline, consistency_prior
 
 SIGMAS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)
 
 
-def _consistent(fused: np.ndarray, x0: np.ndarray, s: float) -> np.ndarray:
-    if s == 0:
-        return fused
-    return fused + np.stack([gaussian_filter(d, s) for d in (x0 - fused)])
-
-
-def _redo_consistency(pipe, out, sinogram, *, prior_scale: float) -> np.ndarray:
+def _redo_consistency(pipe, out, sinogram, *, prior_scale: float = CONSISTENCY_PRIOR_SCALE,
+                      lowband_px: float = 0.0) -> np.ndarray:
     """The pipeline's data-consistency step on ``out.x_restored`` again, with another
-    prior scale (the prior's mean and std are those the pipeline used)."""
-    prior_mean, prior_std = consistency_prior(out.x_restored, out.x_ld, out.x0, out.x_diffusion)
+    prior scale, or with the prior's mean given x0's band below a Gaussian of
+    ``lowband_px`` pixels (0: the mean and std the pipeline used by default)."""
+    mean = lowband_fusion(out.x_restored, out.x0, lowband_px)
+    prior_mean, prior_std = consistency_prior(mean, out.x_ld, out.x0, out.x_diffusion)
     return data_consistency(prior_mean, sinogram, pipe.projector, prior_std_hu=prior_std,
                             photons=out.photons_estimated, denoised=pipe.stage1.denoise(sinogram, device=pipe.device),
                             prior_scale=prior_scale, device=pipe.device)
@@ -76,8 +74,12 @@ def main() -> None:
     ap.add_argument("--prior-scales", default="",
                     help="comma-separated prior scales s of the data-consistency step to redo it with "
                          "(default: none; the shipped one is 3^-0.5 = 0.577)")
+    ap.add_argument("--lowband", default="",
+                    help="comma-separated Gaussians (px) of x0's band put into the data-consistency prior's mean "
+                         "before the step (the pipeline's lowband=True is 1; default: none)")
     args = ap.parse_args()
     args.prior_scales = tuple(float(v) for v in args.prior_scales.split(",") if v)
+    args.lowband = tuple(float(v) for v in args.lowband.split(",") if v)
     doses = tuple(float(d) for d in args.doses.split(","))
     pipe = TurnDiffPipeline.from_pretrained(args.model, device="cpu")
     data = make_dev_data(n_val=args.slices, val_doses=doses, progress=False)
@@ -106,12 +108,18 @@ def main() -> None:
             rows.append((dose, f"TurnDiff, data-consistency prior scale {scale:g}", *_lesion_scores(b, p, ref, lesions),
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))
+        for px in args.lowband:
+            b, p = (_redo_consistency(pipe, o, y, lowband_px=px) for o, y in ((base, sino), (plus, with_les)))
+            rows.append((dose, f"TurnDiff, x0's band below {px:g} px in the prior, then the step",
+                         *_lesion_scores(b, p, ref, lesions),
+                         float(np.mean(psnr(b, ref, window="soft", mask=body))),
+                         float(np.mean(ssim(b, ref, window="soft", mask=body)))))
         for s in SIGMAS:
-            b, p = _consistent(base.image_hu, base.x0, s), _consistent(plus.image_hu, plus.x0, s)
+            b, p = lowband_fusion(base.image_hu, base.x0, s), lowband_fusion(plus.image_hu, plus.x0, s)
             rows.append((dose, f"TurnDiff, s = {s:g} px", *_lesion_scores(b, p, ref, lesions),
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))
-        for r in rows[-len(SIGMAS) - 5 - len(args.prior_scales):]:
+        for r in rows[-len(SIGMAS) - 5 - len(args.prior_scales) - len(args.lowband):]:
             print(r, flush=True)
     print(f"\nvalidation phantoms: {args.slices}, {len(lesions)} lesions\n")
     print("| dose | image | contrast recovery | min | CNR | soft PSNR | soft SSIM |\n|---|---|---|---|---|---|---|")
