@@ -2,6 +2,7 @@
 
 Run: python benchmarks/bench_stage1_sure.py [--iters 2500] [--chunk 250] [--run-dir DIR]
      python benchmarks/bench_stage1_sure.py --compare "alpha=1;alpha=2;use_similarity=false" [--iters 1000]
+     python benchmarks/bench_stage1_sure.py --compare "iters=1000" --model bench_out/fast13/runs/turndiff/model/projection_denoiser
 
 Trains the `fast` stage-1 network on the benchmark's 8 training sinograms (256 x 256,
 25% dose) in chunks and prints, after each chunk, the SURE estimate of the sinogram MSE
@@ -27,7 +28,7 @@ from turndiff.benchmark.data import make_dev_data
 from turndiff.dose import hu_to_mu
 from turndiff.metrics import evaluate, gradient_ratios
 from turndiff.physics import CTProjector
-from turndiff.stage1 import Stage1Config, sure_mse, train_projection_denoiser
+from turndiff.stage1 import ProjectionDenoiser, Stage1Config, sure_mse, train_projection_denoiser
 
 
 def _soft(A: CTProjector, sinograms: np.ndarray, reference_hu: np.ndarray) -> dict:
@@ -42,9 +43,11 @@ def main() -> None:
     ap.add_argument("--run-dir", default=None, help="checkpoint folder (default: a temporary one)")
     ap.add_argument("--setting", default="", help='stage-1 overrides of the chunked run, e.g. \'objective="r2r"\'')
     ap.add_argument("--compare", default=None, help='settings separated by ";", e.g. "alpha=1;alpha=2"')
+    ap.add_argument("--model", action="append", default=[],
+                    help="with --compare: also score this trained stage 1 (a projection_denoiser folder) as a row")
     args = ap.parse_args()
-    if args.compare:
-        return compare(args.compare, args.iters)
+    if args.compare is not None:
+        return compare(args.compare, args.iters, args.model)
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=(0.25,))
     A = CTProjector(data.geometry)
     y, yt = data.train_sinogram, data.test_sinograms[0.25]
@@ -66,19 +69,24 @@ def main() -> None:
             print(f"| {step} | {sure * 1e4:.2f} | {true * 1e4:.2f} | {p_train:.2f} | {p_test:.2f} |", flush=True)
 
 
-def compare(settings: str, iters: int) -> None:
+def compare(settings: str, iters: int, models: list[str] = ()) -> None:
     doses = (0.25, 0.1, 0.5)
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=doses)
     A = CTProjector(data.geometry)
     print(f"| setting ({iters} steps) | SURE (x 1e-4), training sinograms | "
           + " | ".join(f"{d:.0%} PSNR / SSIM soft (validation)" for d in doses) + " | edges 25% | s |")
     print("|---|---|" + "---|" * len(doses) + "---|---|")
-    for text in settings.split(";"):
+    rows = [("model", m) for m in models] + [("setting", t) for t in settings.split(";") if t.strip()]
+    for kind, text in rows:
         t0 = time.perf_counter()
-        den = train_projection_denoiser(data.train_sinogram, photons=data.train_photons,
-                                        config=Stage1Config.preset("fast", iters=iters, **parse_settings(text)),
-                                        progress=False)
-        secs = time.perf_counter() - t0
+        if kind == "model":  # trained elsewhere (e.g. a benchmark's); its own training seconds
+            den = ProjectionDenoiser.from_pretrained(text)
+            secs = den.info.get("train_seconds", float("nan"))
+        else:
+            den = train_projection_denoiser(data.train_sinogram, photons=data.train_photons,
+                                            config=Stage1Config.preset("fast", **{"iters": iters, **parse_settings(text)}),
+                                            progress=False)
+            secs = time.perf_counter() - t0
         sure = sure_mse(den.denoise, data.train_sinogram, data.train_photons)
         cells = []
         for d in doses:
@@ -87,7 +95,12 @@ def compare(settings: str, iters: int) -> None:
             if d == 0.25:
                 img = A.fbp_hu(den.denoise(data.test_sinograms[d]))
                 edges = gradient_ratios(img, data.test_reference_hu, mask="body")["edges"]
-        print(f"| {text} | {sure * 1e4:.2f} | {' | '.join(cells)} | {edges:.3f} | {secs:.0f} |", flush=True)
+        sel = den.info.get("sure_selection")
+        chosen = f" (SURE kept step {sel['selected_step']} {sel['selected_weights']})" if sel else ""
+        print(f"| {text}{chosen} | {sure * 1e4:.2f} | {' | '.join(cells)} | {edges:.3f} | {secs:.0f} |", flush=True)
+        if sel:
+            print("  SURE during training (x 1e-4): " + ", ".join(
+                f"{h['step']} {h['weights']} {h['sure_mse'] * 1e4:.2f}" for h in sel["history"]), flush=True)
 
 
 if __name__ == "__main__":

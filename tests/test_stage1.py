@@ -202,7 +202,8 @@ def test_training_selects_the_checkpoint_with_the_lowest_sure():
     cfg = Stage1Config.preset("tiny", iters=4, sure_every=2, sure_slices=1)
     m = train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu")
     sel = m.info["sure_selection"]
-    assert [(h["step"], h["weights"]) for h in sel["history"]] == [(2, "raw"), (4, "raw"), (4, "ema")]
+    # Every check scores the raw weights and their EMA; the final EMA is the last check's.
+    assert [(h["step"], h["weights"]) for h in sel["history"]] == [(2, "raw"), (2, "ema"), (4, "raw"), (4, "ema")]
     values = [h["sure_mse"] for h in sel["history"]]
     assert sel["selected_sure_mse"] == min(values) and np.isfinite(values).all()
     assert sel["selected_step"] == sel["history"][int(np.argmin(values))]["step"]
@@ -338,7 +339,7 @@ def test_sure_selection_survives_a_resume(tmp_path):
     resumed = train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu", run_dir=run)
     whole = train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu")
     steps = [(h["step"], h["weights"]) for h in resumed.info["sure_selection"]["history"]]
-    assert steps == [(2, "raw"), (4, "raw"), (4, "ema")]
+    assert steps == [(2, "raw"), (2, "ema"), (4, "raw"), (4, "ema")]
     np.testing.assert_allclose([h["sure_mse"] for h in resumed.info["sure_selection"]["history"]],
                                [h["sure_mse"] for h in whole.info["sure_selection"]["history"]], rtol=1e-4)
 
@@ -391,3 +392,50 @@ def test_test_time_flips_average_the_flipped_passes() -> None:
     assert np.abs(manual - one).max() > 1e-4  # the flips do change a non-symmetric network's output
     with pytest.raises(InputError, match="symmetries"):
         den.denoise(y, symmetries="rotate")
+
+
+def test_scoring_the_ema_leaves_training_as_it_was():
+    """The selector puts the EMA weights in the network to score them and must put the raw
+    ones back: a run with SURE checks ends on the same EMA weights as a run without (its
+    last check scores them; rescoring the plain run's final weights gives the same SURE)."""
+    from turndiff.stage1 import Stage1Config, sure_mse, train_projection_denoiser
+
+    noisy = np.stack([_noisy_sino(seed=s)[1] for s in range(2)])
+    plain = train_projection_denoiser(noisy, photons=2.5e4, config=Stage1Config.preset("tiny", iters=6),
+                                      progress=False, device="cpu")
+    checked = train_projection_denoiser(noisy, photons=2.5e4, progress=False, device="cpu",
+                                        config=Stage1Config.preset("tiny", iters=6, sure_every=2, sure_slices=1))
+    history = checked.info["sure_selection"]["history"]
+    assert [h["weights"] for h in history] == ["raw", "ema"] * 3
+    assert (history[-1]["step"], history[-1]["weights"]) == (6, "ema")
+    again = sure_mse(lambda x: plain.denoise(x), noisy[:1], 2.5e4, seed=0)
+    assert again == pytest.approx(history[-1]["sure_mse"], rel=1e-5)
+    assert again != pytest.approx(history[-2]["sure_mse"], rel=1e-5)  # the raw weights score otherwise
+
+
+def test_sure_patience_stops_training_and_a_resume_does_not_train_again(tmp_path, monkeypatch):
+    """``sure_patience``: training stops once that many checks in a row found nothing better,
+    keeps the best weights, and a resumed run that SURE had stopped trains no further."""
+    import turndiff.stage1.sure as sure_module
+    from turndiff.stage1 import Stage1Config, train_projection_denoiser
+
+    calls = []
+
+    def rising(denoise, y, photons, seed=0):  # every later score is worse: the first check wins
+        calls.append(1)
+        return 1.0 + len(calls)
+
+    monkeypatch.setattr(sure_module, "sure_mse", rising)
+    noisy = np.stack([_noisy_sino(seed=s)[1] for s in range(2)])
+    cfg = Stage1Config.preset("tiny", iters=20, sure_every=2, sure_patience=2, sure_slices=1, checkpoint_every=2)
+    run = tmp_path / "run"
+    m = train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu", run_dir=run)
+    sel = m.info["sure_selection"]
+    assert (sel["selected_step"], sel["selected_weights"]) == (2, "raw")
+    assert max(h["step"] for h in sel["history"]) == 6  # checks at 2, 4, 6: two without a better score
+    n_calls = len(calls)
+    again = train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu", run_dir=run)
+    assert len(calls) == n_calls  # nothing trained or scored again
+    assert again.info["sure_selection"]["selected_step"] == 2
+    for a, b in zip(m.network.state_dict().values(), again.network.state_dict().values()):
+        torch.testing.assert_close(a, b)

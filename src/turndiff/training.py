@@ -389,6 +389,19 @@ class _EMA:
         for p, s in zip(self.params, self.shadow):
             p.copy_(s.to(p.dtype))
 
+    @contextlib.contextmanager
+    def swapped(self):
+        """The EMA weights in the parameters for the block, the raw ones back after it
+        (what a callback scores; training goes on from the raw weights)."""
+        raw = [p.detach().clone() for p in self.params]
+        self.apply()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, r in zip(self.params, raw):
+                    p.copy_(r)
+
 
 def _save_checkpoint(run_dir: Path, step: int, objective: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      ema: _EMA | None, generator: torch.Generator, device: torch.device, config: TrainConfig,
@@ -500,6 +513,10 @@ def train(
         ``callback(step, loss)`` after every step (``step`` counts completed steps);
         returning ``True`` stops training (a checkpoint is written when ``run_dir`` is
         set). An exception raised in it propagates (the last periodic checkpoint stays).
+        With ``config.ema_decay``, a callback that has a ``bind_ema`` method is given,
+        before the first step, a context-manager factory: inside ``with swapped():`` the
+        objective's parameters hold the EMA weights (so the callback can score them), and
+        the raw weights come back after the block.
     max_steps : int, optional
         Stop once this many steps are completed in total, without changing the
         learning-rate schedule (which always spans ``config.iters``).
@@ -530,6 +547,8 @@ def train(
     params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     ema = _EMA(named, config.ema_decay) if config.ema_decay is not None else None
+    if ema is not None and callback is not None and hasattr(callback, "bind_ema"):
+        callback.bind_ema(ema.swapped)
     generator = torch.Generator(device="cpu")
     generator.manual_seed(config.seed)
     use_amp = config.amp and device.type == "cuda"

@@ -19,7 +19,7 @@ import torch
 from .._checks import as_stack
 from ..errors import InputError
 from ..nets import ResidualDenoiser
-from ..training import TRAIN_FIELDS, TrainConfig, resolve_device, train
+from ..training import TRAIN_FIELDS, TrainConfig, TrainResult, resolve_device, train
 from .objective import CSSSObjective, RecorruptedObjective, SureObjective
 from ..dose import estimate_photons
 from .similarity import SimilarityConfig
@@ -48,7 +48,10 @@ STAGE1_PRESETS: dict[str, dict[str, Any]] = {
     # Features 24-192 rather than the default 16-128: +0.18 / +0.00 / +0.26 dB on the
     # validation phantoms at 25 / 10 / 50% for about twice the training time (docs/METHOD.md,
     # "Capacity"); the 2-core fit budget has room for it.
-    "fast": dict(features=(24, 24, 48, 96, 192, 24), iters=2000, sure_every=500),
+    # SURE every 250 steps on the raw and the EMA weights, stopping 500 steps after the
+    # best: the raw weights' quality swings by 1 dB from check to check and the image
+    # degrades after 750 steps on 8 slices (docs/METHOD.md, "Length, EMA and early stopping").
+    "fast": dict(features=(24, 24, 48, 96, 192, 24), iters=2000, sure_every=250, sure_patience=2),
     "paper": dict(features=(32, 32, 64, 128, 256, 32), iters=20000, batch_size=16, crop=(256, 256),
                   lr=5e-4, warmup=500, alpha_warmup=2000, checkpoint_every=1000, ema_decay=0.999, sure_every=1000),
     "tiny": dict(features=(4, 4, 8, 8, 16, 4), iters=4, batch_size=2, crop=(32, 32), warmup=1, alpha_warmup=2,
@@ -81,10 +84,12 @@ class Stage1Config:
     choices and their measurements are in docs/METHOD.md.
 
     ``sure_every > 0`` turns on checkpoint selection without clean data: every
-    ``sure_every`` steps, and for the final EMA weights, the sinogram MSE is estimated by
-    :func:`~turndiff.stage1.sure.sure_mse` on ``sure_slices`` training slices, and the
-    weights with the lowest estimate are kept. The self-supervised loss keeps falling
-    while the image degrades, so it cannot choose the length; SURE can (docs/METHOD.md).
+    ``sure_every`` steps the sinogram MSE of the raw weights and of their EMA is
+    estimated by :func:`~turndiff.stage1.sure.sure_mse` on ``sure_slices`` training
+    slices, and the weights with the lowest estimate are kept. The self-supervised loss
+    keeps falling while the image degrades, so it cannot choose the length; SURE can
+    (docs/METHOD.md). ``sure_patience > 0`` stops training once that many checks in a
+    row found no better weights (0: train all ``iters`` steps).
     """
 
     features: tuple[int, ...] = (16, 16, 32, 64, 128, 16)
@@ -100,6 +105,7 @@ class Stage1Config:
     similarity: dict = field(default_factory=lambda: SimilarityConfig().to_dict())
     sure_every: int = 0
     sure_slices: int = 4
+    sure_patience: int = 0
     objective: str = "r2r"
     pairs: str = "cell"
     targets: int = 1
@@ -131,6 +137,7 @@ class Stage1Config:
             (self.alpha_warmup >= 0, "alpha_warmup must be >= 0"),
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
             (self.sure_every >= 0 and self.sure_slices >= 1, "sure_every must be >= 0 and sure_slices >= 1"),
+            (self.sure_patience >= 0, f"sure_patience must be >= 0, got {self.sure_patience}"),
             (self.objective in ("r2r", "csss", "sure"),
              f"objective must be 'r2r', 'csss' or 'sure', got {self.objective!r}"),
             (self.pairs in CELLS, f"pairs must be one of {', '.join(CELLS)}, got {self.pairs!r}"),
@@ -364,8 +371,15 @@ def train_projection_denoiser(
     tcfg = cfg.train.replace(amp=dev.type == "cuda" and cfg.precision == "bf16", device=str(dev))
     t0 = time.time()
     selector = _SureSelector(net, y, i0, cfg, dev, run_dir=run_dir) if cfg.sure_every > 0 else None
-    result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
-                   progress=progress, desc=f"stage 1: {cfg.objective.upper()}", max_steps=max_steps, callback=selector)
+    if selector is not None and resume and selector.stopped:
+        # A resumed run that SURE had already stopped: nothing is left to train (the best
+        # weights are in run_dir/sure_selection and finish() loads them).
+        result = TrainResult(steps=selector.history[-1]["step"], start_step=selector.history[-1]["step"],
+                             iters=tcfg.iters)
+    else:
+        result = train(objective, _make_batch_fn(data, i0, cfg, dev), tcfg, run_dir=run_dir, resume=resume,
+                       progress=progress, desc=f"stage 1: {cfg.objective.upper()}", max_steps=max_steps,
+                       callback=selector)
     info = {
         "photons": i0,
         "photons_estimated": photons is None,
@@ -393,6 +407,8 @@ class _SureSelector:
         self.net, self.photons, self.every, self.device = net, photons, cfg.sure_every, device
         self.y = y[np.linspace(0, y.shape[0] - 1, n).round().astype(int)]
         self.seed = cfg.train.seed
+        self.patience = cfg.sure_patience
+        self.swapped_ema = None  # set by the training loop (bind_ema) when it keeps an EMA
         self.history: list[dict] = []
         self.best: tuple[float, dict, dict] | None = None  # (SURE, history entry, weights)
         self.folder = Path(run_dir) / "sure_selection" if run_dir is not None else None
@@ -444,15 +460,32 @@ class _SureSelector:
             self.best = (value, entry, state)
         self._save()
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the checks so far already stop training (``patience`` of them without a new best)."""
+        return (self.patience > 0 and self.best is not None and bool(self.history)
+                and self.history[-1]["step"] - self.best[1]["step"] >= self.patience * self.every)
+
+    def bind_ema(self, swapped) -> None:
+        """Called by :func:`turndiff.training.train`: ``with swapped():`` the network holds
+        the EMA weights."""
+        self.swapped_ema = swapped
+
     def __call__(self, step: int, loss: float) -> bool:
-        if step % self.every == 0:
-            self._score(step, "raw")
-        return False
+        if step % self.every != 0:
+            return False
+        self._score(step, "raw")
+        if self.swapped_ema is not None:
+            with self.swapped_ema():
+                self._score(step, "ema")
+        return self.stopped  # `patience` checks in a row (each `every` steps) without a new best
 
     def finish(self, *, final_step: int, ema: bool) -> dict:
-        """Score the final weights, load the best ones into the network, return the record."""
-        if ema or not self.history or self.history[-1]["step"] != final_step:
-            self._score(final_step, "ema" if ema else "raw")
+        """Score the final weights (unless scored at the last check), load the best ones
+        into the network, return the record."""
+        weights = "ema" if ema else "raw"
+        if not any(h["step"] == final_step and h["weights"] == weights for h in self.history):
+            self._score(final_step, weights)
         value, chosen, state = self.best
         self.net.load_state_dict(state)
         return {"history": self.history, "selected_step": chosen["step"], "selected_weights": chosen["weights"],
