@@ -433,6 +433,7 @@ def test_sure_patience_stops_training_and_a_resume_does_not_train_again(tmp_path
     sel = m.info["sure_selection"]
     assert (sel["selected_step"], sel["selected_weights"]) == (2, "raw")
     assert max(h["step"] for h in sel["history"]) == 6  # checks at 2, 4, 6: two without a better score
+    assert sel["stopped_at"] == 6
     n_calls = len(calls)
     again = train_projection_denoiser(noisy, photons=2.5e4, config=cfg, progress=False, device="cpu", run_dir=run)
     assert len(calls) == n_calls  # nothing trained or scored again

@@ -72,6 +72,9 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs
     _cleanup(run_dir)
     sel = model.info.get("sure_selection")
     if sel:
+        if "stopped_at" in sel:
+            click.echo(f"stopped at step {sel['stopped_at']} of {cfg.train.iters}: "
+                       f"{cfg.sure_patience} SURE checks in a row found no better weights", err=True)
         click.echo(f"kept the {sel['selected_weights']} weights of step {sel['selected_step']} "
                    f"(lowest SURE of the sinogram MSE, {sel['selected_sure_mse']:.3g})", err=True)
     click.echo(f"wrote {out} (trained {model.info['train_seconds']:.0f} s on {sino.shape[0]} slice(s))", err=True)

@@ -488,5 +488,8 @@ class _SureSelector:
             self._score(final_step, weights)
         value, chosen, state = self.best
         self.net.load_state_dict(state)
-        return {"history": self.history, "selected_step": chosen["step"], "selected_weights": chosen["weights"],
-                "selected_sure_mse": value}
+        record = {"history": self.history, "selected_step": chosen["step"], "selected_weights": chosen["weights"],
+                  "selected_sure_mse": value}
+        if self.stopped:
+            record["stopped_at"] = self.history[-1]["step"]
+        return record
