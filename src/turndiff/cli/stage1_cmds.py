@@ -41,17 +41,19 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
 @click.option("--loss-weighting", type=click.Choice(["ramp", "none"]), default=None,
               help="Weigh residuals by the detector ramp that FBP applies [preset: ramp].")
 @click.option("--sure-every", type=click.IntRange(min=0), default=None,
-              help="Every N steps, estimate the sinogram MSE of the weights and of their EMA by SURE (no "
-                   "clean data) and keep the best; 0 turns it off [preset: fast 250, paper 1000].")
+              help="Every N steps, estimate the sinogram MSE of the weights by SURE (no clean data) and "
+                   "keep the best; 0 turns it off [preset: fast 500, paper 1000].")
+@click.option("--sure-ema/--no-sure-ema", default=None,
+              help="SURE also scores the EMA of the weights at every check [preset: off].")
 @click.option("--sure-patience", type=click.IntRange(min=0), default=None,
               help="Stop once this many SURE checks in a row found no better weights; 0 trains all "
-                   "--iters steps [preset: fast 2, paper 0].")
+                   "--iters steps [preset: 0].")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @seed_option()
 @overwrite_option
 @restart_option
 def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs, loss_weighting, sure_every,
-               sure_patience, device, seed, overwrite, restart) -> None:
+               sure_ema, sure_patience, device, seed, overwrite, restart) -> None:
     """Train the projection denoiser on the noisy `sinogram` of IN.h5 alone."""
     from pathlib import Path
 
@@ -62,7 +64,8 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs
     sino, attrs = read_sinogram_h5(input)
     g = geometry_of(attrs, input)
     cfg = Stage1Config.preset(preset, iters=iters, alpha=alpha, seed=seed, sure_every=sure_every,
-                              sure_patience=sure_patience, use_similarity=False if no_similarity else None, objective=objective, pairs=pairs,
+                              sure_ema=sure_ema, sure_patience=sure_patience,
+                              use_similarity=False if no_similarity else None, objective=objective, pairs=pairs,
                               loss_weighting=loss_weighting)
     run_dir = Path(out).with_name(Path(out).name + ".run")
     claim_run_dir(run_dir, sino, {"command": "train-proj", "stage1": cfg.to_dict()}, restart=restart)
