@@ -409,7 +409,7 @@ class _SureSelector:
         self.net, self.photons, self.every, self.device = net, photons, cfg.sure_every, device
         self.y = y[np.linspace(0, y.shape[0] - 1, n).round().astype(int)]
         self.seed = cfg.train.seed
-        self.patience, self.score_ema = cfg.sure_patience, cfg.sure_ema
+        self.patience, self.score_ema, self.iters = cfg.sure_patience, cfg.sure_ema, cfg.train.iters
         self.swapped_ema = None  # set by the training loop (bind_ema) when it keeps an EMA
         self.history: list[dict] = []
         self.best: tuple[float, dict, dict] | None = None  # (SURE, history entry, weights)
@@ -492,6 +492,6 @@ class _SureSelector:
         self.net.load_state_dict(state)
         record = {"history": self.history, "selected_step": chosen["step"], "selected_weights": chosen["weights"],
                   "selected_sure_mse": value}
-        if self.stopped:
-            record["stopped_at"] = self.history[-1]["step"]
+        if self.stopped and final_step < self.iters:  # a stop at the last step is no early stop
+            record["stopped_at"] = final_step
         return record
