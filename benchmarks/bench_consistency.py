@@ -4,17 +4,22 @@ phantoms only (docs/METHOD.md, "Data consistency").
 TurnDiff's output ``p`` and its uncertainty map ``u`` are read as a Gaussian prior
 ``N(p, (s u)^2)``; with the post-log noise model of the measured sinogram, the MAP image is
 the penalised weighted least-squares solution (``turndiff.inference.consistency``), found
-by preconditioned conjugate gradients from ``p``. This script scores ``s`` and the
-iteration count on the validation phantoms of ``make_dev_data`` (never the test slices).
+by preconditioned conjugate gradients from ``p``. This script scores ``s``, the
+preconditioner and the iteration count on the validation phantoms of ``make_dev_data``
+(never the test slices), with the prior the pipeline gives the step
+(:func:`turndiff.pipeline.consistency_prior`).
 
 Run::
 
     python benchmarks/bench_consistency.py MODEL_DIR [--slices 6] [--doses 0.25,0.5,0.1]
         [--scales 1,0.577,0.316] [--iters 5,10,15,20,30]
+        [--preconditioners circulant,diagonal] [--converged 80]
 
 MODEL_DIR: a model of the benchmark's training phantoms (``BENCH_OUT/runs/turndiff/model``).
 Prints soft PSNR / soft SSIM / full PSNR inside the body per dose, for the image before the
-step and after each iteration count.
+step and after each iteration count; with ``--converged K`` (K diagonal-preconditioned
+iterations taken as the exact MAP image) each cell also gives the RMS distance (HU, in the
+body) to it, and the last column the seconds of the longest run.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from turndiff.benchmark.data import make_dev_data
 from turndiff.inference.consistency import data_consistency
 from turndiff.masks import body_mask
 from turndiff.metrics import psnr, ssim
-from turndiff.pipeline import TurnDiffPipeline
+from turndiff.pipeline import TurnDiffPipeline, consistency_prior
 
 
 def main() -> None:
@@ -38,7 +43,11 @@ def main() -> None:
     ap.add_argument("--doses", default="0.25,0.5,0.1")
     ap.add_argument("--scales", default="1,0.577,0.316", help="prior scales s (standard deviation s * u)")
     ap.add_argument("--iters", default="5,10,15,20,30", help="iteration counts to report")
+    ap.add_argument("--preconditioners", default="circulant", help="circulant and/or diagonal")
+    ap.add_argument("--converged", type=int, default=0,
+                    help="diagonal-preconditioned iterations of the reference MAP image (0: none)")
     args = ap.parse_args()
+    preconds = args.preconditioners.split(",")
     doses = tuple(float(d) for d in args.doses.split(","))
     scales = [float(v) for v in args.scales.split(",")]
     counts = sorted({int(v) for v in args.iters.split(",")})
@@ -57,18 +66,25 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(counts) + 1))
     for dose in doses:
         sino = data.test_sinograms[dose]
-        out = pipe(sino, seed=0, progress=False, consistency=False)
-        y0 = pipe.stage1.denoise(sino, device=pipe.device)
-        prior_std = out.uncertainty()
+        proj = pipe.project(sino, progress=False)
+        out = pipe(sino, seed=0, progress=False, consistency=False, projection=proj)
+        mean, prior_std = consistency_prior(out.image_hu, out.x_ld, out.x0, out.x_diffusion)
         print(f"| {dose:.0%} | before the step | {score(out.image_hu)} |" + " |" * len(counts), flush=True)
         for s in scales:
-            t0, cells = time.perf_counter(), []
-            for k in counts:  # CG is deterministic: k iterations of a longer run equal a run of k
-                cells.append(score(data_consistency(out.image_hu, sino, pipe.projector, prior_std_hu=prior_std,
-                                                    photons=out.photons_estimated, denoised=y0, iters=k,
-                                                    prior_scale=s)))
-            print(f"| {dose:.0%} | prior scale {s:g} | " + " | ".join(cells) + f" | {time.perf_counter() - t0:.0f} |",
-                  flush=True)
+            def run(k: int, precond: str) -> np.ndarray:
+                return data_consistency(mean, sino, pipe.projector, prior_std_hu=prior_std, photons=out.photons_estimated,
+                                        denoised=proj.denoised, iters=k, prior_scale=s, preconditioner=precond)
+
+            exact = run(args.converged, "diagonal") if args.converged else None
+            for precond in preconds:
+                cells = []
+                for k in counts:  # CG is deterministic: k iterations of a longer run equal a run of k
+                    t0 = time.perf_counter()
+                    x = run(k, precond)
+                    secs = time.perf_counter() - t0
+                    dist = "" if exact is None else f" ({np.sqrt(np.mean((x - exact)[body] ** 2)):.2f} HU)"
+                    cells.append(score(x) + dist)
+                print(f"| {dose:.0%} | s {s:g}, {precond} | " + " | ".join(cells) + f" | {secs:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def study(tmp_path_factory):
 
 def _same_up_to_consistency(a: np.ndarray, b: np.ndarray) -> None:
     """Everything before the data-consistency step agrees across batchings to float
-    summation order (1e-3 HU); its 20 CG iterations amplify that round-off to about 2 HU at
+    summation order (1e-3 HU); its CG iterations amplify that round-off to about 2 HU at
     worst, 0.3 HU on average (a known limitation, docs/METHOD.md "Data consistency")."""
     diff = np.abs(np.asarray(a) - np.asarray(b))
     assert float(diff.max()) < 3.0 and float(diff.mean()) < 0.3, (float(diff.max()), float(diff.mean()))
