@@ -2,8 +2,8 @@
 
 Run::
 
-    python benchmarks/bench_pipeline_validation.py MODEL_DIR [MODEL_DIR ...] [--slices 6]
-        [--doses 0.25,0.1,0.5] [--seed 0]
+    python benchmarks/bench_pipeline_validation.py [MODEL_DIR ...] [--slices 6]
+        [--doses 0.25,0.1,0.5] [--seed 0] [--fit 'key=JSON,...' --fit-dir DIR]
 
 MODEL_DIR: a TurnDiff model folder (e.g. ``BENCH_OUT/runs/turndiff/model``). For each model
 and dose, reconstructs the validation phantoms with the pipeline's defaults and prints the
@@ -11,28 +11,51 @@ soft-window PSNR / SSIM inside the body of TurnDiff's output and of its calibrat
 stage-1 choice is judged here, through the whole pipeline, not through FBP(f(y)) alone
 (session 16: a checkpoint selection that gained 0.49 dB in FBP(f(y)) lost 0.19 dB here).
 References are used for evaluation only; ``make_dev_data`` refuses the test seeds.
+
+``--fit SETTINGS`` (repeatable) first fits TurnDiff (``fit``, ``fast`` preset, seed 0) on the
+benchmark's 8 training sinograms with those stage-1 overrides (``Stage1Config`` fields, e.g.
+``'features=[16,16,32,64,128,16]'``), saves it under ``--fit-dir`` (resumed when there) and
+scores it beside the given models: a stage-1 choice scored through the whole pipeline.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import re
+from pathlib import Path
+
+from _settings import parse_settings
 from turndiff.benchmark.data import make_dev_data
 from turndiff.metrics import evaluate
-from turndiff.pipeline import TurnDiffPipeline
+from turndiff.pipeline import TurnDiffPipeline, fit
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("models", nargs="+", help="TurnDiff model folders")
+    ap.add_argument("models", nargs="*", help="TurnDiff model folders")
     ap.add_argument("--slices", type=int, default=6, help="validation phantoms")
     ap.add_argument("--doses", default="0.25,0.1,0.5")
     ap.add_argument("--seed", type=int, default=0, help="sampler seed")
+    ap.add_argument("--fit", action="append", default=[], help="stage-1 overrides of a model to fit first")
+    ap.add_argument("--fit-dir", default="bench_out/pipeline_validation", help="where fitted models go")
     args = ap.parse_args()
+    if not args.models and not args.fit:
+        ap.error("give MODEL_DIR(s) or --fit")
     doses = tuple(float(d) for d in args.doses.split(","))
     data = make_dev_data(size=256, n_train=8, n_val=args.slices, val_doses=doses)
+    models = list(args.models)
+    for text in args.fit:
+        folder = Path(args.fit_dir) / re.sub(r"[^A-Za-z0-9=._-]+", "_", text).strip("_")
+        if not (folder / "model").exists():
+            pipe = fit(data.train_sinogram, geometry=data.geometry, photons=data.train_photons, preset="fast",
+                       seed=0, run_dir=folder / "run", stage1_overrides=parse_settings(text), progress=False)
+            secs = pipe.info["train_seconds"]
+            print(f"fitted {text}: stage 1 {secs['stage1']:.0f} s, stage 2 {secs.get('stage2', 0):.0f} s", flush=True)
+            pipe.save_pretrained(folder / "model")
+        models.append(str(folder / "model"))
     print("| model | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft |\n|---|---|---|---|")
-    for model in args.models:
+    for model in models:
         pipe = TurnDiffPipeline.from_pretrained(model, device="cpu")
         for d in doses:
             res = pipe(data.test_sinograms[d], seed=args.seed, progress=False)

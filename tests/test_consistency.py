@@ -107,6 +107,11 @@ def test_batches_shapes_and_errors(scan):
     assert one.shape == prior.shape and one.dtype == np.float32 and two.shape == (2, *prior.shape)
     np.testing.assert_allclose(two[1], one, atol=1e-3)  # each slice is its own problem
     np.testing.assert_array_equal(data_consistency(prior, clean, A, prior_std_hu=std, iters=0), prior)
+    # iters=0 with the std: the prior back, and the same bound as after the iterations.
+    same, std0 = data_consistency(prior, clean, A, prior_std_hu=std, photons=1e5, iters=0, return_std=True)
+    _, std8 = data_consistency(prior, clean, A, prior_std_hu=std, photons=1e5, return_std=True)
+    np.testing.assert_allclose(same, prior, atol=1e-3)  # through water units and back
+    np.testing.assert_allclose(std0, std8, rtol=1e-6)
     with pytest.raises(InputError, match="sinogram shape"):
         data_consistency(prior, clean[:, :-1], A, prior_std_hu=std, photons=1e5)
     with pytest.raises(InputError, match="prior_scale"):

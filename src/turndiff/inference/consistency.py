@@ -126,7 +126,8 @@ def data_consistency(
     # Water units (x = mu / mu_w = HU / 1000 + 1); HU standard deviations become / 1000.
     beta = (1e6 / (prior_scale * np.maximum(std, MIN_PRIOR_STD_HU)) ** 2).astype(np.float32)
     prior = p / np.float32(1000.0) + np.float32(1.0)
-    circ = _ata_filter(projector) if preconditioner == "circulant" else None
+    # iters == 0 (only the std wanted): no CG, so neither the filter nor a residual.
+    circ = _ata_filter(projector) if preconditioner == "circulant" and int(iters) > 0 else None
     on_gpu = device is not None and str(device) != "cpu"
     if on_gpu or getattr(projector, "backend", "numba") == "torch":
         import torch
@@ -220,6 +221,8 @@ def _pcg(A, prior, y, w, beta, mu_water: float, iters: int, progress: bool, circ
     # The air rays' weights are orders of magnitude above the body's, which slows plain CG.
     data_curv = A.adjoint(w * A.forward(prior * 0 + mw)) * mw
     m_inv = 1.0 / (data_curv + beta)
+    if iters == 0:
+        return (prior.clone() if not is_np else prior.copy()), m_inv
     if circ is None:
         def precondition(r):
             return m_inv * r
