@@ -141,6 +141,28 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     assert "data:image/png;base64," in html and "TurnDiff" in html
     assert "strongest 10% edges" in (tmp_path / "bench" / "tables.md").read_text()
 
+    # Resumable: a rerun reuses each finished method's images (no refit, same scores)...
+    import turndiff.benchmark.runner as runner
+
+    lines = []
+    again = run_benchmark(tmp_path / "bench", preset="tiny", methods=["FBP", "turndiff"], device="cpu",
+                          log=lines.append)
+    assert again["resumed_methods"] == ["FBP", "turndiff"] and not any("fit and reconstruct" in m for m in lines)
+    for name in ("FBP", "TurnDiff", "x0 (only projection)"):
+        assert again["quality"][name] == q[name], name
+    assert again["cost"]["TurnDiff"]["train_seconds"] == summary["cost"]["TurnDiff"]["train_seconds"]
+    # ...but never rows of other code or settings, and --restart starts again.
+    runner_fp = runner.code_fingerprint
+    try:
+        runner.code_fingerprint = lambda: "other code"
+        other = run_benchmark(tmp_path / "bench", preset="tiny", methods=["FBP"], device="cpu", log=lambda m: None)
+    finally:
+        runner.code_fingerprint = runner_fp
+    assert other["resumed_methods"] == [] and other["quality"]["FBP"] == q["FBP"]
+    fresh = run_benchmark(tmp_path / "bench", preset="tiny", methods=["FBP"], device="cpu", seed=0, restart=True,
+                          log=lambda m: None)
+    assert fresh["resumed_methods"] == [] and not (tmp_path / "bench" / "runs" / "turndiff").exists()
+
 
 def test_demo_command_tiny(tmp_path):
     from turndiff.cli import main

@@ -11,15 +11,20 @@ exceptions declare their clean data: IPDM (unpaired) and the supervised RED-CNN 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
+from ..checkpoint import CheckpointError, load_tensors, read_json, save_tensors, write_json
 from ..metrics import evaluate, gradient_ratios, through_plane
 from .data import VOLUME, make_bench_data
 from .methods import METHOD_ORDER, METHODS, Result, RunContext
@@ -43,9 +48,16 @@ def run_benchmark(
     methods: list[str] | None = None,
     device: str = "auto",
     seed: int = 0,
+    restart: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run the benchmark; writes tables, figures, ``report.html`` and ``results.json`` to ``out_dir``."""
+    """Run the benchmark; writes tables, figures, ``report.html`` and ``results.json`` to ``out_dir``.
+
+    Resumable: every trained model checkpoints under ``out_dir/runs``, and each method's test
+    images are saved in ``out_dir/runs/rows`` as soon as it finishes, so a rerun after an
+    interruption redoes only the unfinished methods. Saved rows are reused only when the
+    preset, seed, doses, device and the package's code are the same (:func:`rows_stamp`).
+    ``restart=True`` deletes ``out_dir/runs`` first."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -57,6 +69,8 @@ def run_benchmark(
         chosen.append("turndiff")  # the ablations are read against TurnDiff's own rows
     model_preset = "tiny" if preset == "tiny" else preset
     out = Path(out_dir)
+    if restart and (out / "runs").is_dir():
+        shutil.rmtree(out / "runs")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     log(f"data: {p['n_train']} training + {p['n_test']} test phantoms at {p['size']}x{p['size']}, "
@@ -68,12 +82,23 @@ def run_benchmark(
     # the ablations skip it.
     with_volume = tuple(doses) + ((VOLUME,) if p.get("volume") else ())
     results: dict[str, Result] = {}
+    resumed: list[str] = []  # methods whose rows came from an earlier run (not in total_seconds)
     ctx = RunContext(preset=model_preset, seed=seed, device=device, run_dir=out / "runs", log=log)
     for key in METHOD_ORDER:  # one registry, one way to run every method
         if key in chosen:
+            method_doses = doses if key == "ablations" else with_volume
+            stamp = rows_stamp(key, preset=preset, seed=seed, doses=method_doses, device=device)
+            rows = load_rows(ctx.run_dir / ROWS_DIR, stamp)
+            if rows is not None:
+                log(f"{key}: test images of an earlier run of this code ({ctx.run_dir / ROWS_DIR})")
+                results.update(rows)
+                resumed.append(key)
+                continue
             log(f"{key}: fit and reconstruct")
             t0 = time.perf_counter()
-            results.update(METHODS[key].run(data, doses if key == "ablations" else with_volume, ctx))
+            rows = METHODS[key].run(data, method_doses, ctx)
+            save_rows(ctx.run_dir / ROWS_DIR, stamp, rows)
+            results.update(rows)
             log(f"  {key} done in {time.perf_counter() - t0:.0f} s")
     ref = data.test_reference_hu
     quality = {}
@@ -99,12 +124,76 @@ def run_benchmark(
                  for n, r in results.items()},
         "sampling_spread": next((r.spread for r in results.values() if r.spread), None),
         "total_seconds": time.perf_counter() - t_start,
+        "resumed_methods": resumed,
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
     write_report(out, summary, results, data, log=log)
     log(f"benchmark done in {summary['total_seconds'] / 60:.1f} min; report: {out / 'report.html'}")
     return summary
+
+
+#: Where each finished method's test images are kept, under ``out_dir/runs``.
+ROWS_DIR = "rows"
+_RESULT_FIELDS = ("train_seconds", "infer_seconds_per_slice", "peak_mb", "clean_data", "notes", "spread")
+
+
+def code_fingerprint() -> str:
+    """Hash of the installed ``turndiff`` package's Python sources: saved rows of other code
+    are never reused."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def rows_stamp(key: str, *, preset: str, seed: int, doses, device: str) -> dict:
+    """What a method's saved rows must match to be reused."""
+    return {"method": key, "preset": preset, "seed": int(seed), "doses": list(doses), "device": str(device),
+            "code": code_fingerprint()}
+
+
+def _rows_stem(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")
+
+
+def save_rows(folder: Path, stamp: dict, rows: dict[str, Result]) -> None:
+    """A method's rows: images as safetensors, the rest as JSON (written last, so a JSON file
+    means its images are complete)."""
+    tensors, meta = {}, {}
+    for i, (name, r) in enumerate(rows.items()):
+        images = []
+        for j, (dose, img) in enumerate(r.images.items()):
+            tensors[f"r{i}_d{j}"] = torch.from_numpy(np.ascontiguousarray(img, np.float32))
+            images.append([dose, f"r{i}_d{j}"])
+        # JSON has no NaN (write_json refuses it): "not measured" is stored as null.
+        fields = {k: getattr(r, k) for k in _RESULT_FIELDS}
+        fields = {k: None if isinstance(v, float) and v != v else v for k, v in fields.items()}
+        meta[name] = {**fields, "images": images}
+    stem = _rows_stem(stamp["method"])
+    save_tensors(folder / f"{stem}.safetensors", tensors)
+    write_json(folder / f"{stem}.json", {"stamp": stamp, "rows": meta})
+
+
+def load_rows(folder: Path, stamp: dict) -> dict[str, Result] | None:
+    """The rows :func:`save_rows` kept for ``stamp``, or None (none, another stamp, unreadable)."""
+    stem = _rows_stem(stamp["method"])
+    if not (folder / f"{stem}.json").is_file():
+        return None
+    try:
+        saved = read_json(folder / f"{stem}.json")
+        if saved.get("stamp") != stamp:
+            return None
+        tensors = load_tensors(folder / f"{stem}.safetensors")
+        rows = {}
+        for name, m in saved["rows"].items():
+            fields = {k: float("nan") if m[k] is None and k != "spread" else m[k] for k in _RESULT_FIELDS}
+            rows[name] = Result({dose: tensors[t].numpy() for dose, t in m["images"]}, **fields)
+        return rows
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _machine() -> str:

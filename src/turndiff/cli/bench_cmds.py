@@ -33,9 +33,15 @@ def demo(out, size, train_slices, test_slices, preset, device, seed) -> None:
 @click.option("--methods", default=None, help="Comma-separated methods (default: all). See --list.")
 @click.option("--list", "list_methods", is_flag=True, help="List the methods and exit.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--restart", is_flag=True,
+              help="Delete OUT/runs (checkpoints and finished methods' images) and start again "
+                   "(default: resume an interrupted run).")
 @seed_option()
-def benchmark(out, preset, methods, list_methods, device, seed) -> None:
-    """Every method and ablation on the phantoms: tables, figures, an HTML report and results.json."""
+def benchmark(out, preset, methods, list_methods, device, restart, seed) -> None:
+    """Every method and ablation on the phantoms: tables, figures, an HTML report and results.json.
+
+    Resumes: a rerun into the same OUT reuses the finished methods' images (same code and
+    settings) and the trainings' checkpoints."""
     from ..benchmark.runner import ALL_METHODS, run_benchmark
 
     if list_methods:
@@ -44,7 +50,7 @@ def benchmark(out, preset, methods, list_methods, device, seed) -> None:
     if out is None:
         raise click.UsageError("Missing option '--out'.")
     chosen = [m.strip() for m in methods.split(",")] if methods else None
-    run_benchmark(out, preset=preset, methods=chosen, device=device, seed=seed,
+    run_benchmark(out, preset=preset, methods=chosen, device=device, seed=seed, restart=restart,
                   log=lambda m: click.echo(m, err=True))
 
 
