@@ -3,7 +3,8 @@
 Run::
 
     python benchmarks/bench_pipeline_validation.py [MODEL_DIR ...] [--slices 6]
-        [--doses 0.25,0.1,0.5] [--seed 0] [--fit 'key=JSON,...' --fit-dir DIR]
+        [--doses 0.25,0.1,0.5] [--seed 0] [--fit 'key=JSON,...' --fit-dir DIR] [--calibrate auto|on|off]
+        [--layouts 4x8,8x1]
 
 MODEL_DIR: a TurnDiff model folder (e.g. ``BENCH_OUT/runs/turndiff/model``). For each model
 and dose, reconstructs the validation phantoms with the pipeline's defaults and prints the
@@ -16,19 +17,25 @@ References are used for evaluation only; ``make_dev_data`` refuses the test seed
 benchmark's 8 training sinograms with those stage-1 overrides (``Stage1Config`` fields, e.g.
 ``'features=[16,16,32,64,128,16]'``), saves it under ``--fit-dir`` (resumed when there) and
 scores it beside the given models: a stage-1 choice scored through the whole pipeline.
+``--layouts DxV,...`` scores each model once per band layout of stage 1's SURE calibration
+(D detector x V view frequency bands; default: the shipped one).
 """
 
 from __future__ import annotations
 
 import argparse
 
+import functools
 import re
 from pathlib import Path
 
 from _settings import parse_settings
 from turndiff.benchmark.data import make_dev_data
 from turndiff.metrics import evaluate
+import turndiff.pipeline
 from turndiff.pipeline import TurnDiffPipeline, fit
+from turndiff.stage1 import sure_calibrate
+from turndiff.stage1.sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS
 
 
 def main() -> None:
@@ -37,6 +44,9 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=6, help="validation phantoms")
     ap.add_argument("--doses", default="0.25,0.1,0.5")
     ap.add_argument("--seed", type=int, default=0, help="sampler seed")
+    ap.add_argument("--calibrate", choices=("auto", "on", "off"), default="auto", help="stage 1's SURE calibration")
+    ap.add_argument("--layouts", default=f"{CALIBRATION_BANDS}x{CALIBRATION_VIEW_BANDS}",
+                    help="comma-separated DxV band layouts of the SURE calibration")
     ap.add_argument("--fit", action="append", default=[], help="stage-1 overrides of a model to fit first")
     ap.add_argument("--fit-dir", default="bench_out/pipeline_validation", help="where fitted models go")
     args = ap.parse_args()
@@ -54,16 +64,20 @@ def main() -> None:
             print(f"fitted {text}: stage 1 {secs['stage1']:.0f} s, stage 2 {secs.get('stage2', 0):.0f} s", flush=True)
             pipe.save_pretrained(folder / "model")
         models.append(str(folder / "model"))
-    print("| model | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft |\n|---|---|---|---|")
+    layouts = [tuple(int(v) for v in text.split("x")) for text in args.layouts.split(",")]
+    print("| model | calibration bands | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft |\n|---|---|---|---|---|")
     for model in models:
         pipe = TurnDiffPipeline.from_pretrained(model, device="cpu")
-        for d in doses:
-            res = pipe(data.test_sinograms[d], seed=args.seed, progress=False)
+        for (bands, view_bands), d in ((lay, d) for lay in layouts for d in doses):
+            # The pipeline calls sure_calibrate with its defaults; this swaps the layout in.
+            turndiff.pipeline.sure_calibrate = functools.partial(sure_calibrate, bands=bands, view_bands=view_bands)
+            res = pipe(data.test_sinograms[d], seed=args.seed, progress=False,
+                       calibrate={"auto": None, "on": True, "off": False}[args.calibrate])
             cells = []
             for img in (res.image_hu, res.x0):
                 e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
                 cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}")
-            print(f"| {model} | {d:.0%} | {' | '.join(cells)} |", flush=True)
+            print(f"| {model} | {bands}x{view_bands} | {d:.0%} | {' | '.join(cells)} |", flush=True)
 
 
 if __name__ == "__main__":

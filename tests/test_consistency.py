@@ -8,7 +8,7 @@ from scipy.ndimage import binary_erosion, gaussian_filter
 
 from turndiff.dose import add_noise, postlog_variance
 from turndiff.errors import InputError
-from turndiff.inference.consistency import data_consistency
+from turndiff.inference.consistency import CONSISTENCY_PRIOR_SCALE, data_consistency
 from turndiff.physics import CTProjector, default_fan_geometry
 from turndiff.physics.units import hu_to_mu
 
@@ -150,7 +150,7 @@ def test_the_posterior_bound_is_a_lower_bound_of_the_exact_posterior_std():
                                   return_std=True, iters=2)
         stds[photons] = std
         w = (1.0 / postlog_variance(clean, photons)).astype(np.float64)
-        beta = 1e6 / (3.0**-0.5 * prior_std.astype(np.float64)) ** 2
+        beta = 1e6 / (CONSISTENCY_PRIOR_SCALE * prior_std.astype(np.float64)) ** 2
         H = np.empty((n * n, n * n))
         for j in range(n * n):
             e = np.zeros((n, n), np.float32)
@@ -163,7 +163,7 @@ def test_the_posterior_bound_is_a_lower_bound_of_the_exact_posterior_std():
         # the pixels as the exact posterior does.
         assert stats.spearmanr(std.ravel(), exact.ravel())[0] > 0.5
     assert (stds[1e5] < stds[1e3]).all()
-    assert (stds[1e3] <= 20.0 * 3.0**-0.5 + 1e-3).all()  # never above the prior's own s u
+    assert (stds[1e3] <= 20.0 * CONSISTENCY_PRIOR_SCALE + 1e-3).all()  # never above the prior's own s u
 
 
 def test_lowband_fusion_gives_back_the_priors_lesion_and_keeps_the_fine_texture(scan):

@@ -41,7 +41,10 @@ CONSISTENCY_ITERS: int = 8
 #: ``"diagonal"``: the separable quadratic surrogate's curvature alone (what sessions 12-16 ran,
 #: with 20 iterations, ``iters=20``).
 PRECONDITIONERS: tuple[str, ...] = ("circulant", "diagonal")
-CONSISTENCY_PRIOR_SCALE: float = 3.0**-0.5
+#: ``s``: the prior's standard deviation is ``s`` times its uncertainty map. 3^-0.5 until
+#: session 17; 0.7 since stage 1's calibration got view bands (session 18: chosen on the
+#: validation phantoms among 0.4-0.85, docs/METHOD.md).
+CONSISTENCY_PRIOR_SCALE: float = 0.7
 #: Floor of the prior's standard deviation (HU): no pixel is held by an infinitely sure prior.
 MIN_PRIOR_STD_HU: float = 1.0
 

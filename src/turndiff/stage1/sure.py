@@ -24,7 +24,13 @@ from .._checks import as_stack
 from ..errors import InputError
 from ..dose import ELECTRONIC_NOISE_STD, postlog_variance
 
-__all__ = ["apply_band_weights", "sure_band_weights", "sure_calibrate", "sure_mse"]
+__all__ = ["CALIBRATION_BANDS", "CALIBRATION_VIEW_BANDS", "apply_band_weights", "sure_band_weights", "sure_calibrate",
+           "sure_mse"]
+
+#: Bands of the SURE calibration along the detector frequency and along the view frequency
+#: (docs/METHOD.md, "SURE calibration": chosen on the validation phantoms).
+CALIBRATION_BANDS = 8
+CALIBRATION_VIEW_BANDS = 8
 
 
 def sure_mse(
@@ -100,6 +106,15 @@ def _band_index(n_freq: int, bands: int) -> np.ndarray:
     return np.minimum((np.arange(n_freq) * bands) // n_freq, bands - 1)
 
 
+def _band_grid(shape: tuple[int, int], bands: int, view_bands: int) -> np.ndarray:
+    """Band of every bin of a slice's ``rfft2`` ``[V, D // 2 + 1]``: ``view_bands`` equal-width
+    bands of ``|omega|`` along the views times ``bands`` along the detector, view-major."""
+    V, D = shape
+    kd = _band_index(D // 2 + 1, bands)
+    kv = np.minimum((np.abs(np.fft.fftfreq(V)) * 2 * view_bands).astype(int), view_bands - 1)
+    return kv[:, None] * bands + kd[None, :]
+
+
 def sure_band_weights(
     y: np.ndarray,
     f: np.ndarray,
@@ -107,12 +122,14 @@ def sure_band_weights(
     probe: np.ndarray,
     eps: float,
     bands: int,
+    view_bands: int = 1,
 ) -> np.ndarray:
-    """SURE-optimal weights ``beta_k`` of the denoiser's correction per detector-frequency band.
+    """SURE-optimal weights ``beta_k`` of the denoiser's correction per frequency band.
 
-    The blend is ``g = y + sum_k beta_k P_k (f(y) - y)``, ``P_k`` the projection on band
-    ``k`` of ``bands`` equal-width bands of ``|omega|`` along the detector (rows of one
-    slice ``[V, D]``). The bands are orthogonal, so SURE of ``g`` separates,
+    The blend is ``g = y + sum_k beta_k P_k (f(y) - y)``, ``P_k`` the projection of one slice
+    ``[V, D]`` on band ``k``: ``bands`` equal-width bands of ``|omega|`` along the detector
+    times ``view_bands`` along the views (1: detector frequency alone). The bands are
+    orthogonal, so SURE of ``g`` separates,
 
     ``SURE(beta) = sum_k [beta_k^2 R_k + 2 beta_k (D_k - T_k)] + const``,
 
@@ -121,6 +138,9 @@ def sure_band_weights(
     probe ``N(0, Sigma)``. The minimiser is ``beta_k = (T_k - D_k) / R_k``, clipped to
     ``[0, 1]``: 1 keeps the denoiser, 0 gives the band back its measured data. A denoiser
     trained at one dose over-smooths a cleaner scan; this undoes it without clean data.
+    View bands matter because a sinogram's signal is smooth along the views (the views
+    oversample the object) while its noise is white: the data are worth keeping at low
+    view frequencies and not at high ones, at every detector frequency.
 
     Parameters
     ----------
@@ -128,40 +148,44 @@ def sure_band_weights(
         Noisy slice, its denoised version, the denoised ``y + eps * probe``, the probe.
     eps : float
         Probe scale used for ``f_probe``.
-    bands : int
-        Number of frequency bands (>= 1).
+    bands, view_bands : int
+        Number of frequency bands along the detector and along the views (>= 1).
 
     Returns
     -------
-    array [bands]
-        Weights in ``[0, 1]``.
+    array [view_bands * bands]
+        Weights in ``[0, 1]``, view-major (``[bands]`` alone for one view band).
     """
-    n = y.shape[-1]
-    r = np.fft.rfft(f - y, n=n, axis=-1)
-    u = np.fft.rfft(probe, n=n, axis=-1)
-    d = np.fft.rfft((f_probe - f) / eps, n=n, axis=-1)
-    band = _band_index(r.shape[-1], bands)
-    mult = np.full(r.shape[-1], 2.0)  # rfft keeps one of each +-omega pair
+    shape = y.shape[-2:]
+    r = np.fft.rfft2(f - y, s=shape)
+    u = np.fft.rfft2(probe, s=shape)
+    d = np.fft.rfft2((f_probe - f) / eps, s=shape)
+    band = _band_grid(shape, bands, view_bands).ravel()
+    mult = np.full(r.shape[-1], 2.0)  # rfft keeps one of each +-omega pair along the detector
     mult[0] = 1.0
-    if n % 2 == 0:
+    if shape[-1] % 2 == 0:
         mult[-1] = 1.0
-    weights = np.ones(bands)
-    for k in range(bands):
-        m = (band == k) * mult
-        rk = float(np.sum(np.abs(r) ** 2 * m))
-        tk = float(np.sum(np.abs(u) ** 2 * m))
-        dk = float(np.sum((u.conj() * d).real * m))
-        if rk > 0:
-            weights[k] = float(np.clip((tk - dk) / rk, 0.0, 1.0))
-    return weights
+    n = bands * view_bands
+
+    def per_band(x: np.ndarray) -> np.ndarray:
+        return np.bincount(band, (x * mult).ravel(), minlength=n)
+
+    rk = per_band(np.abs(r) ** 2)
+    tk = per_band(np.abs(u) ** 2)
+    dk = per_band((u.conj() * d).real)
+    return np.where(rk > 0, np.clip((tk - dk) / np.where(rk > 0, rk, 1.0), 0.0, 1.0), 1.0)
 
 
-def apply_band_weights(y: np.ndarray, f: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``y + sum_k weights[k] P_k (f - y)`` for one slice ``[V, D]`` (see :func:`sure_band_weights`)."""
-    n = y.shape[-1]
-    r = np.fft.rfft(f - y, n=n, axis=-1)
-    r = r * np.asarray(weights)[_band_index(r.shape[-1], len(weights))]
-    return (y + np.fft.irfft(r, n=n, axis=-1)).astype(np.float32)
+def apply_band_weights(y: np.ndarray, f: np.ndarray, weights: np.ndarray, view_bands: int = 1) -> np.ndarray:
+    """``y + sum_k weights[k] P_k (f - y)`` for one slice ``[V, D]``, ``weights``
+    ``[view_bands * bands]`` view-major (see :func:`sure_band_weights`)."""
+    w = np.asarray(weights, np.float64).ravel()
+    if w.size % view_bands:
+        raise InputError(f"{w.size} weights do not split into {view_bands} view bands")
+    shape = y.shape[-2:]
+    r = np.fft.rfft2(f - y, s=shape)
+    r = r * w[_band_grid(shape, w.size // view_bands, view_bands)]
+    return (y + np.fft.irfft2(r, s=shape)).astype(np.float32)
 
 
 def sure_calibrate(
@@ -169,15 +193,16 @@ def sure_calibrate(
     sinogram: np.ndarray,
     photons: float,
     *,
-    bands: int = 8,
+    bands: int = CALIBRATION_BANDS,
+    view_bands: int = CALIBRATION_VIEW_BANDS,
     denoised: np.ndarray | None = None,
     electronic_std: float = ELECTRONIC_NOISE_STD,
     eps: float = 0.01,
     seed: int = 0,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Blend a denoiser's output with its input, per slice and detector-frequency band,
-    with the weights SURE finds best (:func:`sure_band_weights`); no clean data.
+    """Blend a denoiser's output with its input, per slice and frequency band (detector x
+    view frequency), with the weights SURE finds best (:func:`sure_band_weights`); no clean data.
 
     A stage-1 network trained at one dose removes the noise level it was trained on; on a
     cleaner scan that over-smooths. This gives each band back as much of the measured data
@@ -191,8 +216,8 @@ def sure_calibrate(
         Noisy post-log sinograms.
     photons : float
         ``I0`` of *this* scan (e.g. :func:`~turndiff.dose.estimate_photons`).
-    bands : int
-        Equal-width bands of detector frequency.
+    bands, view_bands : int
+        Equal-width bands of detector frequency and of view frequency.
     denoised : array, optional
         ``denoise(sinogram)`` if already computed.
     electronic_std, eps, seed
@@ -206,22 +231,24 @@ def sure_calibrate(
     -------
     blended : array, same shape as ``sinogram``
         float32 calibrated sinograms.
-    weights : array [N, bands]
-        The weight of the denoiser's correction per slice and band (1: kept).
+    weights : array [N, view_bands * bands]
+        The weight of the denoiser's correction per slice and band, view-major (1: kept).
     """
     y, squeeze = as_stack(sinogram, "sinogram", "V, D")
     if not (np.isfinite(photons) and photons > 0):
         raise InputError(f"photons must be a positive number, got {photons!r}")
-    if isinstance(bands, bool) or not isinstance(bands, int) or bands < 1:
-        raise InputError(f"bands must be a positive integer, got {bands!r}")
+    for name, v in (("bands", bands), ("view_bands", view_bands)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"{name} must be a positive integer, got {v!r}")
     f = np.asarray(denoise(y) if denoised is None else denoised, np.float32).reshape(y.shape)
     rng = np.random.default_rng(seed) if rng is None else rng
     out = np.empty_like(y, dtype=np.float32)
-    weights = np.ones((y.shape[0], bands))
+    weights = np.ones((y.shape[0], view_bands * bands))
     for i in range(y.shape[0]):
         var = postlog_variance(torch.from_numpy(f[i].astype(np.float64)), float(photons), electronic_std=electronic_std).numpy()
         probe = rng.standard_normal(var.shape) * np.sqrt(var)
         f_probe = np.asarray(denoise((y[i] + eps * probe)[None].astype(np.float32)), np.float64).reshape(var.shape)
-        weights[i] = sure_band_weights(y[i].astype(np.float64), f[i].astype(np.float64), f_probe, probe, eps, bands)
-        out[i] = apply_band_weights(y[i], f[i], weights[i])
+        weights[i] = sure_band_weights(y[i].astype(np.float64), f[i].astype(np.float64), f_probe, probe, eps, bands,
+                                       view_bands)
+        out[i] = apply_band_weights(y[i], f[i], weights[i], view_bands)
     return (out[0] if squeeze else out), weights
