@@ -66,7 +66,7 @@ class TurnDiffOutput:
     strategy: StrategyChoice
     photons_estimated: float | None = None
     seconds: dict = field(default_factory=dict)
-    calibration: np.ndarray | None = None
+    calibration: np.ndarray | None = None  # SURE weights [N, view bands * detector bands], view-major
     x_fused: np.ndarray | None = None  # the fused image before detail restoration (None without it)
     x_restored: np.ndarray | None = None  # the image before the data-consistency step (None without it)
     posterior_std: np.ndarray | None = None  # that step's posterior standard-deviation bound, HU (None without it)
@@ -296,8 +296,8 @@ class TurnDiffPipeline:
         seed
             Seed of the diffusion sampler.
         calibrate
-            Blend stage 1's output with the measured sinogram per detector-frequency band
-            with SURE's weights (:func:`turndiff.stage1.sure_calibrate`; no clean data).
+            Blend stage 1's output with the measured sinogram per band of detector x view
+            frequency with SURE's weights (:func:`turndiff.stage1.sure_calibrate`; no clean data).
             ``None`` (default): on when the input is at most ``CALIBRATE_MAX_NOISE_RATIO``
             times as noisy as the training scans (a denoiser over-smooths cleaner data;
             on noisier data SURE's Gaussian model was measured to cost, docs/METHOD.md).
