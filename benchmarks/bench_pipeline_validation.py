@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 
-import functools
 import re
 from pathlib import Path
 
 from _settings import parse_settings
 from turndiff.benchmark.data import make_dev_data
 from turndiff.metrics import evaluate
-import turndiff.pipeline
 from turndiff.pipeline import TurnDiffPipeline, fit
-from turndiff.stage1 import sure_calibrate
 from turndiff.stage1.sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS
 
 
@@ -69,9 +66,7 @@ def main() -> None:
     for model in models:
         pipe = TurnDiffPipeline.from_pretrained(model, device="cpu")
         for (bands, view_bands), d in ((lay, d) for lay in layouts for d in doses):
-            # The pipeline calls sure_calibrate with its defaults; this swaps the layout in.
-            turndiff.pipeline.sure_calibrate = functools.partial(sure_calibrate, bands=bands, view_bands=view_bands)
-            res = pipe(data.test_sinograms[d], seed=args.seed, progress=False,
+            res = pipe(data.test_sinograms[d], seed=args.seed, progress=False, calibration_bands=(bands, view_bands),
                        calibrate={"auto": None, "on": True, "off": False}[args.calibrate])
             cells = []
             for img in (res.image_hu, res.x0):

@@ -210,6 +210,9 @@ def test_stage1_calibration_follows_the_input_dose(tiny_model):
     assert not np.allclose(same.x0, off.x0)
     forced = pipe(data.test_sinograms[0.1], calibrate=True, progress=False)
     assert forced.calibration is not None
+    # The earlier layout on request: detector frequency alone, 8 weights, another x0.
+    old_layout = pipe(data.test_sinograms[0.25], calibration_bands=(8, 1), progress=False)
+    assert old_layout.calibration.shape == (2, 8) and not np.allclose(old_layout.x0, same.x0)
 
 
 def test_damaged_model_folders_give_one_line_errors(tiny_model, tmp_path):

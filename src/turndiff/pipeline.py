@@ -40,6 +40,7 @@ from .inference.detail import DETAIL_BLUR_PX, DETAIL_K, input_noise_std, restore
 from .inference.uncertainty import PRIOR_UNCERTAINTY_COEF, uncertainty_map
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
+from .stage1.sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS
 from .stage1.model import DEFAULT_SYMMETRIES
 from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_stage2
 from .stage2.train import recorrupted_images
@@ -232,6 +233,7 @@ class TurnDiffPipeline:
         probe_rng: np.random.Generator | None = None,
         progress: bool = True,
         need_photons: bool = True,
+        calibration_bands: tuple[int, int] | None = None,
     ) -> ProjectionPass:
         """Stage 1 of :meth:`__call__` alone, on post-log sinograms ``[N, V, D]``: ``x_ld``,
         the denoised line integrals (SURE-calibrated as ``calibrate`` says) and ``x0``.
@@ -252,8 +254,9 @@ class TurnDiffPipeline:
         if self.calibrates(i0_in, calibrate):
             # The estimator's bias cancels in the ratio; the training I0 is the known one.
             photons = float(self.stage1.photons) * i0_in / i0_train
+            bands, view_bands = calibration_bands or (CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS)
             y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
-                                         y, photons, denoised=y0, rng=probe_rng)
+                                         y, photons, denoised=y0, rng=probe_rng, bands=bands, view_bands=view_bands)
         x0 = fbp_hu_on(self.projector, y0, self.device)
         t["stage1"] = time.perf_counter() - t0
         return ProjectionPass(x_ld, x0, y0_raw, i0_in, weights, t)
@@ -280,6 +283,7 @@ class TurnDiffPipeline:
         lowband: bool = False,
         progress: bool = True,
         projection: ProjectionPass | None = None,
+        calibration_bands: tuple[int, int] | None = None,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
 
@@ -331,8 +335,12 @@ class TurnDiffPipeline:
             detectability (docs/METHOD.md, "The prior's low band from x0"). Off by default.
         projection
             Stage 1's pass on this ``sinogram`` (:meth:`project`), reused instead of running
-            stage 1 again; ``calibrate``, ``symmetries``, ``photons_input`` and ``probe_rng``
-            are then the pass's own and are not read.
+            stage 1 again; ``calibrate``, ``symmetries``, ``photons_input``, ``probe_rng`` and
+            ``calibration_bands`` are then the pass's own and are not read.
+        calibration_bands
+            ``(detector bands, view bands)`` of the SURE calibration (default
+            ``(CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS)``, 8 x 8; ``(8, 1)`` is the layout
+            before session 18, detector frequency alone).
         """
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
@@ -341,7 +349,8 @@ class TurnDiffPipeline:
         if projection is None:
             projection = self.project(y, calibrate=calibrate, symmetries=symmetries, photons_input=photons_input,
                                       probe_rng=probe_rng, progress=progress,
-                                      need_photons=strategy == "auto" or calibrate is not False)
+                                      need_photons=strategy == "auto" or calibrate is not False,
+                                      calibration_bands=calibration_bands)
         elif projection.x_ld.shape[0] != y.shape[0]:
             raise InputError(f"the projection pass has {projection.x_ld.shape[0]} slices, the sinogram {y.shape[0]}")
         t = dict(projection.seconds)
