@@ -210,6 +210,13 @@ def test_stage1_calibration_follows_the_input_dose(tiny_model):
     assert not np.allclose(same.x0, off.x0)
     forced = pipe(data.test_sinograms[0.1], calibrate=True, progress=False)
     assert forced.calibration is not None
+    # Stage 2 gets the uncalibrated stage-1 image it was trained on; the calibrated x0 is the output's.
+    from turndiff.inference import blend
+    from turndiff.pipeline import fbp_hu_on
+
+    raw_x0 = fbp_hu_on(pipe.projector, pipe.project(data.test_sinograms[0.25], progress=False).denoised, pipe.device)
+    np.testing.assert_allclose(same.x_prior, blend(same.x_ld, raw_x0, same.strategy), atol=1e-3)
+    assert not np.allclose(same.x0, raw_x0, atol=1e-2)
     # The earlier layout on request: detector frequency alone, 8 weights, another x0.
     old_layout = pipe(data.test_sinograms[0.25], calibration_bands=(8, 1), progress=False)
     assert old_layout.calibration.shape == (2, 8) and not np.allclose(old_layout.x0, same.x0)

@@ -364,6 +364,11 @@ class TurnDiffPipeline:
         x_prior = blend(x_ld, x0, choice)
         if self.stage2 is None:  # a stage-1-only model folder
             return TurnDiffOutput(x0, x_ld, x0, x_prior, None, None, choice, i0_in, t, weights)
+        if weights is not None:
+            # Stage 2 learnt from FBP of stage 1's *uncalibrated* output (fit_stage2), so it is
+            # given that image; the calibrated x0 serves the fusion and the data-consistency
+            # prior (session 18, validation phantoms: better in PSNR and SSIM at 25% and 50%).
+            x_prior = blend(x_ld, fbp_hu_on(self.projector, y0_raw, self.device), choice)
         t0 = time.perf_counter()
         x_d = self.stage2.sample(x_prior, steps=steps, strength=strength, seed=None if generator else seed,
                                  generator=generator, progress=progress, amp=self.device.type == "cuda")
