@@ -152,10 +152,15 @@ def test_train_and_denoise_projections_without_reference_data(tmp_path):
     sel = json.loads((tmp_path / "proj" / "config.json").read_text())["config"]["sure_selection"]
     assert [h["step"] for h in sel["history"]] == [1, 2, 2]  # steps 1, 2 and the final EMA weights
     assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
-    run("denoise-proj", str(tmp_path / "proj"), str(scan), "--out", str(tmp_path / "den.h5"))
-    with h5py.File(tmp_path / "den.h5") as f:
+    # The scan is the training data: auto mode SURE-calibrates (as `reconstruct` does); off does not.
+    assert "calibrated by SURE" in run("denoise-proj", str(tmp_path / "proj"), str(scan), "--out",
+                                       str(tmp_path / "den.h5"))
+    assert "calibrated" not in run("denoise-proj", str(tmp_path / "proj"), str(scan), "--out",
+                                   str(tmp_path / "raw.h5"), "--calibrate", "off")
+    with h5py.File(tmp_path / "den.h5") as f, h5py.File(tmp_path / "raw.h5") as r:
         assert f["sinogram"].shape == (2, 720, 92) and f["image_hu"].shape == (2, 64, 64)
         assert np.isfinite(f["image_hu"][()]).all()
+        assert not np.allclose(f["sinogram"][()], r["sinogram"][()])
 
 
 def test_outputs_never_destroy_user_data(tmp_path):

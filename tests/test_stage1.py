@@ -353,6 +353,48 @@ def test_view_bands_give_back_what_a_smoother_along_the_views_took():
         apply_band_weights(noisy, f, np.ones(10), 4)
 
 
+def test_denoise_calibrated_gives_the_data_back_where_the_network_blurred_it(monkeypatch):
+    """`ProjectionDenoiser.denoise_calibrated` (what `denoise-proj` and the pipeline run): on a
+    scan at the training dose it calibrates, and the FBP of the result beats both the network's
+    image and plain FBP (the short run's gain: docs/BENCHMARKS.md); a much noisier scan is left
+    uncalibrated in auto mode; a model without a record of its training I0 refuses `on`."""
+    from scipy.ndimage import uniform_filter1d
+
+    from turndiff.metrics import psnr
+    from turndiff.stage1 import ProjectionDenoiser
+    from turndiff.stage1.sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS
+
+    g = default_fan_geometry(64)
+    A = CTProjector(g)
+    clean = A.forward(ellipse_image(g))
+    photons = 2.5e4
+    noisy = np.stack([add_noise(clean, photons, rng=k) for k in range(2)]).astype(np.float32)
+    den = ProjectionDenoiser(ResidualDenoiser(1, features=(4, 4, 8, 8, 16, 4)),
+                             {"photons": photons, "photons_estimated": False,
+                              "photons_train_estimated": estimate_photons(noisy)})
+    # An over-smoother along the views stands in for a network: it removes the noise at high
+    # view frequencies and blurs the signal at low ones.
+    monkeypatch.setattr(den, "denoise", lambda s, **kw: uniform_filter1d(np.asarray(s), 41, axis=-2, mode="wrap"))
+    res = den.denoise_calibrated(noisy)
+    assert res.weights is not None and res.weights.shape == (2, CALIBRATION_BANDS * CALIBRATION_VIEW_BANDS)
+    np.testing.assert_array_equal(res.raw, den.denoise(noisy))
+    ref = A.fbp_hu(np.stack([clean] * 2))  # the best a sinogram denoiser can give FBP
+    score = lambda s: float(np.mean(psnr(A.fbp_hu(s), ref, window="soft")))
+    assert score(res.denoised) > max(score(res.raw), score(noisy)) + 0.8
+    # Auto leaves a scan 2x noisier than training alone; `calibrate=False` never calibrates.
+    noisier = np.stack([add_noise(clean, photons / 4, rng=k) for k in range(2)]).astype(np.float32)
+    assert den.denoise_calibrated(noisier).weights is None
+    assert den.denoise_calibrated(noisier, calibrate=True).weights is not None
+    off = den.denoise_calibrated(noisy, calibrate=False)
+    assert off.weights is None and np.array_equal(off.denoised, off.raw)
+    # A model saved before the record: auto is off, `on` is refused in one line.
+    old = ProjectionDenoiser(den.network, {"photons": photons, "photons_estimated": False})
+    monkeypatch.setattr(old, "denoise", den.denoise)
+    assert old.photons_train_estimated is None and old.denoise_calibrated(noisy).weights is None
+    with pytest.raises(InputError, match="training data's estimated I0"):
+        old.denoise_calibrated(noisy, calibrate=True)
+
+
 def test_sure_selection_survives_a_resume(tmp_path):
     """Issue 15, defect 7: the SURE scores and best weights seen before an interruption are
     kept in the run folder, so the resumed run selects among all of them."""

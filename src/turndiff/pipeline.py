@@ -39,8 +39,8 @@ from .inference.consistency import data_consistency
 from .inference.detail import DETAIL_BLUR_PX, DETAIL_K, input_noise_std, restore_detail
 from .inference.uncertainty import PRIOR_UNCERTAINTY_COEF, uncertainty_map
 from .physics import CTProjector, Geometry, geometry_from_json
-from .stage1 import ProjectionDenoiser, Stage1Config, sure_calibrate, train_projection_denoiser
-from .stage1.sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS
+from .stage1 import ProjectionDenoiser, Stage1Config, train_projection_denoiser
+from .stage1.sure import CALIBRATE_MAX_NOISE_RATIO, calibration_applies  # noqa: F401  (documented here before)
 from .stage1.model import DEFAULT_SYMMETRIES
 from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_stage2
 from .stage2.train import recorrupted_images
@@ -108,9 +108,6 @@ class ProjectionPass:
     seconds: dict = field(default_factory=dict)
 
 
-#: ``calibrate=None`` turns the SURE calibration of stage 1 on up to this input-to-training
-#: noise ratio (validation phantoms: it gained at 25%, 50% and 75% dose, lost 0.17 dB at 10%).
-CALIBRATE_MAX_NOISE_RATIO: float = 1.25
 
 
 def fbp_hu_on(projector: CTProjector, sinogram: np.ndarray, device: torch.device, batch: int = 8) -> np.ndarray:
@@ -211,10 +208,7 @@ class TurnDiffPipeline:
     def calibrates(self, photons_input: float | None, calibrate: bool | None) -> bool:
         """Whether :meth:`__call__` runs the SURE calibration for an input of estimated
         ``I0`` ``photons_input`` (see its ``calibrate``)."""
-        i0_train = self.info.get("photons_train_estimated")
-        if calibrate is False or not photons_input or not i0_train:
-            return False
-        return bool(calibrate) or float(np.sqrt(i0_train / photons_input)) <= CALIBRATE_MAX_NOISE_RATIO
+        return calibration_applies(photons_input, self.info.get("photons_train_estimated"), calibrate)
 
     def check_sampler(self, steps: int | None, strength: float | None) -> None:
         """Raise :class:`InputError` now if stage 2 cannot sample with ``steps`` and
@@ -245,18 +239,11 @@ class TurnDiffPipeline:
         x_ld = fbp_hu_on(self.projector, y, self.device)
         t["fbp"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        y0 = y0_raw = self.stage1.denoise(y, device=self.device, progress=progress, symmetries=symmetries)
-        i0_train = self.info.get("photons_train_estimated")
-        i0_in = None
-        if need_photons or calibrate is not False:
-            i0_in = float(photons_input) if photons_input is not None else estimate_photons(y)
-        weights = None
-        if self.calibrates(i0_in, calibrate):
-            # The estimator's bias cancels in the ratio; the training I0 is the known one.
-            photons = float(self.stage1.photons) * i0_in / i0_train
-            bands, view_bands = calibration_bands or (CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS)
-            y0, weights = sure_calibrate(lambda s: self.stage1.denoise(s, device=self.device, symmetries=symmetries),
-                                         y, photons, denoised=y0, rng=probe_rng, bands=bands, view_bands=view_bands)
+        cal = self.stage1.denoise_calibrated(
+            y, calibrate=calibrate, photons_input=photons_input, need_photons=need_photons,
+            photons_train_estimated=self.info.get("photons_train_estimated"), device=self.device, progress=progress,
+            symmetries=symmetries, probe_rng=probe_rng, bands=calibration_bands)
+        y0_raw, y0, weights, i0_in = cal.raw, cal.denoised, cal.weights, cal.photons_input
         x0 = fbp_hu_on(self.projector, y0, self.device)
         t["stage1"] = time.perf_counter() - t0
         return ProjectionPass(x_ld, x0, y0_raw, i0_in, weights, t)

@@ -93,10 +93,16 @@ def _cleanup(run_dir) -> None:
 @click.argument("model_dir", metavar="DIR", type=click.Path(file_okay=False))
 @click.argument("input", metavar="IN.h5", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .h5 file.")
+@click.option("--calibrate", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Blend the network's correction with the data per frequency band as SURE finds best for this "
+                   "scan (no clean data; one more network pass); auto: on unless the scan is much noisier than "
+                   "the training data.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @overwrite_option
-def denoise_proj(model_dir, input, out, device, overwrite) -> None:
-    """Denoise the `sinogram` of IN.h5 with a stage-1 model; writes `sinogram` and its FBP `image_hu`."""
+def denoise_proj(model_dir, input, out, calibrate, device, overwrite) -> None:
+    """Denoise the `sinogram` of IN.h5 with a stage-1 model; writes `sinogram` and its FBP `image_hu`.
+
+    By default the network's output is SURE-calibrated to the scan, as `reconstruct` does."""
     from ..io import read_sinogram_h5, write_h5
     from ..physics import CTProjector
     from ..stage1 import ProjectionDenoiser
@@ -106,7 +112,12 @@ def denoise_proj(model_dir, input, out, device, overwrite) -> None:
     sino, attrs = read_sinogram_h5(input)
     check_geometry_matches(model.info.get("geometry"), attrs, input)
     g = geometry_of(attrs, input)
-    y0 = model.denoise(sino, device=device, progress=True)
+    res = model.denoise_calibrated(sino, calibrate={"auto": None, "on": True, "off": False}[calibrate],
+                                   device=device, progress=True)
+    y0 = res.denoised
+    if res.weights is not None:
+        click.echo(f"calibrated by SURE: mean weight of the network's correction {float(res.weights.mean()):.2f}",
+                   err=True)
     hu = CTProjector(g).fbp_hu(y0)
     write_h5(out, {"sinogram": y0, "image_hu": hu}, geometry_json=g.to_json(), photons=attrs.get("photons"),
              source=f"turndiff denoise-proj of {input}")

@@ -24,8 +24,10 @@ from .objective import CSSSObjective, RecorruptedObjective, SureObjective
 from ..dose import estimate_photons
 from .similarity import SimilarityConfig
 from .subsample import CELLS, pad_even
+from .sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS, calibration_applies, sure_calibrate
 
-__all__ = ["Stage1Config", "ProjectionDenoiser", "train_projection_denoiser", "AUGMENTS", "SYMMETRIES", "STAGE1_PRESETS"]
+__all__ = ["Stage1Config", "ProjectionDenoiser", "CalibratedDenoising", "train_projection_denoiser", "AUGMENTS",
+           "SYMMETRIES", "STAGE1_PRESETS"]
 
 # Training flips of a sinogram crop [views, detector] (dims to flip). A full-scan fan
 # sinogram of the mirrored object is the original with the views reversed *and* the
@@ -183,6 +185,16 @@ class Stage1Config:
         return cls(**d)
 
 
+@dataclass
+class CalibratedDenoising:
+    """What :meth:`ProjectionDenoiser.denoise_calibrated` returns (line integrals ``[N, V, D]``)."""
+
+    raw: np.ndarray  # the network's output
+    denoised: np.ndarray  # SURE-calibrated (``raw`` itself when not calibrated)
+    weights: np.ndarray | None  # SURE weights [N, view bands * detector bands], view-major; None: not calibrated
+    photons_input: float | None  # the input's estimated I0 (None when nothing needed it)
+
+
 class ProjectionDenoiser:
     """A trained stage-1 network with what it needs to be used: ``denoise(sinogram)``.
 
@@ -235,6 +247,51 @@ class ProjectionDenoiser:
                 out[i : i + step] = (acc / len(flips))[:, 0].cpu().numpy()
                 bar.update(len(t))
         return out[0] if squeeze else out
+
+    @property
+    def photons_train_estimated(self) -> float | None:
+        """``I0`` of the training data as :func:`~turndiff.dose.estimate_photons` finds it
+        (None for a model saved before it was recorded, unless its ``I0`` was estimated)."""
+        v = self.info.get("photons_train_estimated")
+        if v is None and self.info.get("photons_estimated"):
+            v = self.info.get("photons")
+        return None if v is None else float(v)
+
+    def denoise_calibrated(
+        self, sinogram: np.ndarray, *, calibrate: bool | None = None, photons_input: float | None = None,
+        photons_train_estimated: float | None = None, need_photons: bool = False,
+        device: str | torch.device = "auto", progress: bool = False, symmetries: str = DEFAULT_SYMMETRIES,
+        probe_rng: np.random.Generator | None = None, bands: tuple[int, int] | None = None,
+    ) -> CalibratedDenoising:
+        """Denoise, then blend the network's correction with the measured data per frequency band
+        with the weights SURE finds best for this scan (:func:`~turndiff.stage1.sure_calibrate`;
+        no clean data; one more network pass).
+
+        ``calibrate``: True / False forces it; None (auto) calibrates an input up to
+        :data:`~turndiff.stage1.sure.CALIBRATE_MAX_NOISE_RATIO` times noisier than the training
+        data. The input's ``I0`` is ``photons_input`` or estimated from it; the calibration's
+        noise model is the training ``I0`` scaled by the ratio of the two estimates (the
+        estimator's bias cancels). ``photons_train_estimated`` overrides the model's record of
+        its training data's estimate. ``bands``: (detector, view) bands of the grid.
+        """
+        y, squeeze = as_stack(sinogram, "sinogram", "V, D")
+        raw = self.denoise(y, device=device, progress=progress, symmetries=symmetries)
+        i0_train = photons_train_estimated or self.photons_train_estimated
+        i0_in = None
+        if need_photons or calibrate is not False:
+            i0_in = float(photons_input) if photons_input is not None else estimate_photons(y)
+        if calibrate and not i0_train:
+            raise InputError("this stage-1 model does not record its training data's estimated I0 "
+                             "(saved before it was); retrain it or turn the calibration off")
+        out, weights = raw, None
+        if calibration_applies(i0_in, i0_train, calibrate):
+            d, v = bands or (CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS)
+            out, weights = sure_calibrate(lambda s: self.denoise(s, device=device, symmetries=symmetries), y,
+                                          self.photons * i0_in / i0_train, denoised=raw, rng=probe_rng, bands=d,
+                                          view_bands=v)
+        if squeeze:
+            raw, out = raw[0], out[0]
+        return CalibratedDenoising(raw, out, weights, i0_in)
 
     # -------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -385,6 +442,8 @@ def train_projection_denoiser(
     info = {
         "photons": i0,
         "photons_estimated": photons is None,
+        # The calibration compares it with an input's estimate, so that the estimator's bias cancels.
+        "photons_train_estimated": i0 if photons is None else float(estimate_photons(y)),
         "geometry": geometry_json,
         "stage1": cfg.to_dict(),
         "train_seconds": float(getattr(result, "seconds", time.time() - t0)),
