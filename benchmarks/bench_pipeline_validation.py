@@ -8,7 +8,8 @@ Run::
 
 MODEL_DIR: a TurnDiff model folder (e.g. ``BENCH_OUT/runs/turndiff/model``). For each model
 and dose, reconstructs the validation phantoms with the pipeline's defaults and prints the
-soft-window PSNR / SSIM inside the body of TurnDiff's output and of its calibrated x0. A
+soft-window PSNR / SSIM inside the body of TurnDiff's output, of its calibrated x0 and of
+x~0 (the diffusion's output). A
 stage-1 choice is judged here, through the whole pipeline, not through FBP(f(y)) alone
 (session 16: a checkpoint selection that gained 0.49 dB in FBP(f(y)) lost 0.19 dB here).
 References are used for evaluation only; ``make_dev_data`` refuses the test seeds.
@@ -62,14 +63,15 @@ def main() -> None:
             pipe.save_pretrained(folder / "model")
         models.append(str(folder / "model"))
     layouts = [tuple(int(v) for v in text.split("x")) for text in args.layouts.split(",")]
-    print("| model | calibration bands | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft |\n|---|---|---|---|---|")
+    print("| model | calibration bands | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft | x~0 PSNR / SSIM soft |\n"
+          "|---|---|---|---|---|---|")
     for model in models:
         pipe = TurnDiffPipeline.from_pretrained(model, device="cpu")
         for (bands, view_bands), d in ((lay, d) for lay in layouts for d in doses):
             res = pipe(data.test_sinograms[d], seed=args.seed, progress=False, calibration_bands=(bands, view_bands),
                        calibrate={"auto": None, "on": True, "off": False}[args.calibrate])
             cells = []
-            for img in (res.image_hu, res.x0):
+            for img in (res.image_hu, res.x0, res.x_diffusion):
                 e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
                 cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}")
             print(f"| {model} | {bands}x{view_bands} | {d:.0%} | {' | '.join(cells)} |", flush=True)
