@@ -41,7 +41,7 @@ def main() -> None:
     for d in (float(v) for v in args.doses.split(",")):
         y = data.test_sinograms[d]
         proj = pipe.project(y, progress=False)
-        x0 = {"cal": proj.x0, "raw": fbp_hu_on(pipe.projector, proj.denoised, pipe.device)}
+        x0 = {"cal": proj.x0, "raw": proj.x0_uncalibrated}
         choice = choose_strategy("auto", None, photons_input=proj.photons,
                                  photons_train=pipe.info["photons_train_estimated"])
         sigma = input_noise_std(y, lambda s: fbp_hu_on(pipe.projector, s, pipe.device), photons=proj.photons,

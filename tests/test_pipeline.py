@@ -76,8 +76,17 @@ def test_a_reused_projection_pass_gives_the_reconstruction_of_a_fresh_call(tiny_
             out = pipe(sino, seed=2, progress=False, projection=proj, **dict(kw))
             np.testing.assert_allclose(out.x0, ref.x0, atol=1e-4)
             np.testing.assert_allclose(out.image_hu, ref.image_hu, atol=0.05)
+        # The diffusion's draw reused: what follows it is the fresh call's, and stage 2 does not run.
+        sample = pipe.stage2.sample
+        pipe.stage2.sample = lambda *a, **k: (_ for _ in ()).throw(AssertionError("stage 2 ran again"))
+        out = pipe(sino, seed=2, progress=False, projection=proj, restore=False,
+                   x_diffusion=fresh[()].x_diffusion)
+        np.testing.assert_allclose(out.image_hu, fresh[(("restore", False),)].image_hu, atol=0.05)
+        with pytest.raises(InputError, match="x_diffusion is"):
+            pipe(sino, progress=False, projection=proj, x_diffusion=fresh[()].x_diffusion[:1])
     finally:
         pipe.stage1.denoise = denoise
+        pipe.stage2.sample = sample
     with pytest.raises(InputError, match="projection pass has 2 slices"):
         pipe(sino[:1], progress=False, projection=proj)
 

@@ -106,6 +106,12 @@ class ProjectionPass:
     photons: float | None  # the input's estimated I0 (None when nothing needed it)
     calibration: np.ndarray | None  # SURE calibration weights (None: not calibrated)
     seconds: dict = field(default_factory=dict)
+    x0_raw: np.ndarray | None = None  # FBP of ``denoised``, HU [N, H, W] (None: ``x0`` is it, uncalibrated)
+
+    @property
+    def x0_uncalibrated(self) -> np.ndarray:
+        """FBP of stage 1's output before the calibration: the image stage 2 was trained on."""
+        return self.x0 if self.x0_raw is None else self.x0_raw
 
 
 
@@ -245,8 +251,9 @@ class TurnDiffPipeline:
             symmetries=symmetries, probe_rng=probe_rng, bands=calibration_bands)
         y0_raw, y0, weights, i0_in = cal.raw, cal.denoised, cal.weights, cal.photons_input
         x0 = fbp_hu_on(self.projector, y0, self.device)
+        x0_raw = None if weights is None else fbp_hu_on(self.projector, y0_raw, self.device)
         t["stage1"] = time.perf_counter() - t0
-        return ProjectionPass(x_ld, x0, y0_raw, i0_in, weights, t)
+        return ProjectionPass(x_ld, x0, y0_raw, i0_in, weights, t, x0_raw)
 
     def __call__(
         self,
@@ -271,6 +278,7 @@ class TurnDiffPipeline:
         progress: bool = True,
         projection: ProjectionPass | None = None,
         calibration_bands: tuple[int, int] | None = None,
+        x_diffusion: np.ndarray | None = None,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
 
@@ -324,6 +332,11 @@ class TurnDiffPipeline:
             Stage 1's pass on this ``sinogram`` (:meth:`project`), reused instead of running
             stage 1 again; ``calibrate``, ``symmetries``, ``photons_input``, ``probe_rng`` and
             ``calibration_bands`` are then the pass's own and are not read.
+        x_diffusion
+            Stage 2's output for this input (a previous result's ``x_diffusion``, made with
+            the same ``projection``, strategy and sampler settings), reused instead of
+            sampling again: fusions, restoration and data consistency can then be compared
+            on one draw of the diffusion (the benchmark's ablations do).
         calibration_bands
             ``(detector bands, view bands)`` of the SURE calibration (default
             ``(CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS)``, 8 x 8; ``(8, 1)`` is the layout
@@ -355,10 +368,17 @@ class TurnDiffPipeline:
             # Stage 2 learnt from FBP of stage 1's *uncalibrated* output (fit_stage2), so it is
             # given that image; the calibrated x0 serves the fusion and the data-consistency
             # prior (session 18, validation phantoms: better in PSNR and SSIM at 25% and 50%).
-            x_prior = blend(x_ld, fbp_hu_on(self.projector, y0_raw, self.device), choice)
+            raw = projection.x0_raw
+            raw = fbp_hu_on(self.projector, y0_raw, self.device) if raw is None else raw  # a hand-made pass
+            x_prior = blend(x_ld, raw, choice)
         t0 = time.perf_counter()
-        x_d = self.stage2.sample(x_prior, steps=steps, strength=strength, seed=None if generator else seed,
-                                 generator=generator, progress=progress, amp=self.device.type == "cuda")
+        if x_diffusion is not None:
+            x_d = np.asarray(x_diffusion, np.float32)
+            if x_d.shape != x_prior.shape:
+                raise InputError(f"x_diffusion is {list(x_d.shape)}, the input's images {list(x_prior.shape)}")
+        else:
+            x_d = self.stage2.sample(x_prior, steps=steps, strength=strength, seed=None if generator else seed,
+                                     generator=generator, progress=progress, amp=self.device.type == "cuda")
         t["stage2"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if fusion == "pixel":

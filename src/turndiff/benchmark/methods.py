@@ -26,7 +26,7 @@ import numpy as np
 from ..baselines import BASELINES
 from ..inference import global_fusion
 from ..masks import body_mask
-from ..pipeline import fbp_hu_on, fit
+from ..pipeline import fit
 from ..stage1 import Stage1Config, train_projection_denoiser
 from ..stage2 import sample_spread
 from .data import BenchData
@@ -260,16 +260,16 @@ class TurnDiffAblations(BenchMethod):
                                                   projection=proj).image_hu
             imgs["global fusion 0.5"][d] = global_fusion(res.x_diffusion, res.x0, 0.5)
             imgs["global fusion 1"][d] = global_fusion(res.x_diffusion, res.x0, 1.0)
-            imgs["no detail restoration"][d] = pipe(sino, seed=seed, restore=False, progress=False,
-                                                    projection=proj).image_hu
-            imgs["low band from x0 (--lowband)"][d] = pipe(sino, seed=seed, lowband=True, progress=False,
-                                                           projection=proj).image_hu
+            # These change only what follows the diffusion: its draw is reused, not sampled again.
+            same_draw = dict(seed=seed, progress=False, projection=proj, x_diffusion=res.x_diffusion)
+            imgs["no detail restoration"][d] = pipe(sino, restore=False, **same_draw).image_hu
+            imgs["low band from x0 (--lowband)"][d] = pipe(sino, lowband=True, **same_draw).image_hu
             imgs["no data consistency"][d] = res.x_restored
             imgs["fusion output (no restoration, no data consistency)"][d] = res.x_fused
             # Stage 1's own output, without the calibration's blend (the pass keeps it).
-            plain_proj = replace(proj, x0=fbp_hu_on(pipe.projector, proj.denoised, pipe.device),
-                                 calibration=None)
-            plain = pipe(sino, seed=seed, progress=False, projection=plain_proj)
+            # Stage 2 gets the uncalibrated x0 either way, so the diffusion's draw is the same too.
+            plain_proj = replace(proj, x0=proj.x0_uncalibrated, x0_raw=None, calibration=None)
+            plain = pipe(sino, **{**same_draw, "projection": plain_proj})
             imgs["no SURE calibration"][d] = plain.image_hu
             imgs["x0, no SURE calibration"][d] = plain.x0
         out = {k: Result(v, fitted["train_seconds"], float("nan"), fitted["peak_mb"]) for k, v in imgs.items()}
