@@ -161,6 +161,17 @@ def test_train_and_denoise_projections_without_reference_data(tmp_path):
         assert f["sinogram"].shape == (2, 720, 92) and f["image_hu"].shape == (2, 64, 64)
         assert np.isfinite(f["image_hu"][()]).all()
         assert not np.allclose(f["sinogram"][()], r["sinogram"][()])
+    # A model saved before the record: auto says why it does not calibrate; `on` is refused.
+    cfg = tmp_path / "proj" / "config.json"
+    doc = json.loads(cfg.read_text())
+    doc["config"].pop("photons_train_estimated")
+    doc["config"]["photons_estimated"] = False
+    cfg.write_text(json.dumps(doc))
+    assert "not calibrated: the model does not record" in run(
+        "denoise-proj", str(tmp_path / "proj"), str(scan), "--out", str(tmp_path / "old.h5"))
+    err = run("denoise-proj", str(tmp_path / "proj"), str(scan), "--out", str(tmp_path / "old_on.h5"),
+              "--calibrate", "on", expect=2)
+    assert "estimated I0" in err and err.count("\n") == 1 and not (tmp_path / "old_on.h5").exists()
 
 
 def test_outputs_never_destroy_user_data(tmp_path):

@@ -118,6 +118,11 @@ def denoise_proj(model_dir, input, out, calibrate, device, overwrite) -> None:
     if res.weights is not None:
         click.echo(f"calibrated by SURE: mean weight of the network's correction {float(res.weights.mean()):.2f}",
                    err=True)
+    elif calibrate == "auto":
+        why = ("the model does not record its training data's estimated I0 (saved before it was; retrain to "
+               "calibrate)" if model.photons_train_estimated is None else
+               "the scan is much noisier than the training data (--calibrate on forces it)")
+        click.echo(f"not calibrated: {why}", err=True)
     hu = CTProjector(g).fbp_hu(y0)
     write_h5(out, {"sinogram": y0, "image_hu": hu}, geometry_json=g.to_json(), photons=attrs.get("photons"),
              source=f"turndiff denoise-proj of {input}")

@@ -275,14 +275,14 @@ class ProjectionDenoiser:
         its training data's estimate. ``bands``: (detector, view) bands of the grid.
         """
         y, squeeze = as_stack(sinogram, "sinogram", "V, D")
-        raw = self.denoise(y, device=device, progress=progress, symmetries=symmetries)
         i0_train = photons_train_estimated or self.photons_train_estimated
+        if calibrate and not i0_train:  # before the network runs: fail fast
+            raise InputError("this stage-1 model does not record its training data's estimated I0 "
+                             "(saved before it was); retrain it or turn the calibration off")
+        raw = self.denoise(y, device=device, progress=progress, symmetries=symmetries)
         i0_in = None
         if need_photons or calibrate is not False:
             i0_in = float(photons_input) if photons_input is not None else estimate_photons(y)
-        if calibrate and not i0_train:
-            raise InputError("this stage-1 model does not record its training data's estimated I0 "
-                             "(saved before it was); retrain it or turn the calibration off")
         out, weights = raw, None
         if calibration_applies(i0_in, i0_train, calibrate):
             d, v = bands or (CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS)
