@@ -106,7 +106,9 @@ class ProjectionPass:
     photons: float | None  # the input's estimated I0 (None when nothing needed it)
     calibration: np.ndarray | None  # SURE calibration weights (None: not calibrated)
     seconds: dict = field(default_factory=dict)
-    x0_raw: np.ndarray | None = None  # FBP of ``denoised``, HU [N, H, W] (None: ``x0`` is it, uncalibrated)
+    # FBP of ``denoised``, HU [N, H, W]: :meth:`TurnDiffPipeline.project` sets it whenever it
+    # calibrates (None: ``x0`` is uncalibrated and is it).
+    x0_raw: np.ndarray | None = None
 
     @property
     def x0_uncalibrated(self) -> np.ndarray:
@@ -361,16 +363,12 @@ class TurnDiffPipeline:
         i0_train = self.info.get("photons_train_estimated")
         choice = choose_strategy(strategy, lam, photons_input=i0_in if strategy == "auto" else None,
                                  photons_train=i0_train)
-        x_prior = blend(x_ld, x0, choice)
         if self.stage2 is None:  # a stage-1-only model folder
-            return TurnDiffOutput(x0, x_ld, x0, x_prior, None, None, choice, i0_in, t, weights)
-        if weights is not None:
-            # Stage 2 learnt from FBP of stage 1's *uncalibrated* output (fit_stage2), so it is
-            # given that image; the calibrated x0 serves the fusion and the data-consistency
-            # prior (session 18, validation phantoms: better in PSNR and SSIM at 25% and 50%).
-            raw = projection.x0_raw
-            raw = fbp_hu_on(self.projector, y0_raw, self.device) if raw is None else raw  # a hand-made pass
-            x_prior = blend(x_ld, raw, choice)
+            return TurnDiffOutput(x0, x_ld, x0, blend(x_ld, x0, choice), None, None, choice, i0_in, t, weights)
+        # Stage 2 learnt from FBP of stage 1's *uncalibrated* output (fit_stage2), so it is
+        # given that image; the calibrated x0 serves the fusion and the data-consistency
+        # prior (session 18, validation phantoms: better in PSNR and SSIM at 25% and 50%).
+        x_prior = blend(x_ld, projection.x0_uncalibrated, choice)
         t0 = time.perf_counter()
         if x_diffusion is not None:
             x_d = np.asarray(x_diffusion, np.float32)
