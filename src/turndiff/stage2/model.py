@@ -14,7 +14,7 @@ diffusion); why MONAI's own ``step`` cannot do that is in :mod:`turndiff.stage2.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,8 @@ class LatentDiffusion(torch.nn.Module):
         batch_size: int = 8,
         amp: bool = True,
         progress: bool = False,
+        guidance: Callable[[int, slice, np.ndarray], np.ndarray] | None = None,
+        guidance_steps: Sequence[int] = (-1,),
     ) -> np.ndarray:
         """Sample x~0 conditioned on ``condition_hu`` with DDIM (partial diffusion).
 
@@ -283,6 +285,17 @@ class LatentDiffusion(torch.nn.Module):
             bf16 autocast on CUDA (ignored on CPU).
         progress : bool
             tqdm bar over batches.
+        guidance : callable, optional
+            Measurement guidance (as in decomposed diffusion sampling, Chung et al. 2023):
+            ``guidance(k, slices, x0_hat)`` gets the step index ``k``, the slices of the
+            input in this batch (a ``slice`` of its first axis) and the decoded clean-image
+            prediction of the step, float32 HU ``[B, H, W]``, and returns a corrected image
+            of the same shape (e.g. :func:`turndiff.inference.consistency.data_consistency`
+            on the slices' sinograms). Its latent replaces the prediction, and the step's
+            noise estimate is recomputed from it. Default: none (the plain sampler).
+        guidance_steps : sequence of int
+            Indices into the DDIM steps at which ``guidance`` runs (negative from the end;
+            default ``(-1,)``: the last step, whose prediction is the output).
 
         Returns
         -------
@@ -301,6 +314,13 @@ class LatentDiffusion(torch.nn.Module):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         timesteps = sampling_timesteps(cfg, steps, strength=strength, start_step=start_step)
+        n_steps = len(timesteps)
+        guided = set()
+        if guidance is not None:
+            for k in guidance_steps:
+                if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -n_steps <= k < n_steps:
+                    raise InputError(f"guidance_steps must be step indices in [-{n_steps}, {n_steps - 1}], got {k!r}")
+                guided.add(int(k) % n_steps)
         if generator is None:
             if seed is None:
                 raise InputError("give a seed or a generator")
@@ -339,6 +359,8 @@ class LatentDiffusion(torch.nn.Module):
                         t_batch = torch.full((hi - lo,), t, device=device, dtype=torch.long)
                         output = self.denoise(z, t_batch, feats).float()
                         z0, eps = self.scheduler.split_prediction(z, t_batch, output, z_cond)
+                        if k in guided:
+                            z0, eps = self._guide(guidance, k, slice(lo, hi), z, z0, t_batch, (h, w))
                         t_prev = int(timesteps[k + 1]) if k + 1 < len(timesteps) else -1
                         z = self.scheduler.step(z0, eps, t, t_prev, eta, gens)
                     image = self.decode(z).float()
@@ -347,6 +369,20 @@ class LatentDiffusion(torch.nn.Module):
             self.train(was_training)
         result = out.numpy()
         return result[0] if squeeze else result
+
+    def _guide(self, guidance, k: int, slices: slice, z: torch.Tensor, z0: torch.Tensor, t: torch.Tensor,
+               size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z0, eps)`` of one guided step: the decoded prediction through ``guidance``,
+        encoded again, and the noise estimate that goes with it at ``t``."""
+        h, w = size
+        x0_hat = self.to_hu(self.decode(z0).float()[:, 0, :h, :w]).cpu().numpy()
+        fixed = np.asarray(guidance(k, slices, x0_hat), np.float32)
+        if fixed.shape != x0_hat.shape or not np.isfinite(fixed).all():
+            raise InputError(f"guidance returned {fixed.dtype} {list(fixed.shape)} with non-finite values or "
+                             f"the wrong shape; expected finite {list(x0_hat.shape)}")
+        img, _ = self._pad(self.to_unit(torch.from_numpy(fixed)[:, None]).to(z.device))
+        z0 = self.encode(img).float()
+        return z0, self.scheduler.noise_of(z, t, z0)
 
     @torch.no_grad()
     def reconstruct(self, images_hu: np.ndarray | torch.Tensor, *, batch_size: int = 8) -> np.ndarray:

@@ -128,6 +128,12 @@ class PartialDDIMScheduler(torch.nn.Module):
             return output, (noisy_latent - a * output) / b.clamp_min(1e-8)
         return a * noisy_latent - b * output, a * output + b * noisy_latent
 
+    def noise_of(self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        """The noise ``eps`` with ``add_noise(z0, eps, timesteps) == noisy_latent``: what a
+        step goes on with when its clean-latent estimate ``z0`` was replaced (guidance)."""
+        ab = self._ab(timesteps, noisy_latent.ndim).to(noisy_latent.dtype)
+        return (noisy_latent - ab.sqrt() * z0) / (1 - ab).sqrt().clamp_min(1e-8)
+
     def step(self, z0: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, eta: float = 0.0,
              generators: Sequence[torch.Generator] = ()) -> torch.Tensor:
         """One DDIM update from ``t`` to ``t_prev`` (``t_prev < 0``: the end, returns ``z0``).
