@@ -132,7 +132,7 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     # The inference ablations (on the default reconstruction's stage-1 pass) and the retrained stage 1s.
     assert {"no tunable strategy", "no detail restoration", "no SURE calibration", "x0, no SURE calibration",
             "low band from x0 (--lowband)", "no data consistency", "stage 1: paper CSSS (2x2 cells)"} <= set(q)
-    assert {"stage 1: no ramp weighting", "stage 1: CSSS view pairs"} <= set(q)
+    assert {"stage 1: no ramp weighting", "stage 1: CSSS view pairs", "no diffusion (x0 in place of x~0)"} <= set(q)
     psnr = {n: q[n]["0.25"]["soft"]["psnr"]["mean"] for n in q}
     assert psnr["no data consistency"] != psnr["TurnDiff"] and psnr["low band from x0 (--lowband)"] != psnr["TurnDiff"]
     soft = {n: {d: q[n][d]["soft"]["psnr"]["mean"] for d in ("0.25", "0.1")} for n in q}
