@@ -125,7 +125,7 @@ class PartialDDIMScheduler(torch.nn.Module):
                 if condition_latent is None:
                     raise ValueError("prediction_type 'residual' needs condition_latent")
                 output = condition_latent + output
-            return output, (noisy_latent - a * output) / b.clamp_min(1e-8)
+            return output, self.noise_of(noisy_latent, timesteps, output)
         return a * noisy_latent - b * output, a * output + b * noisy_latent
 
     def noise_of(self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
