@@ -9,11 +9,15 @@ Run::
 ``MODEL_DIR`` is the model a benchmark run saved (``BENCH_OUT/runs/turndiff/model``). Its
 stage 1 and autoencoder are kept; for every variant only the diffusion U-Net is
 retrained on the benchmark's 8 training slices (``Stage2Config`` overrides as JSON, e.g.
-``paper_condition='{"cond_noise_scale": [1, 1]}'``; with ``r2r_weight > 0`` the U-Net trains
-on recorrupted triples, :func:`turndiff.stage2.train.recorrupted_images`). Each variant prints one Markdown
+``paper_condition='{"cond_noise_scale": [1, 1]}'``; with ``r2r_weight > 0`` or the
+``"consistent"`` teacher the U-Net trains on recorrupted copies as ``fit`` does,
+:func:`turndiff.stage2.train.recorrupted_images`; ``'{"unet": {"teacher": "x0", "r2r_weight":
+100}}'`` is the model before session 21). Each variant prints one Markdown
 row: x~0 conditioned on ``x_ld`` and on the ``auto`` blend at 25% (PSNR / SSIM soft,
 gradient ratio all / edges / flat, inside the body), and the fused TurnDiff PSNR at 25%,
 10% and 50%, on 6 validation phantoms (``VALIDATION_SEED``; never the test slices).
+``--pipeline`` scores each variant through the whole pipeline instead (x~0 and TurnDiff's
+output, PSNR / SSIM, at 25%, 10% and 50%, the same stage-1 pass for every variant).
 ``--kappa`` instead evaluates the model itself on the validation phantoms for several
 ``auto`` noise fractions, and ``--fusion`` the pixel-fusion constants (one at a time
 around the defaults, with the diffusion output of the ``auto`` blend). The references
@@ -30,7 +34,7 @@ import numpy as np
 from turndiff.benchmark.data import make_dev_data
 from turndiff.inference import FusionConfig, blend, choose_strategy, pixel_fusion
 from turndiff.metrics import evaluate, gradient_ratios
-from turndiff.pipeline import TurnDiffPipeline
+from turndiff.pipeline import TurnDiffPipeline, consistent_teacher
 from turndiff.dose import estimate_photons
 from turndiff.stage2.config import legacy_changes
 from turndiff.stage2.train import recorrupted_images, train_latent_diffusion
@@ -44,13 +48,19 @@ def _row(x: np.ndarray, ref: np.ndarray) -> str:
             f"{g['flat']:.2f}")
 
 
+def _short(x: np.ndarray, ref: np.ndarray) -> str:
+    e = evaluate(x, ref, mask="body")["soft"]
+    return f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}"
+
+
 def _psnr(x: np.ndarray, ref: np.ndarray) -> str:
     return f"{evaluate(x, ref, mask='body')['soft']['psnr']['mean']:.2f}"
 
 
-def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
+def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = False) -> None:
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
     A = pipe.projector
+    passes = {d: pipe.project(data.test_sinograms[d], progress=False) for d in DOSES} if whole else {}
 
     def images(sino):
         return A.fbp_hu(sino), A.fbp_hu(pipe.stage1.denoise(sino))
@@ -65,21 +75,37 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int) -> None:
         test[d] = (ld, x0, blend(ld, x0, choice))
     ref = data.test_reference_hu
     ld, x0, prior = test[0.25]
-    print("| U-Net training | x~0, condition x_ld | x~0, condition auto blend | TurnDiff (fused) PSNR 25% / 10% / 50% |")
-    print("|---|---|---|---|")
-    print(f"| (x0 itself) | {_row(x0, ref)} | | |", flush=True)
+    if whole:
+        print("| U-Net training | " + " | ".join(f"x~0 {d:.0%} | TurnDiff {d:.0%}" for d in DOSES) + " |")
+        print("|---|" + "---|---|" * len(DOSES))
+        print("| (x0 itself, calibrated) | " + " | ".join(f"{_short(passes[d].x0, ref)} | " for d in DOSES) + " |")
+    else:
+        print("| U-Net training | x~0, condition x_ld | x~0, condition auto blend | TurnDiff (fused) PSNR 25% / 10% / 50% |")
+        print("|---|---|---|---|")
+        print(f"| (x0 itself) | {_row(x0, ref)} | | |", flush=True)
     base = pipe.stage2
     for spec in specs:
         name, _, text = spec.partition("=")
         cfg = base.config.replace(**legacy_changes(json.loads(text) if text else {}))
-        cond, teacher, target = tr_ld, tr_x0, None
-        if cfg.unet.r2r_weight > 0:
-            cond, teacher, target = recorrupted_images(
+        cond, teacher, target, prior = tr_ld, tr_x0, None, None
+        consistent = cfg.unet.teacher == "consistent"
+        if cfg.unet.r2r_weight > 0 or consistent:  # as fit_stage2 draws them
+            copies = recorrupted_images(
                 data.train_sinogram, float(pipe.stage1.photons), pipe.stage1.denoise, A.fbp_hu,
-                recorrupt=cfg.unet.r2r_recorrupt, copies=cfg.unet.r2r_copies, seed=0)
-        model, _ = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target,
+                recorrupt=cfg.unet.r2r_recorrupt, copies=cfg.unet.r2r_copies, seed=0,
+                teacher=(lambda y, f, i0: consistent_teacher(y, f, A, photons=i0)) if consistent else None)
+            cond, teacher, target = copies[0], copies[-1], copies[2] if cfg.unet.r2r_weight > 0 else None
+            prior = copies[1] if consistent else None
+        model, _ = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target, prior=prior,
                                           latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
                                           progress=False)
+        if whole:  # the whole pipeline with this U-Net (same stage-1 pass for every variant)
+            pipe.stage2 = model
+            outs = {d: pipe(data.test_sinograms[d], seed=0, progress=False, projection=passes[d]) for d in DOSES}
+            pipe.stage2 = base
+            print(f"| {name}, seed {seed} | " + " | ".join(
+                f"{_short(outs[d].x_diffusion, ref)} | {_short(outs[d].image_hu, ref)}" for d in DOSES) + " |", flush=True)
+            continue
         fused = [_psnr(pixel_fusion(model.sample(test[d][2], seed=0), test[d][1], test[d][0])[0], ref)
                  for d in DOSES]
         print(f"| {name}, seed {seed} | {_row(model.sample(ld, seed=0), ref)} | "
@@ -131,6 +157,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1, help="seed of the U-Net training (fit uses 1)")
     ap.add_argument("--kappa", default=None, help="comma-separated auto noise fractions to evaluate instead")
     ap.add_argument("--fusion", action="store_true", help="sweep the pixel-fusion constants instead")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="score each variant's x~0 and the whole pipeline's output at 25/10/50%% instead")
     args = ap.parse_args()
     pipe = TurnDiffPipeline.from_pretrained(args.model_dir, device="cpu")
     if args.fusion:
@@ -138,7 +166,7 @@ def main() -> None:
     elif args.kappa:
         kappas(pipe, [float(v) for v in args.kappa.split(",")])
     else:
-        variants(pipe, args.variant or ["saved config="], args.seed)
+        variants(pipe, args.variant or ["saved config="], args.seed, whole=args.pipeline)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ def test_presets_are_valid_and_json_round_trip() -> None:
         {"unet": {"max_train_strength": 0.4}, "sampler": {"strength": 0.5}},
         {"unet": {"crop": 20}},
         {"unet": {"cond_noise_scale": (1.5, 1.0)}},
+        {"unet": {"teacher": "clean"}},
         {"unet": {"nonsense": 1}},
         {"unet": {"train": {"iters": -3}}},
     ],
@@ -431,3 +432,50 @@ def test_recorrupted_triples_have_independent_noise_and_need_no_clean_data() -> 
     batch = {"x_ld": x_ld_u, "x0": x0_u, "t": torch.tensor([3, 80]), "noise": torch.randn(2, 2, 4, 4),
              "cond_scale": torch.ones(2), "target": x_ld_u}
     assert set(DiffusionObjective(model)(batch)[1]) == {"diffusion", "image", "r2r"}
+
+
+def test_a_teacher_of_the_recorrupted_copies_sees_y_plus_alone_at_its_dose() -> None:
+    """``recorrupted_images(teacher=...)`` hands the teacher ``y+`` (never ``y`` or ``y-``),
+    ``f(y+)`` and the counts whose noise ``y+`` carries, ``I0 / (1 + a^2)``; the three usual
+    stacks are those of a call without a teacher (same draws)."""
+    from turndiff.physics import CTProjector, default_fan_geometry, ellipse_image
+    from turndiff.dose import add_noise, mu_to_hu
+    from turndiff.stage2.train import recorrupted_images
+
+    g = default_fan_geometry(32)
+    A = CTProjector(g)
+    noisy = np.stack([add_noise(A.forward(ellipse_image(g)), 2e4, rng=s) for s in range(2)]).astype(np.float32)
+    fbp = lambda s: mu_to_hu(np.stack([A.fbp(x) for x in s]), g.mu_water)
+    seen = []
+
+    def teacher(y_plus, f_plus, photons):
+        seen.append((y_plus, photons))
+        np.testing.assert_array_equal(f_plus, y_plus)  # the identity "denoiser" below
+        return fbp(y_plus) + 5.0
+
+    plain = recorrupted_images(noisy, 2e4, lambda s: s, fbp, recorrupt=0.5, copies=2, seed=3)
+    taught = recorrupted_images(noisy, 2e4, lambda s: s, fbp, recorrupt=0.5, copies=2, seed=3, teacher=teacher)
+    assert len(plain) == 3 and len(taught) == 4
+    for a, b in zip(plain, taught):
+        np.testing.assert_array_equal(a, b)
+    assert [p for _, p in seen] == [2e4 / 1.25, 2e4 / 1.25]
+    np.testing.assert_allclose(taught[3], taught[0] + 5.0, atol=1e-3)  # built from y+: its FBP is x_ld+
+    assert not any(np.allclose(y, noisy) for y, _ in seen)
+
+
+def test_the_training_condition_is_blended_from_the_prior_not_the_teacher() -> None:
+    """With a teacher that is not the image inference blends (``prior``), the condition is
+    ``prior + s (x_ld - prior)`` while the latent target stays the teacher's."""
+    model = tiny_model()
+    x_ld, prior = (model.to_unit(torch.from_numpy(a))[:, None] for a in toy_data(2, 16))
+    teacher = prior + 0.05
+    seen = []
+    features = model.condition_features
+    model.condition_features = lambda cond, z: (seen.append(cond.clone()), features(cond, z))[1]
+    batch = {"x_ld": x_ld, "x0": teacher, "prior": prior, "t": torch.tensor([3, 80]),
+             "noise": torch.randn(2, 2, 4, 4), "cond_scale": torch.tensor([0.2, 1.5])}
+    DiffusionObjective(model)(batch)
+    scale = batch["cond_scale"].reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(seen[0], prior + scale * (x_ld - prior))
+    DiffusionObjective(model)({k: v for k, v in batch.items() if k != "prior"})  # without: the teacher's blend
+    torch.testing.assert_close(seen[1], teacher + scale * (x_ld - teacher))

@@ -46,7 +46,7 @@ from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_sta
 from .stage2.train import recorrupted_images
 from .training import resolve_device
 
-__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "ProjectionPass", "consistency_prior", "fit", "fit_stage2", "fbp_hu_on",
+__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "ProjectionPass", "consistency_prior", "consistent_teacher", "fit", "fit_stage2", "fbp_hu_on",
            "model_index", "MODEL_JSON"]
 
 MODEL_JSON = "turndiff.json"
@@ -386,20 +386,44 @@ class TurnDiffPipeline:
             image, weight = global_fusion(x_d, x0, lam_f), None
         fused = image
         if restore:
-            sigma = input_noise_std(y, lambda s: fbp_hu_on(self.projector, s, self.device), photons=i0_in,
-                                    denoised=y0_raw, blur_px=DETAIL_BLUR_PX)
-            image = restore_detail(fused, x_ld, sigma, k=DETAIL_K, blur_px=DETAIL_BLUR_PX)
+            image = _restore(fused, y, x_ld, self.projector, photons=i0_in, denoised=y0_raw, device=self.device)
         t["fusion"] = time.perf_counter() - t0
         restored = post_std = None
         if consistency:
             t0 = time.perf_counter()
             restored = image
-            prior_mean, prior_std = consistency_prior(restored, x_ld, x0, x_d, lowband=lowband)
-            image, post_std = data_consistency(prior_mean, y, self.projector, prior_std_hu=prior_std, photons=i0_in,
-                                               denoised=y0_raw, device=self.device, progress=progress, return_std=True)
+            image, post_std = _consistency(restored, y, x_ld, x0, x_d, self.projector, photons=i0_in, denoised=y0_raw,
+                                           device=self.device, lowband=lowband, progress=progress)
             t["consistency"] = time.perf_counter() - t0
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights,
                               fused if restore else None, restored, post_std)
+
+
+def _restore(x, y, x_ld, projector, *, photons, denoised, device) -> np.ndarray:
+    """The detail restoration of :meth:`TurnDiffPipeline.__call__` (its ``restore``)."""
+    sigma = input_noise_std(y, lambda s: fbp_hu_on(projector, s, device), photons=photons, denoised=denoised,
+                            blur_px=DETAIL_BLUR_PX)
+    return restore_detail(x, x_ld, sigma, k=DETAIL_K, blur_px=DETAIL_BLUR_PX)
+
+
+def _consistency(x, y, x_ld, x0, x_d, projector, *, photons, denoised, device, lowband=False, progress=False):
+    """The data-consistency step of :meth:`TurnDiffPipeline.__call__`: (image, posterior bound)."""
+    prior_mean, prior_std = consistency_prior(x, x_ld, x0, x_d, lowband=lowband)
+    return data_consistency(prior_mean, y, projector, prior_std_hu=prior_std, photons=photons, denoised=denoised,
+                            device=device, progress=progress, return_std=True)
+
+
+def consistent_teacher(sinogram: np.ndarray, denoised: np.ndarray, projector: CTProjector, *, photons: float,
+                       device: str | torch.device = "cpu") -> np.ndarray:
+    """Stage 2's ``"consistent"`` teacher (HU ``[N, H, W]``): ``x0 = FBP(f(y))`` through the
+    pipeline's detail restoration and data consistency with its own sinogram, as the
+    pipeline treats an image without a diffusion output (the benchmark's "no diffusion"
+    row). Built from the noisy sinogram ``y`` ``[N, V, D]``, its stage-1 output ``f(y)`` and
+    its ``I0`` alone: no clean data."""
+    dev = resolve_device(device)
+    x_ld, x0 = fbp_hu_on(projector, sinogram, dev), fbp_hu_on(projector, denoised, dev)
+    image = _restore(x0, sinogram, x_ld, projector, photons=photons, denoised=denoised, device=dev)
+    return _consistency(image, sinogram, x_ld, x0, x0, projector, photons=photons, denoised=denoised, device=dev)[0]
 
 
 def consistency_prior(x: np.ndarray, x_ld: np.ndarray, x0: np.ndarray, x_d: np.ndarray | None, *,
@@ -480,20 +504,25 @@ def fit_stage2(
     """Train stage 2 from noisy sinograms ``[N, V, D]`` and a trained, frozen stage 1.
 
     The teacher ``x0 = FBP(f(y))`` and the condition ``x_ld = FBP(y)`` are computed here,
-    and, when the config's ``r2r_weight > 0``, the recorrupted triples of the image-domain
-    loss (:func:`turndiff.stage2.train.recorrupted_images`). ``denoised`` is ``f(y)`` when
+    and, when the config's ``r2r_weight > 0`` or its teacher is ``"consistent"``, the
+    recorrupted copies (:func:`turndiff.stage2.train.recorrupted_images`), with the
+    :func:`consistent_teacher` of each copy for the latter. ``denoised`` is ``f(y)`` when
     the caller has it already. The one stage-2 training step of ``fit`` and ``train-ldm``.
     """
     dev = resolve_device(device)
     A = CTProjector(geometry)
     y0 = stage1.denoise(sinogram, device=dev, progress=progress) if denoised is None else denoised
     cfg2 = config or Stage2Config.preset(preset)
+    teacher = None
+    if cfg2.unet.teacher == "consistent":
+        def teacher(y, f, photons):
+            return consistent_teacher(y, f, A, photons=photons, device=dev)
     recorrupted = None
-    if cfg2.unet.r2r_weight > 0:
+    if cfg2.unet.r2r_weight > 0 or teacher is not None:
         recorrupted = recorrupted_images(
             sinogram, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
             lambda s: fbp_hu_on(A, s, dev), recorrupt=cfg2.unet.r2r_recorrupt, copies=cfg2.unet.r2r_copies,
-            seed=seed, denoised=y0)
+            seed=seed, denoised=y0, teacher=teacher)
     return train_stage2(fbp_hu_on(A, sinogram, dev), fbp_hu_on(A, y0, dev), cfg2, recorrupted=recorrupted,
                         run_dir=Path(run_dir) if run_dir else None, device=dev, seed=seed, progress=progress)
 

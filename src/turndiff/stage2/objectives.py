@@ -69,8 +69,10 @@ class DiffusionObjective(torch.nn.Module):
     """Conditional latent diffusion loss plus knowledge distillation ``L_image``.
 
     Batch: dict with ``x_ld`` and ``x0`` ``[B, 1, h, w]`` (normalised units), ``t`` int64
-    ``[B]``, ``noise`` ``[B, C, h/d, w/d]`` and ``cond_scale`` ``[B]``. The condition is
-    ``x0 + cond_scale * (x_ld - x0)`` (``x_ld`` itself at scale 1). The loss is
+    ``[B]``, ``noise`` ``[B, C, h/d, w/d]`` and ``cond_scale`` ``[B]``, optionally ``prior``
+    (``[B, 1, h, w]``, default ``x0``). The condition is ``prior + cond_scale * (x_ld -
+    prior)`` (``x_ld`` itself at scale 1): the blend the tunable strategy sends, made of the
+    image the pipeline gives stage 2 even when the teacher is a better one. The loss is
 
         mean((unet(z_t, cond, t) - target)^2) + image_loss_weight * mean|D(z0_hat) - x0|
 
@@ -92,7 +94,8 @@ class DiffusionObjective(torch.nn.Module):
         model = self.model
         x_ld, x0, t, noise = batch["x_ld"], batch["x0"], batch["t"], batch["noise"]
         scale = batch["cond_scale"].reshape(-1, 1, 1, 1).to(x0.dtype)
-        condition = x0 + scale * (x_ld - x0)
+        prior = batch.get("prior", x0)
+        condition = prior + scale * (x_ld - prior)
         with torch.no_grad():
             z0 = model.encode(x0).float()
             z_cond = model.encode(condition).float() if model.needs_condition_latent else None

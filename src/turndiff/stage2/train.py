@@ -58,7 +58,8 @@ def recorrupted_images(
     copies: int = 2,
     seed: int = 0,
     denoised: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    teacher: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None,
+) -> tuple[np.ndarray, ...]:
     """Image triples for the stage-2 recorrupted loss, from the noisy sinograms alone.
 
     For each slice and copy, ``z ~ N(0, sigma^2)`` with the post-log variance of the
@@ -82,6 +83,10 @@ def recorrupted_images(
         ``a``, recorrupted copies per slice, seed of ``z``.
     denoised : array [N, V, D], optional
         ``denoise(sinograms)`` if the caller has it already (saves a stage-1 pass).
+    teacher : callable, optional
+        ``teacher(y+, f(y+), I0+) -> HU [n, H, W]``, a distillation target other than
+        ``x0+`` (``I0+ = I0 / (1 + a^2)``, the counts whose noise ``y+`` has); its images are
+        returned fourth. It sees ``y+`` only, so its noise too is independent of ``x-``'s.
     """
 
     y = np.asarray(sinograms, np.float32)
@@ -90,14 +95,18 @@ def recorrupted_images(
     rng = np.random.default_rng(seed)
     f = denoise(y) if denoised is None else np.asarray(denoised, np.float32)
     sigma = np.sqrt(postlog_variance(torch.from_numpy(f).double(), float(photons)).numpy())
-    plus, teacher, minus = [], [], []
+    plus, x0, minus, taught = [], [], [], []
     for _ in range(copies):
         z = (rng.standard_normal(y.shape) * sigma).astype(np.float32)
         y_plus = y + recorrupt * z
+        f_plus = denoise(y_plus)
         plus.append(fbp_hu(y_plus))
-        teacher.append(fbp_hu(denoise(y_plus)))
+        x0.append(fbp_hu(f_plus))
         minus.append(fbp_hu(y - z / recorrupt))
-    return tuple(np.concatenate(v).astype(np.float32) for v in (plus, teacher, minus))
+        if teacher is not None:
+            taught.append(teacher(y_plus, f_plus, float(photons) / (1.0 + recorrupt ** 2)))
+    out = (plus, x0, minus, taught) if teacher is not None else (plus, x0, minus)
+    return tuple(np.concatenate(v).astype(np.float32) for v in out)
 
 
 def _effective_crop(crop: int, shape: torch.Size, multiple: int) -> int:
@@ -234,6 +243,7 @@ def train_latent_diffusion(
     *,
     latent_stats: tuple[list[float], list[float]] | None = None,
     target: np.ndarray | torch.Tensor | None = None,
+    prior: np.ndarray | torch.Tensor | None = None,
     run_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -257,6 +267,10 @@ def train_latent_diffusion(
         float [N, H, W] HU, the recorrupted partner images ``x-`` of the loss weighted by
         ``config.unet.r2r_weight``; ``x_ld`` and ``x0`` are then the triples' ``x_ld+`` and
         ``x0+`` (:func:`recorrupted_images`).
+    prior : array or tensor, optional
+        float [N, H, W] HU: the image blended with ``x_ld`` into the training condition
+        (default ``x0``). Given when the teacher ``x0`` is not the image inference blends,
+        e.g. a data-consistent teacher beside stage 1's ``FBP(f(y))``.
     run_dir, device, seed, progress, checkpoint_every
         As in :func:`train_autoencoder`.
 
@@ -272,6 +286,9 @@ def train_latent_diffusion(
     if target is not None:
         _, tgt = _pair(x_ld, target, config)
         stacks.append(tgt)
+    if prior is not None:
+        _, pri = _pair(x_ld, prior, config)
+        stacks.append(pri)
     dev = resolve_device(device)
     autoencoder = autoencoder.to(dev)
     shift, scale = estimate_latent_stats(autoencoder, x0, config) if latent_stats is None else latent_stats
@@ -292,8 +309,11 @@ def train_latent_diffusion(
             "noise": torch.randn(config.unet.batch, config.autoencoder.latent_channels, latent_side, latent_side, generator=g),
             "cond_scale": lo + (hi - lo) * torch.rand(config.unet.batch, generator=g),
         }
-        if len(crops) == 3:
-            batch["target"] = crops[2]
+        rest = iter(crops[2:])
+        if target is not None:
+            batch["target"] = next(rest)
+        if prior is not None:
+            batch["prior"] = next(rest)
         return batch
 
     tcfg = _train_config(config.unet.train, seed=seed, device=dev, checkpoint_every=checkpoint_every)
@@ -329,7 +349,8 @@ def train_stage2(
     x0: np.ndarray | torch.Tensor,
     config: Stage2Config | None = None,
     *,
-    recorrupted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    recorrupted: tuple[np.ndarray, ...] | None = None,
+    teacher: np.ndarray | torch.Tensor | None = None,
     run_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -345,10 +366,15 @@ def train_stage2(
         float [N, H, W] HU, the frozen stage-1 teacher ``FBP(f(y))`` (computed once).
     config : Stage2Config, optional
         Default ``Stage2Config.preset("fast")``.
-    recorrupted : (x_ld+, x0+, x-), optional
-        Triples of :func:`recorrupted_images`; with them (and ``config.unet.r2r_weight > 0``)
-        the diffusion trains on the triples with the image-domain recorrupted loss. The
-        autoencoder always trains on ``x_ld`` and ``x0``.
+    recorrupted : (x_ld+, x0+, x-) or (x_ld+, x0+, x-, teacher+), optional
+        What :func:`recorrupted_images` returns; with triples (and ``config.unet.r2r_weight >
+        0``) the diffusion trains on them with the image-domain recorrupted loss. With a
+        fourth stack it trains on the copies whatever ``r2r_weight``, distilled onto
+        ``teacher+``, its condition blended from ``x0+``. The autoencoder always trains on
+        ``x_ld`` and ``x0``.
+    teacher : array or tensor, optional
+        float [N, H, W] HU, the distillation target when it is not ``x0`` (without copies);
+        the condition is still blended from ``x0``.
     run_dir : path, optional
         Checkpoints go to ``run_dir/autoencoder`` and ``run_dir/diffusion``; a rerun
         resumes (finished parts are loaded, not retrained).
@@ -387,13 +413,18 @@ def train_stage2(
     autoencoder, ae_result = train_autoencoder(
         ld_t, x0_t, config, run_dir=root / "autoencoder" if root else None, device=device, seed=seed,
         progress=progress)
-    if recorrupted is not None and config.unet.r2r_weight > 0:
-        cond_t, teacher_t, target_t = (_as_stack(v, name)[0] for v, name in zip(recorrupted, ("x_ld+", "x0+", "x-")))
+    prior_t = None
+    if recorrupted is not None and (config.unet.r2r_weight > 0 or len(recorrupted) == 4):
+        stacks = [_as_stack(v, name)[0] for v, name in zip(recorrupted, ("x_ld+", "x0+", "x-", "teacher+"))]
+        cond_t, teacher_t, target_t = stacks[0], stacks[-1], stacks[2] if config.unet.r2r_weight > 0 else None
+        prior_t = stacks[1] if len(stacks) == 4 else None
+    elif teacher is not None:
+        cond_t, teacher_t, target_t, prior_t = ld_t, _as_stack(teacher, "teacher")[0], None, x0_t
     else:
         cond_t, teacher_t, target_t = ld_t, x0_t, None
     model, ldm_result = train_latent_diffusion(
-        autoencoder, cond_t, teacher_t, config, target=target_t, run_dir=root / "diffusion" if root else None,
-        device=device, seed=seed + 1, progress=progress)
+        autoencoder, cond_t, teacher_t, config, target=target_t, prior=prior_t,
+        run_dir=root / "diffusion" if root else None, device=device, seed=seed + 1, progress=progress)
     model.training_info = {
         "autoencoder": _summary(ae_result),
         "diffusion": _summary(ldm_result),
