@@ -194,7 +194,7 @@ def test_lowband_fusion_gives_back_the_priors_lesion_and_keeps_the_fine_texture(
 
 
 def test_the_consistent_teacher_repairs_a_poor_stage_1_from_the_data_alone() -> None:
-    """Stage 2's ``"consistent"`` teacher (``fit``'s default for the fast preset) takes no
+    """Stage 2's ``"consistent"`` teacher (``Stage2Config.unet.teacher``, an option) takes no
     clean image: from the noisy sinogram, a crude "stage 1" (a detector-direction box
     filter, which blurs every edge) and I0, it must land far closer to the truth than both
     that stage 1's FBP and the plain low-dose FBP."""
