@@ -350,7 +350,6 @@ def train_stage2(
     config: Stage2Config | None = None,
     *,
     recorrupted: tuple[np.ndarray, ...] | None = None,
-    teacher: np.ndarray | torch.Tensor | None = None,
     run_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -372,9 +371,6 @@ def train_stage2(
         fourth stack it trains on the copies whatever ``r2r_weight``, distilled onto
         ``teacher+``, its condition blended from ``x0+``. The autoencoder always trains on
         ``x_ld`` and ``x0``.
-    teacher : array or tensor, optional
-        float [N, H, W] HU, the distillation target when it is not ``x0`` (without copies);
-        the condition is still blended from ``x0``.
     run_dir : path, optional
         Checkpoints go to ``run_dir/autoencoder`` and ``run_dir/diffusion``; a rerun
         resumes (finished parts are loaded, not retrained).
@@ -418,8 +414,6 @@ def train_stage2(
         stacks = [_as_stack(v, name)[0] for v, name in zip(recorrupted, ("x_ld+", "x0+", "x-", "teacher+"))]
         cond_t, teacher_t, target_t = stacks[0], stacks[-1], stacks[2] if config.unet.r2r_weight > 0 else None
         prior_t = stacks[1] if len(stacks) == 4 else None
-    elif teacher is not None:
-        cond_t, teacher_t, target_t, prior_t = ld_t, _as_stack(teacher, "teacher")[0], None, x0_t
     else:
         cond_t, teacher_t, target_t = ld_t, x0_t, None
     model, ldm_result = train_latent_diffusion(
