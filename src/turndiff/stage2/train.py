@@ -27,6 +27,7 @@ from turndiff.stage2.objectives import AutoencoderObjective, DiffusionObjective
 from turndiff.training import TrainConfig, TrainResult, resolve_device, train
 
 __all__ = [
+    "distillation_stacks",
     "recorrupted_images",
     "train_autoencoder",
     "train_latent_diffusion",
@@ -344,6 +345,28 @@ def _summary(result: TrainResult) -> dict[str, Any]:
             "final_loss": float(np.mean(tail)) if tail else None}
 
 
+def distillation_stacks(recorrupted: tuple | None, config: Stage2Config) -> tuple | None:
+    """What each stack of :func:`recorrupted_images` is to the diffusion's training:
+    ``(condition, teacher, recorrupted target, prior)``, or ``None`` when the U-Net trains
+    on ``x_ld`` and ``x0`` themselves (no copies, or triples with ``r2r_weight == 0``).
+
+    Triples ``(x_ld+, x0+, x-)`` give ``(x_ld+, x0+, x-, None)``: distilled onto ``x0+``.
+    Four stacks ``(x_ld+, x0+, x-, teacher+)`` give ``(x_ld+, teacher+, x- or None, x0+)``:
+    distilled onto ``teacher+``, the condition blended from ``x0+`` (the image inference
+    sends), ``x-`` only with ``r2r_weight > 0``. The one place that reads the order, so a
+    caller cannot take ``x-`` for the teacher."""
+    if recorrupted is None:
+        return None
+    if len(recorrupted) not in (3, 4):
+        raise InputError(f"recorrupted must hold 3 or 4 stacks (recorrupted_images), got {len(recorrupted)}")
+    r2r = config.unet.r2r_weight > 0
+    if len(recorrupted) == 3:
+        x_plus, x0_plus, minus = recorrupted
+        return (x_plus, x0_plus, minus, None) if r2r else None
+    x_plus, x0_plus, minus, taught = recorrupted
+    return x_plus, taught, minus if r2r else None, x0_plus
+
+
 def train_stage2(
     x_ld: np.ndarray | torch.Tensor,
     x0: np.ndarray | torch.Tensor,
@@ -409,13 +432,12 @@ def train_stage2(
     autoencoder, ae_result = train_autoencoder(
         ld_t, x0_t, config, run_dir=root / "autoencoder" if root else None, device=device, seed=seed,
         progress=progress)
-    prior_t = None
-    if recorrupted is not None and (config.unet.r2r_weight > 0 or len(recorrupted) == 4):
-        stacks = [_as_stack(v, name)[0] for v, name in zip(recorrupted, ("x_ld+", "x0+", "x-", "teacher+"))]
-        cond_t, teacher_t, target_t = stacks[0], stacks[-1], stacks[2] if config.unet.r2r_weight > 0 else None
-        prior_t = stacks[1] if len(stacks) == 4 else None
+    roles = distillation_stacks(recorrupted, config)
+    if roles is not None:
+        cond_t, teacher_t, target_t, prior_t = (None if v is None else _as_stack(v, name)[0] for v, name in
+                                                zip(roles, ("x_ld+", "teacher", "x-", "x0+")))
     else:
-        cond_t, teacher_t, target_t = ld_t, x0_t, None
+        cond_t, teacher_t, target_t, prior_t = ld_t, x0_t, None, None
     model, ldm_result = train_latent_diffusion(
         autoencoder, cond_t, teacher_t, config, target=target_t, prior=prior_t,
         run_dir=root / "diffusion" if root else None, device=device, seed=seed + 1, progress=progress)
