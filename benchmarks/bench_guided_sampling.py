@@ -33,7 +33,7 @@ import numpy as np
 
 from bench_fusion_contrast import _lesion_scores
 from turndiff.benchmark.data import make_dev_data
-from turndiff.benchmark.iq import _lesion_positions
+from turndiff.benchmark.iq import lesion_positions
 from turndiff.dose import insert_lesions, photons_from_dose
 from turndiff.inference.consistency import data_consistency
 from turndiff.masks import body_mask
@@ -74,7 +74,7 @@ def main() -> None:
     data = make_dev_data(n_val=8 if args.lesions else args.slices, val_doses=doses, progress=False)
     ref = data.test_reference_hu
     body = body_mask(ref)
-    lesions = _lesion_positions(ref, np.random.default_rng(0), per_slice=2) if args.lesions else []
+    lesions = lesion_positions(ref, np.random.default_rng(0), per_slice=2) if args.lesions else []
     rows = []
 
     def add(dose, name, imgs, secs=float("nan")):

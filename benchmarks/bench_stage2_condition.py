@@ -17,7 +17,14 @@ row: x~0 conditioned on ``x_ld`` and on the ``auto`` blend at 25% (PSNR / SSIM s
 gradient ratio all / edges / flat, inside the body), and the fused TurnDiff PSNR at 25%,
 10% and 50%, on 6 validation phantoms (``VALIDATION_SEED``; never the test slices).
 ``--pipeline`` scores each variant through the whole pipeline instead (x~0 and TurnDiff's
-output, PSNR / SSIM, at 25%, 10% and 50%, the same stage-1 pass for every variant).
+output, PSNR / SSIM, at 25%, 10% and 50%, the same stage-1 pass for every variant), after
+a first row for the saved U-Net itself (no retraining). ``--lcd R`` (with ``--pipeline``)
+adds what `turndiff iq` measures on the test side, on validation data at 25%: the CHO's
+d' per rod of the MITA-like phantom over ``R`` noise realisations drawn from validation
+seeds (the phantom is the same object as `turndiff iq`'s, its noise is not), and the
+contrast recovery and CNR of 12 lesions (3-5 px, +20 to +30 HU) inserted into the
+projections of the 6 validation scans; so a stage-2 choice is checked for detectability
+before it reaches the QA phantoms (docs/STAGE2.md, "Session 22").
 ``--kappa`` instead evaluates the model itself on the validation phantoms for several
 ``auto`` noise fractions, and ``--fusion`` the pixel-fusion constants (one at a time
 around the defaults, with the diffusion output of the ``auto`` blend). The references
@@ -32,14 +39,69 @@ import json
 import numpy as np
 
 from turndiff.benchmark.data import make_dev_data
+from turndiff.benchmark.iq import lcd_detectability, lesion_positions, lesion_scores
+from turndiff.benchmark.splits import VALIDATION_SEED
 from turndiff.inference import FusionConfig, blend, choose_strategy, pixel_fusion
 from turndiff.metrics import evaluate, gradient_ratios
 from turndiff.pipeline import TurnDiffPipeline, consistent_teacher
-from turndiff.dose import estimate_photons
+from turndiff.dose import estimate_photons, insert_lesions, photons_from_dose, simulate_scan
+from turndiff.phantoms.qa import make_lcd_phantom
 from turndiff.stage2.config import legacy_changes
-from turndiff.stage2.train import recorrupted_images, train_latent_diffusion
+from turndiff.stage2.train import distillation_stacks, recorrupted_images, train_latent_diffusion
 
 DOSES = (0.25, 0.10, 0.5)
+#: Noise seed of the validation LCD realisations (`turndiff iq --seed S` draws its own from
+#: ``S + 1000 + dose * 1e4``, with small ``S``; these come from the validation range).
+LCD_NOISE_SEED = VALIDATION_SEED + 3500
+
+
+class _Detectability:
+    """Validation-side task-based checks at 25% dose for ``--lcd``: the LCD phantom's noise
+    realisations and the validation scans with inserted lesions, each with its stage-1 pass
+    made once, so every U-Net is scored on the same inputs."""
+
+    def __init__(self, pipe: TurnDiffPipeline, data, realizations: int) -> None:
+        g, dose = pipe.projector.geometry, DOSES[0]
+        i0 = photons_from_dose(dose)
+        self.pipe, self.ref = pipe, data.test_reference_hu
+        self.lcd = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
+        stack = np.repeat(self.lcd.hu[None], realizations, 0)
+        self.lcd_sino = simulate_scan(stack, g, photons=i0, seed=LCD_NOISE_SEED)[0]
+        full = simulate_scan(stack, g, photons=photons_from_dose(1.0), seed=LCD_NOISE_SEED + 1)[0]
+        self.fbp_full = lcd_detectability(pipe.projector.fbp_hu(full), self.lcd)
+        self.lcd_pass = pipe.project(self.lcd_sino, progress=False)
+        self.lesions = lesion_positions(self.ref, np.random.default_rng(0), per_slice=2)
+        self.base_sino = data.test_sinograms[dose]
+        self.les_sino = insert_lesions(self.base_sino, g, self.lesions, photons=i0, seed=37)[0]
+        self.les_pass = pipe.project(self.les_sino, progress=False)
+        self.rods = list(self.fbp_full)
+
+    def header(self) -> str:
+        return ("| U-Net training | lesion contrast x~0 / TurnDiff | lesion CNR TurnDiff | d' TurnDiff "
+                + " / ".join(r.split(",")[0] for r in self.rods) + " |\n|---|---|---|---|\n"
+                + "| (FBP at 100%) | | | " + " / ".join(f"{self.fbp_full[r]['d_prime']:.2f}" for r in self.rods) + " |")
+
+    def lesion_scores(self, base: np.ndarray, plus: np.ndarray) -> tuple[float, float]:
+        r = lesion_scores(base, plus, self.ref, self.lesions)
+        return r["contrast_recovery"], r["cnr"]
+
+    def row(self, name: str, base_out) -> str:
+        """``base_out``: the pipeline's output on the lesion-free validation scans at 25%
+        with the U-Net now in ``self.pipe``."""
+        pipe = self.pipe
+        plus = pipe(self.les_sino, seed=0, progress=False, projection=self.les_pass)
+        lcd = pipe(self.lcd_sino, seed=0, progress=False, projection=self.lcd_pass)
+        rx, _ = self.lesion_scores(base_out.x_diffusion, plus.x_diffusion)
+        rt, ct = self.lesion_scores(base_out.image_hu, plus.image_hu)
+        det = lcd_detectability(lcd.image_hu, self.lcd)
+        row = (f"| {name} | {rx:.3f} / {rt:.3f} | {ct:.2f} | "
+               + " / ".join(f"{det[r]['d_prime']:.2f}" for r in self.rods) + " |")
+        if name.startswith("shipped"):  # x0 does not depend on the U-Net: once
+            r0, c0 = self.lesion_scores(base_out.x0, plus.x0)
+            d0 = lcd_detectability(lcd.x0, self.lcd)
+            row = (f"| (x0, calibrated) | {r0:.3f} | {c0:.2f} | "
+                   + " / ".join(f"{d0[r]['d_prime']:.2f}" for r in self.rods) + " |\n" + row)
+        return row
 
 
 def _row(x: np.ndarray, ref: np.ndarray) -> str:
@@ -57,10 +119,12 @@ def _psnr(x: np.ndarray, ref: np.ndarray) -> str:
     return f"{evaluate(x, ref, mask='body')['soft']['psnr']['mean']:.2f}"
 
 
-def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = False) -> None:
+def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = False, lcd: int = 0) -> None:
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
     A = pipe.projector
     passes = {d: pipe.project(data.test_sinograms[d], progress=False) for d in DOSES} if whole else {}
+    detect = _Detectability(pipe, data, lcd) if whole and lcd else None
+    detect_rows = []
 
     def images(sino):
         return A.fbp_hu(sino), A.fbp_hu(pipe.stage1.denoise(sino))
@@ -79,6 +143,11 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = 
         print("| U-Net training | " + " | ".join(f"x~0 {d:.0%} | TurnDiff {d:.0%}" for d in DOSES) + " |")
         print("|---|" + "---|---|" * len(DOSES))
         print("| (x0 itself, calibrated) | " + " | ".join(f"{_short(passes[d].x0, ref)} | " for d in DOSES) + " |")
+        outs = {d: pipe(data.test_sinograms[d], seed=0, progress=False, projection=passes[d]) for d in DOSES}
+        print("| shipped U-Net (no retraining) | " + " | ".join(
+            f"{_short(outs[d].x_diffusion, ref)} | {_short(outs[d].image_hu, ref)}" for d in DOSES) + " |", flush=True)
+        if detect is not None:
+            detect_rows.append(detect.row("shipped U-Net (no retraining)", outs[DOSES[0]]))
     else:
         print("| U-Net training | x~0, condition x_ld | x~0, condition auto blend | TurnDiff (fused) PSNR 25% / 10% / 50% |")
         print("|---|---|---|---|")
@@ -94,14 +163,17 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = 
                 data.train_sinogram, float(pipe.stage1.photons), pipe.stage1.denoise, A.fbp_hu,
                 recorrupt=cfg.unet.r2r_recorrupt, copies=cfg.unet.r2r_copies, seed=0,
                 teacher=(lambda y, f, i0: consistent_teacher(y, f, A, photons=i0)) if consistent else None)
-            cond, teacher, target = copies[0], copies[-1], copies[2] if cfg.unet.r2r_weight > 0 else None
-            prior = copies[1] if consistent else None
+            roles = distillation_stacks(copies, cfg)
+            if roles is not None:
+                cond, teacher, target, prior = roles
         model, _ = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target, prior=prior,
                                           latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
                                           progress=False)
         if whole:  # the whole pipeline with this U-Net (same stage-1 pass for every variant)
             pipe.stage2 = model
             outs = {d: pipe(data.test_sinograms[d], seed=0, progress=False, projection=passes[d]) for d in DOSES}
+            if detect is not None:
+                detect_rows.append(detect.row(f"{name}, seed {seed}", outs[DOSES[0]]))
             pipe.stage2 = base
             print(f"| {name}, seed {seed} | " + " | ".join(
                 f"{_short(outs[d].x_diffusion, ref)} | {_short(outs[d].image_hu, ref)}" for d in DOSES) + " |", flush=True)
@@ -110,6 +182,11 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = 
                  for d in DOSES]
         print(f"| {name}, seed {seed} | {_row(model.sample(ld, seed=0), ref)} | "
               f"{_row(model.sample(prior, seed=0), ref)} | {' / '.join(fused)} |", flush=True)
+    if detect is not None:
+        print(f"\nDetectability at {DOSES[0]:.0%}, validation data ({len(detect.lesions)} lesions in "
+              f"{len(ref)} scans; LCD phantom, {len(detect.lcd_sino)} realisations):\n")
+        print(detect.header())
+        print("\n".join(detect_rows), flush=True)
 
 
 def kappas(pipe: TurnDiffPipeline, values: list[float]) -> None:
@@ -159,6 +236,9 @@ def main() -> None:
     ap.add_argument("--fusion", action="store_true", help="sweep the pixel-fusion constants instead")
     ap.add_argument("--pipeline", action="store_true",
                     help="score each variant's x~0 and the whole pipeline's output at 25/10/50%% instead")
+    ap.add_argument("--lcd", type=int, default=0, metavar="R",
+                    help="with --pipeline: also d' on R >= 12 LCD realisations and inserted-lesion contrast, "
+                         "validation seeds, 25%% dose")
     args = ap.parse_args()
     pipe = TurnDiffPipeline.from_pretrained(args.model_dir, device="cpu")
     if args.fusion:
@@ -166,7 +246,9 @@ def main() -> None:
     elif args.kappa:
         kappas(pipe, [float(v) for v in args.kappa.split(",")])
     else:
-        variants(pipe, args.variant or ["saved config="], args.seed, whole=args.pipeline)
+        if args.lcd and (not args.pipeline or args.lcd < 12):
+            ap.error("--lcd needs --pipeline and at least 12 realisations")
+        variants(pipe, args.variant or ["saved config="], args.seed, whole=args.pipeline, lcd=args.lcd)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def test_qa_phantoms_hold_their_nominal_values_and_the_system_psf():
 def test_cho_on_fbp_of_the_lcd_phantom_grows_as_the_square_root_of_the_dose():
     """Quantum-limited FBP: d' is proportional to the square root of the dose, so 4x the
     dose doubles it (within the sampling error of 12 realisations)."""
-    from turndiff.benchmark.iq import _detectability
+    from turndiff.benchmark.iq import lcd_detectability
     from turndiff.dose import photons_from_dose, simulate_scan
     from turndiff.phantoms.qa import make_lcd_phantom
     from turndiff.physics import CTProjector, default_fan_geometry
@@ -126,7 +126,7 @@ def test_cho_on_fbp_of_the_lcd_phantom_grows_as_the_square_root_of_the_dose():
     d = {}
     for dose in (1.0, 0.25):
         sino, _ = simulate_scan(stack, g, photons=photons_from_dose(dose), seed=int(dose * 100))
-        d[dose] = _detectability(CTProjector(g).fbp_hu(sino), lcd)
+        d[dose] = lcd_detectability(CTProjector(g).fbp_hu(sino), lcd)
     full, quarter = (np.mean([v["d_prime"] for v in d[k].values()]) for k in (1.0, 0.25))
     assert 1.4 < full / quarter < 3.5, (full, quarter)  # 2 in expectation; a finite-sample CHO is biased low
     auc = {k: [v["auc"] for v in d[k].values()] for k in d}
@@ -152,6 +152,34 @@ def test_inserted_lesions_add_exactly_their_projection():
     assert np.std(noisy[1] - out[1]) > 0  # the extra quantum noise of the added attenuation
     with pytest.raises(InputError):
         insert_lesions(clean, g, [Lesion((30.0, 34.0), 3.0, 25.0, slice=5)], photons=1e5)
+
+
+def test_lesion_scores_measure_the_kept_fraction_and_the_cnr(rng):
+    """Half of a lesion kept reads 0.5 whatever the noise (the same noise cancels in
+    ``plus - base``); a smoothed-away lesion reads 0; the CNR is contrast over ring noise."""
+    from turndiff.benchmark.iq import lesion_positions, lesion_scores
+    from turndiff.dose import Lesion
+
+    ref = np.zeros((2, 64, 64), np.float32)
+    lesions = [Lesion((20.0, 20.0), 4.0, 30.0, 0), Lesion((40.0, 44.0), 3.0, 20.0, 1)]
+    yy, xx = np.mgrid[:64, :64]
+    discs = np.zeros_like(ref)
+    for les in lesions:
+        discs[les.slice][np.hypot(yy - les.centre[0], xx - les.centre[1]) <= les.radius] = les.contrast
+    sigma = 5.0
+    base = ref + rng.normal(0, sigma, ref.shape).astype(np.float32)
+    half = lesion_scores(base, base + 0.5 * discs, ref, lesions)
+    assert half["contrast_recovery"] == pytest.approx(0.5, abs=1e-6)
+    assert half["contrast_recovery_min"] == pytest.approx(0.5, abs=1e-6)
+    assert half["cnr"] == pytest.approx(np.mean([0.5 * 30 / sigma, 0.5 * 20 / sigma]), rel=0.35)
+    assert lesion_scores(base, base, ref, lesions)["contrast_recovery"] == pytest.approx(0.0, abs=1e-6)
+    # Placed lesions lie in soft tissue, apart from each other, in every slice that has room.
+    tissue = np.full((3, 96, 96), 40.0, np.float32)
+    placed = lesion_positions(tissue, np.random.default_rng(0), per_slice=2)
+    assert [les.slice for les in placed] == [0, 0, 1, 1, 2, 2]
+    a, b = placed[0], placed[1]
+    assert math.hypot(a.centre[0] - b.centre[0], a.centre[1] - b.centre[1]) > a.radius + b.radius
+    assert lesion_positions(np.full((1, 96, 96), 1000.0, np.float32), np.random.default_rng(0), per_slice=2) == []
 
 
 def test_iq_command_end_to_end(tmp_path):
