@@ -154,8 +154,14 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = 
         print(f"| (x0 itself) | {_row(x0, ref)} | | |", flush=True)
     base = pipe.stage2
     for spec in specs:
-        name, _, text = spec.partition("=")
-        cfg = base.config.replace(**legacy_changes(json.loads(text) if text else {}))
+        # NAME=JSON; a name may hold "=" itself ("s=1={...}"): the JSON starts at the first "={".
+        cut = spec.find("={")
+        name, text = (spec[:cut], spec[cut + 1:]) if cut >= 0 else spec.partition("=")[::2]
+        try:
+            changes = json.loads(text) if text else {}
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--variant {spec!r}: the part after NAME= is not JSON ({e})") from None
+        cfg = base.config.replace(**legacy_changes(changes))
         cond, teacher, target, prior = tr_ld, tr_x0, None, None
         consistent = cfg.unet.teacher == "consistent"
         if cfg.unet.r2r_weight > 0 or consistent:  # as fit_stage2 draws them
