@@ -43,11 +43,11 @@ from turndiff.benchmark.iq import lcd_detectability, lesion_positions, lesion_sc
 from turndiff.benchmark.splits import VALIDATION_SEED
 from turndiff.inference import FusionConfig, blend, choose_strategy, pixel_fusion
 from turndiff.metrics import evaluate, gradient_ratios
-from turndiff.pipeline import TurnDiffPipeline, consistent_teacher
+from turndiff.pipeline import TurnDiffPipeline, stage2_copies
 from turndiff.dose import estimate_photons, insert_lesions, photons_from_dose, simulate_scan
 from turndiff.phantoms.qa import make_lcd_phantom
 from turndiff.stage2.config import legacy_changes
-from turndiff.stage2.train import distillation_stacks, recorrupted_images, train_latent_diffusion
+from turndiff.stage2.train import distillation_stacks, train_latent_diffusion
 
 DOSES = (0.25, 0.10, 0.5)
 #: Noise seed of the validation LCD realisations (`turndiff iq --seed S` draws its own from
@@ -71,8 +71,7 @@ class _Detectability:
         self.fbp_full = lcd_detectability(pipe.projector.fbp_hu(full), self.lcd)
         self.lcd_pass = pipe.project(self.lcd_sino, progress=False)
         self.lesions = lesion_positions(self.ref, np.random.default_rng(0), per_slice=2)
-        self.base_sino = data.test_sinograms[dose]
-        self.les_sino = insert_lesions(self.base_sino, g, self.lesions, photons=i0, seed=37)[0]
+        self.les_sino = insert_lesions(data.test_sinograms[dose], g, self.lesions, photons=i0, seed=37)[0]
         self.les_pass = pipe.project(self.les_sino, progress=False)
         self.rods = list(self.fbp_full)
 
@@ -163,15 +162,10 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = 
             raise SystemExit(f"--variant {spec!r}: the part after NAME= is not JSON ({e})") from None
         cfg = base.config.replace(**legacy_changes(changes))
         cond, teacher, target, prior = tr_ld, tr_x0, None, None
-        consistent = cfg.unet.teacher == "consistent"
-        if cfg.unet.r2r_weight > 0 or consistent:  # as fit_stage2 draws them
-            copies = recorrupted_images(
-                data.train_sinogram, float(pipe.stage1.photons), pipe.stage1.denoise, A.fbp_hu,
-                recorrupt=cfg.unet.r2r_recorrupt, copies=cfg.unet.r2r_copies, seed=0,
-                teacher=(lambda y, f, i0: consistent_teacher(y, f, A, photons=i0)) if consistent else None)
-            roles = distillation_stacks(copies, cfg)
-            if roles is not None:
-                cond, teacher, target, prior = roles
+        # The copies fit_stage2 trains on (its seed 0), read as train_stage2 reads them.
+        roles = distillation_stacks(stage2_copies(data.train_sinogram, pipe.stage1, A, cfg, seed=0), cfg)
+        if roles is not None:
+            cond, teacher, target, prior = roles
         model, _ = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target, prior=prior,
                                           latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
                                           progress=False)

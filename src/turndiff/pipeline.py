@@ -46,7 +46,7 @@ from .stage2 import LatentDiffusion, Stage2Config, sampling_timesteps, train_sta
 from .stage2.train import recorrupted_images
 from .training import resolve_device
 
-__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "ProjectionPass", "consistency_prior", "consistent_teacher", "fit", "fit_stage2", "fbp_hu_on",
+__all__ = ["TurnDiffPipeline", "TurnDiffOutput", "ProjectionPass", "consistency_prior", "consistent_teacher", "fit", "fit_stage2", "stage2_copies", "fbp_hu_on",
            "model_index", "MODEL_JSON"]
 
 MODEL_JSON = "turndiff.json"
@@ -488,6 +488,28 @@ def model_index(
     }
 
 
+def stage2_copies(sinogram: np.ndarray, stage1: ProjectionDenoiser, projector: CTProjector, config: Stage2Config,
+                  *, seed: int = 0, denoised: np.ndarray | None = None,
+                  device: str | torch.device = "cpu") -> tuple[np.ndarray, ...] | None:
+    """The recorrupted copies stage 2's U-Net trains on under ``config``
+    (:func:`turndiff.stage2.train.recorrupted_images`, with the :func:`consistent_teacher`
+    of each copy as a fourth stack when ``config.unet.teacher == "consistent"``), or
+    ``None`` when it trains on ``x_ld`` and ``x0`` themselves. From the noisy sinograms
+    ``[N, V, D]`` and the frozen stage 1 alone; ``denoised`` is ``f(y)`` when the caller has
+    it. What each stack is: :func:`turndiff.stage2.train.distillation_stacks`."""
+    dev = resolve_device(device)
+    teacher = None
+    if config.unet.teacher == "consistent":
+        def teacher(y, f, photons):
+            return consistent_teacher(y, f, projector, photons=photons, device=dev)
+    if not (config.unet.r2r_weight > 0 or teacher is not None):
+        return None
+    return recorrupted_images(
+        sinogram, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
+        lambda s: fbp_hu_on(projector, s, dev), recorrupt=config.unet.r2r_recorrupt, copies=config.unet.r2r_copies,
+        seed=seed, denoised=denoised, teacher=teacher)
+
+
 def fit_stage2(
     sinogram: np.ndarray,
     stage1: ProjectionDenoiser,
@@ -513,16 +535,7 @@ def fit_stage2(
     A = CTProjector(geometry)
     y0 = stage1.denoise(sinogram, device=dev, progress=progress) if denoised is None else denoised
     cfg2 = config or Stage2Config.preset(preset)
-    teacher = None
-    if cfg2.unet.teacher == "consistent":
-        def teacher(y, f, photons):
-            return consistent_teacher(y, f, A, photons=photons, device=dev)
-    recorrupted = None
-    if cfg2.unet.r2r_weight > 0 or teacher is not None:
-        recorrupted = recorrupted_images(
-            sinogram, float(stage1.photons), lambda s: stage1.denoise(s, device=dev),
-            lambda s: fbp_hu_on(A, s, dev), recorrupt=cfg2.unet.r2r_recorrupt, copies=cfg2.unet.r2r_copies,
-            seed=seed, denoised=y0, teacher=teacher)
+    recorrupted = stage2_copies(sinogram, stage1, A, cfg2, seed=seed, denoised=y0, device=dev)
     return train_stage2(fbp_hu_on(A, sinogram, dev), fbp_hu_on(A, y0, dev), cfg2, recorrupted=recorrupted,
                         run_dir=Path(run_dir) if run_dir else None, device=dev, seed=seed, progress=progress)
 
