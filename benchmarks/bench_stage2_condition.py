@@ -22,8 +22,8 @@ a first row for the saved U-Net itself (no retraining). ``--lcd R`` (with ``--pi
 adds what `turndiff iq` measures on the test side, on validation data at 25%: the CHO's
 d' per rod of the MITA-like phantom over ``R`` noise realisations drawn from validation
 seeds (the phantom is the same object as `turndiff iq`'s, its noise is not), and the
-contrast recovery and CNR of 12 lesions (3-5 px, +20 to +30 HU) inserted into the
-projections of the 6 validation scans; so a stage-2 choice is checked for detectability
+contrast recovery and CNR of up to 12 lesions (3-5 px, +20 to +30 HU; two per scan where
+soft tissue has room, 11 in practice) inserted into the projections of the 6 validation scans; so a stage-2 choice is checked for detectability
 before it reaches the QA phantoms (docs/STAGE2.md, "Session 22").
 ``--kappa`` instead evaluates the model itself on the validation phantoms for several
 ``auto`` noise fractions, and ``--fusion`` the pixel-fusion constants (one at a time
