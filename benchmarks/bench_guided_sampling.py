@@ -51,8 +51,7 @@ def guided_x_diffusion(pipe: TurnDiffPipeline, out, sinogram: np.ndarray, denois
         return data_consistency(prior_mean, sinogram[rows], pipe.projector, prior_std_hu=prior_std,
                                 photons=out.photons_estimated, denoised=denoised[rows], iters=iters, device=pipe.device)
 
-    return pipe.stage2.sample(out.x_prior, seed=seed, guidance=guidance, guidance_steps=steps,
-                              data_hu=out.x_ld)
+    return pipe.stage2.sample(out.x_prior, seed=seed, guidance=guidance, guidance_steps=steps)
 
 
 def _parse_variant(text: str) -> tuple[tuple[int, ...], int]:

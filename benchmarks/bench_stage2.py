@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     condition = args.lam * x_ld + (1.0 - args.lam) * x0
     report["condition_lam"] = args.lam
     t0 = time.perf_counter()
-    x_tilde = model.sample(condition, seed=args.seed, data_hu=x_ld, **kwargs)
+    x_tilde = model.sample(condition, seed=args.seed, **kwargs)
     report["sample_seconds"] = round(time.perf_counter() - t0, 2)
     report["sample_steps"] = args.steps or config.sampler.steps
     report["sample_strength"] = args.strength or config.sampler.strength
-    spread = sample_spread(model, condition, seeds=(0, 1, 2, 3), data_hu=x_ld, **kwargs)
+    spread = sample_spread(model, condition, seeds=(0, 1, 2, 3), **kwargs)
     report["seed_spread_hu"] = spread.summary()
     report["autoencoder_error_hu"] = {"x0": autoencoder_error_hu(model, x0), "x_ld": autoencoder_error_hu(model, x_ld)}
     ae_x0 = model.reconstruct(x0)

@@ -178,10 +178,10 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seed: int, whole: bool = 
             print(f"| {name}, seed {seed} | " + " | ".join(
                 f"{_short(outs[d].x_diffusion, ref)} | {_short(outs[d].image_hu, ref)}" for d in DOSES) + " |", flush=True)
             continue
-        fused = [_psnr(pixel_fusion(model.sample(test[d][2], seed=0, data_hu=test[d][0]), test[d][1], test[d][0])[0], ref)
+        fused = [_psnr(pixel_fusion(model.sample(test[d][2], seed=0), test[d][1], test[d][0])[0], ref)
                  for d in DOSES]
-        print(f"| {name}, seed {seed} | {_row(model.sample(ld, seed=0, data_hu=ld), ref)} | "
-              f"{_row(model.sample(prior, seed=0, data_hu=ld), ref)} | {' / '.join(fused)} |", flush=True)
+        print(f"| {name}, seed {seed} | {_row(model.sample(ld, seed=0), ref)} | "
+              f"{_row(model.sample(prior, seed=0), ref)} | {' / '.join(fused)} |", flush=True)
     if detect is not None:
         print(f"\nDetectability at {DOSES[0]:.0%}, validation data ({len(detect.lesions)} lesions in "
               f"{len(ref)} scans; LCD phantom, {len(detect.lcd_sino)} realisations):\n")

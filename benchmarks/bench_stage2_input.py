@@ -46,8 +46,7 @@ def main() -> None:
                                  photons_train=pipe.info["photons_train_estimated"])
         sigma = input_noise_std(y, lambda s: fbp_hu_on(pipe.projector, s, pipe.device), photons=proj.photons,
                                 denoised=proj.denoised, blur_px=DETAIL_BLUR_PX)
-        x_d = {k: pipe.stage2.sample(blend(proj.x_ld, v, choice), seed=0, progress=False,
-                                   data_hu=proj.x_ld) for k, v in x0.items()}
+        x_d = {k: pipe.stage2.sample(blend(proj.x_ld, v, choice), seed=0, progress=False) for k, v in x0.items()}
         for s2, fu, dc in PLACEMENTS:
             fused, _ = pixel_fusion(x_d[s2], x0[fu], proj.x_ld, None)
             restored = restore_detail(fused, proj.x_ld, sigma, k=DETAIL_K, blur_px=DETAIL_BLUR_PX)

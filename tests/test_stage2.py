@@ -471,7 +471,7 @@ def test_the_training_condition_is_blended_from_the_prior_not_the_teacher() -> N
     teacher = prior + 0.05
     seen = []
     features = model.condition_features
-    model.condition_features = lambda cond, z, data=None: (seen.append(cond.clone()), features(cond, z, data))[1]
+    model.condition_features = lambda cond, z: (seen.append(cond.clone()), features(cond, z))[1]
     batch = {"x_ld": x_ld, "x0": teacher, "prior": prior, "t": torch.tensor([3, 80]),
              "noise": torch.randn(2, 2, 4, 4), "cond_scale": torch.tensor([0.2, 1.5])}
     DiffusionObjective(model)(batch)
@@ -516,35 +516,3 @@ def test_train_stage2_distils_onto_x0_plus_never_onto_the_recorrupted_target(mon
     torch.testing.assert_close(seen["teacher"], unit(x0))
     with pytest.raises(InputError):
         train_mod.distillation_stacks((plus, x0_plus), cfg)
-
-
-def test_data_condition_gives_the_unet_x_ld_beside_the_blend(tmp_path) -> None:
-    """``unet.data_condition``: the U-Net's input gains ``x_ld`` (pixel-unshuffled) beside
-    the condition, in training (the batch's ``x_ld``) and in sampling (``data_hu``); the
-    output depends on it, a model that needs it refuses to sample without it, and the
-    option survives saving."""
-    model = tiny_model(unet={"data_condition": True})
-    d = TINY.autoencoder.downsample
-    assert model.unet.conv_in.conv.in_channels == TINY.autoencoder.latent_channels + 2 * d * d
-    x_ld, x0 = toy_data(2, 16)
-    seen = []
-    features = model.condition_features
-    model.condition_features = lambda cond, z, data=None: (seen.append(data), features(cond, z, data))[1]
-    unit = lambda a: model.to_unit(torch.from_numpy(a))[:, None]  # noqa: E731
-    DiffusionObjective(model)({"x_ld": unit(x_ld), "x0": unit(x0), "t": torch.tensor([3, 80]),
-                               "noise": torch.randn(2, 2, 4, 4), "cond_scale": torch.tensor([0.2, 1.5])})
-    torch.testing.assert_close(seen[0], unit(x_ld))
-    del model.condition_features
-    a = model.sample(x0, data_hu=x_ld, seed=0)
-    b = model.sample(x0, data_hu=x_ld + 200.0, seed=0)
-    assert np.abs(a - b).mean() > 1.0  # the same condition, other data: another image
-    with pytest.raises(InputError, match="data_hu"):
-        model.sample(x0, seed=0)
-    with pytest.raises(InputError, match="data_hu"):
-        model.sample(x0, data_hu=x_ld[:1], seed=0)
-    model.save_pretrained(tmp_path / "m")
-    again = LatentDiffusion.from_pretrained(tmp_path / "m")
-    assert again.config.unet.data_condition
-    np.testing.assert_array_equal(again.sample(x0, data_hu=x_ld, seed=0), a)
-    plain = tiny_model()  # without the option data_hu is ignored
-    np.testing.assert_array_equal(plain.sample(x0, data_hu=x_ld, seed=0), plain.sample(x0, seed=0))

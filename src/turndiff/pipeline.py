@@ -376,8 +376,7 @@ class TurnDiffPipeline:
                 raise InputError(f"x_diffusion is {list(x_d.shape)}, the input's images {list(x_prior.shape)}")
         else:
             x_d = self.stage2.sample(x_prior, steps=steps, strength=strength, seed=None if generator else seed,
-                                     generator=generator, progress=progress, amp=self.device.type == "cuda",
-                                     data_hu=x_ld)
+                                     generator=generator, progress=progress, amp=self.device.type == "cuda")
         t["stage2"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if fusion == "pixel":

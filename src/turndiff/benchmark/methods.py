@@ -220,11 +220,11 @@ class TurnDiffMethod(BenchMethod):
             if res.x_diffusion is not None:
                 imgs["x~0 (diffusion, no fusion)"][d] = res.x_diffusion
                 # Stage 2 on the condition it was trained on (issue 4 measures x~0 this way).
-                imgs["x~0 (condition x_ld)"][d] = pipe.stage2.sample(res.x_ld, seed=seed, data_hu=res.x_ld)
+                imgs["x~0 (condition x_ld)"][d] = pipe.stage2.sample(res.x_ld, seed=seed)
             if d == doses[0] and res.x_diffusion is not None:
                 # Honest stochasticity (issue 4): per-pixel spread of x~0 over 4 sampler seeds.
                 sp = sample_spread(pipe.stage2, res.x_prior, seeds=(seed, seed + 1, seed + 2, seed + 3),
-                                   progress=False, data_hu=res.x_ld)
+                                   progress=False)
                 spread = {"dose": d, "seeds": 4, "std_hu_mean": float(sp.std.mean()),
                           "std_hu_p95": float(np.percentile(sp.std, 95)),
                           "std_hu_mean_in_body": float(sp.std[body_mask(data.test_reference_hu)].mean())}

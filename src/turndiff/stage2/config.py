@@ -198,11 +198,6 @@ class UNetConfig(_Part):
         ``a`` of the recorrupted triples.
     r2r_copies : int
         Recorrupted copies drawn per training slice.
-    data_condition : bool
-        Beyond the paper (off by default): give the U-Net ``x_ld`` itself beside the blend,
-        pixel-unshuffled like the condition (``downsample ** 2`` more input channels), so
-        the data's detail reaches it beside the prior instead of mixed into it at the
-        blend's weight. Sampling then needs ``data_hu`` (the pipeline passes ``x_ld``).
     teacher : {"x0", "consistent"}
         The distillation target (:data:`TEACHERS`). With ``"consistent"`` the condition is
         still blended from ``x0`` (the image inference sends), and ``fit`` trains on the
@@ -230,7 +225,6 @@ class UNetConfig(_Part):
     r2r_weight: float = 100.0
     r2r_recorrupt: float = 0.5
     r2r_copies: int = 2
-    data_condition: bool = False
     teacher: str = "x0"
     max_train_strength: float = 0.5
     cond_noise_scale: tuple[float, float] = (0.2, 1.5)
@@ -396,8 +390,7 @@ class Stage2Config(_Part):
     def condition_channels(self) -> int:
         """Channels the condition adds to the U-Net input."""
         ae = self.autoencoder
-        image = ae.downsample**2 if self.unet.conditioning == "unshuffle" else ae.latent_channels
-        return image + (ae.downsample**2 if self.unet.data_condition else 0)
+        return ae.downsample**2 if self.unet.conditioning == "unshuffle" else ae.latent_channels
 
     def replace(self, **changes: Any) -> Stage2Config:
         """A validated copy; a part may be given whole or as a dict of its changes,

@@ -213,24 +213,15 @@ class LatentDiffusion(torch.nn.Module):
         """Whether the U-Net input or output refers to the condition's latent."""
         return self.config.unet.conditioning == "latent" or self.config.unet.prediction_type == "residual"
 
-    def condition_features(self, condition: torch.Tensor, condition_latent: torch.Tensor | None = None,
-                           data: torch.Tensor | None = None) -> torch.Tensor:
-        """U-Net conditioning channels at latent resolution for ``condition`` [B, 1, H, W]
-        (and, with ``unet.data_condition``, for ``data``, ``x_ld`` [B, 1, H, W])."""
-        d = self.config.autoencoder.downsample
+    def condition_features(self, condition: torch.Tensor, condition_latent: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+        """U-Net conditioning channels at latent resolution for ``condition`` [B, 1, H, W]."""
         if self.config.unet.conditioning == "unshuffle":
-            feats = F.pixel_unshuffle(condition, d)
-        elif condition_latent is not None:
-            feats = condition_latent
-        else:
-            with torch.no_grad():
-                feats = self.encode(condition)
-        if not self.config.unet.data_condition:
-            return feats
-        if data is None or data.shape != condition.shape:
-            raise InputError("this stage-2 model (unet.data_condition) needs x_ld beside its condition, "
-                             f"of the condition's shape {list(condition.shape)}")
-        return torch.cat([feats, F.pixel_unshuffle(data, d)], dim=1)
+            return F.pixel_unshuffle(condition, self.config.autoencoder.downsample)
+        if condition_latent is not None:
+            return condition_latent
+        with torch.no_grad():
+            return self.encode(condition)
 
     def denoise(self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """U-Net output (epsilon, v or latent, per ``prediction_type``)."""
@@ -263,7 +254,6 @@ class LatentDiffusion(torch.nn.Module):
         progress: bool = False,
         guidance: Callable[[int, slice, np.ndarray], np.ndarray] | None = None,
         guidance_steps: Sequence[int] = (-1,),
-        data_hu: np.ndarray | torch.Tensor | None = None,
     ) -> np.ndarray:
         """Sample x~0 conditioned on ``condition_hu`` with DDIM (partial diffusion).
 
@@ -306,9 +296,6 @@ class LatentDiffusion(torch.nn.Module):
         guidance_steps : sequence of int
             Indices into the DDIM steps at which ``guidance`` runs (negative from the end;
             default ``(-1,)``: the last step, whose prediction is the output).
-        data_hu : array or tensor, optional
-            ``x_ld`` (HU, the condition's shape), given beside the condition; required by a
-            model trained with ``unet.data_condition`` and ignored otherwise.
 
         Returns
         -------
@@ -320,13 +307,6 @@ class LatentDiffusion(torch.nn.Module):
         init = cond if init_hu is None else _as_stack(init_hu, "init_hu")[0]
         if init.shape != cond.shape:
             raise InputError(f"init_hu has shape {tuple(init.shape)}, condition_hu {tuple(cond.shape)}")
-        data = None
-        if cfg.unet.data_condition:
-            if data_hu is None:
-                raise InputError("this stage-2 model (unet.data_condition) needs data_hu, the low-dose FBP x_ld")
-            data = _as_stack(data_hu, "data_hu")[0]
-            if data.shape != cond.shape:
-                raise InputError(f"data_hu has shape {tuple(data.shape)}, condition_hu {tuple(cond.shape)}")
         steps = cfg.sampler.steps if steps is None else steps
         eta = cfg.sampler.eta if eta is None else float(eta)
         if eta < 0:
@@ -365,8 +345,7 @@ class LatentDiffusion(torch.nn.Module):
                 gens = [torch.Generator().manual_seed(s) for s in slice_seeds[lo:hi]]
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                     z_cond = self.encode(c_img).float() if self.needs_condition_latent else None
-                    d_img = None if data is None else self._pad(self.to_unit(data[lo:hi, None]).to(device))[0]
-                    feats = self.condition_features(c_img, z_cond, d_img)
+                    feats = self.condition_features(c_img, z_cond)
                     lat_shape = (self.config.autoencoder.latent_channels, c_img.shape[-2] // cfg.autoencoder.downsample,
                                  c_img.shape[-1] // cfg.autoencoder.downsample)
                     noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)

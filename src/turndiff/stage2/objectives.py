@@ -99,7 +99,7 @@ class DiffusionObjective(torch.nn.Module):
         with torch.no_grad():
             z0 = model.encode(x0).float()
             z_cond = model.encode(condition).float() if model.needs_condition_latent else None
-        features = model.condition_features(condition, z_cond, x_ld)
+        features = model.condition_features(condition, z_cond)
         z_t = model.scheduler.add_noise(z0, noise, t)
         output = model.denoise(z_t, t, features).float()
         l_diff = F.mse_loss(output, model.scheduler.target(z0, noise, t, z_cond))
