@@ -172,6 +172,14 @@ def test_benchmark_end_to_end_tiny(tmp_path):
                           log=lambda m: None)
     assert fresh["resumed_methods"] == [] and not (tmp_path / "bench" / "runs" / "turndiff").exists()
 
+    # Another training seed on the same data (the spread over retraining): FBP, which
+    # trains nothing, to the digit; TurnDiff trained again, from other initial weights.
+    reseeded = run_benchmark(tmp_path / "bench7", preset="tiny", methods=["FBP", "turndiff"], device="cpu",
+                             train_seed=7, log=lambda m: None)
+    assert reseeded["seed"] == 0 and reseeded["train_seed"] == 7 and summary["train_seed"] == 0
+    assert reseeded["quality"]["FBP"] == q["FBP"]
+    assert reseeded["quality"]["x0 (only projection)"] != q["x0 (only projection)"]
+
 
 def test_demo_command_tiny(tmp_path):
     from turndiff.cli import main

@@ -12,7 +12,8 @@ import numpy as np
 from .data import VOLUME
 from .figures import comparison_figure, dose_grid_figure, pick_roi, profile_figure, reformat_figure
 
-__all__ = ["quality_table", "ablation_table", "cost_table", "detail_table", "volume_table", "write_report"]
+__all__ = ["quality_table", "ablation_table", "cost_table", "detail_table", "volume_table", "seed_spread_table",
+           "write_report"]
 
 ABLATION_ROWS = ("x0 (only projection)", "x0, no SURE calibration", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)",
                  "stage 1: paper CSSS (2x2 cells)", "stage 1: CSSS view pairs", "stage 1: no ramp weighting",
@@ -105,6 +106,44 @@ def cost_table(cost: dict) -> str:
     for name, c in cost.items():
         rows.append(f"| {name} | {_clean_label(_clean_data(c))} | {c['train_seconds']:.0f} | "
                     f"{c['infer_seconds_per_slice']:.2f} | {c['peak_memory_mb']:.0f} | {c['notes']} |")
+    return "\n".join(rows)
+
+
+def seed_spread_table(summaries: list[dict], *, window: str = "soft", doses=None, methods=None) -> str:
+    """Markdown: each method's mean PSNR / SSIM over several benchmark runs that differ only
+    in their training seed (``turndiff benchmark --train-seed``), as ``mean +- std (min -
+    max)`` over the runs of the per-run slice means; ``n`` runs per row. ``summaries`` are
+    the runs' ``results.json`` contents: same preset, data seed and doses, distinct
+    training seeds (else ``ValueError``). Rows: the methods in every run (or ``methods``)."""
+    if len(summaries) < 2:
+        raise ValueError("give two or more benchmark runs")
+    first = summaries[0]
+    for s in summaries[1:]:
+        for key in ("preset", "seed"):
+            if s.get(key) != first.get(key):
+                raise ValueError(f"the runs differ in {key} ({first.get(key)!r} against {s.get(key)!r}): "
+                                 "only the training seed may differ")
+        if s["data"] != first["data"]:
+            raise ValueError("the runs were made on different data settings")
+    seeds = [s.get("train_seed", s["seed"]) for s in summaries]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"two runs share a training seed ({seeds})")
+    doses = list(first["data"]["doses"] if doses is None else doses)
+    names = [n for n in first["quality"] if all(n in s["quality"] for s in summaries)] if methods is None \
+        else list(methods)
+    missing = [n for n in names if not all(n in s["quality"] for s in summaries)]
+    if missing:
+        raise ValueError(f"not in every run: {', '.join(missing)}")
+    head = "| method | n | " + " | ".join(f"{d:.0%} PSNR | {d:.0%} SSIM" for d in doses) + " |"
+    rows = [head, "|---|---|" + "---|---|" * len(doses)]
+    for name in names:
+        cells = []
+        for d in doses:
+            for metric, digits in (("psnr", 2), ("ssim", 4)):
+                v = np.array([s["quality"][name][f"{d}"][window][metric]["mean"] for s in summaries])
+                cells.append(f"{v.mean():.{digits}f} +- {v.std(ddof=1):.{digits}f} "
+                             f"({v.min():.{digits}f} - {v.max():.{digits}f})")
+        rows.append(f"| {name} | {len(summaries)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

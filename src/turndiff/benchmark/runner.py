@@ -48,6 +48,7 @@ def run_benchmark(
     methods: list[str] | None = None,
     device: str = "auto",
     seed: int = 0,
+    train_seed: int | None = None,
     restart: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -57,7 +58,13 @@ def run_benchmark(
     images are saved in ``out_dir/runs/rows`` as soon as it finishes, so a rerun after an
     interruption redoes only the unfinished methods. Saved rows are reused only when the
     preset, seed, doses, device and the package's code are the same (:func:`rows_stamp`).
-    ``restart=True`` deletes ``out_dir/runs`` first."""
+    ``restart=True`` deletes ``out_dir/runs`` first.
+
+    ``seed`` draws the phantoms and their noise, and seeds every training; ``train_seed``,
+    when given, seeds the trainings (initialisation, crops, recorrupted copies, sampling) in
+    its place on the *same* data, so runs with several training seeds give the spread of a
+    method's numbers over retraining (``benchmarks/seed_spread.py`` summarises them). (The
+    unpaired IPDM's clean phantoms are drawn from it too: they are its training data.)"""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -83,11 +90,12 @@ def run_benchmark(
     with_volume = tuple(doses) + ((VOLUME,) if p.get("volume") else ())
     results: dict[str, Result] = {}
     resumed: list[str] = []  # methods whose rows came from an earlier run (not in total_seconds)
-    ctx = RunContext(preset=model_preset, seed=seed, device=device, run_dir=out / "runs", log=log)
+    fit_seed = seed if train_seed is None else int(train_seed)
+    ctx = RunContext(preset=model_preset, seed=fit_seed, device=device, run_dir=out / "runs", log=log)
     for key in METHOD_ORDER:  # one registry, one way to run every method
         if key in chosen:
             method_doses = doses if key == "ablations" else with_volume
-            stamp = rows_stamp(key, preset=preset, seed=seed, doses=method_doses, device=device)
+            stamp = rows_stamp(key, preset=preset, seed=seed, doses=method_doses, device=device, train_seed=fit_seed)
             rows = load_rows(ctx.run_dir / ROWS_DIR, stamp)
             if rows is not None:
                 log(f"{key}: test images of an earlier run of this code ({ctx.run_dir / ROWS_DIR})")
@@ -115,6 +123,7 @@ def run_benchmark(
     summary = {
         "preset": preset,
         "seed": seed,
+        "train_seed": fit_seed,
         "data": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
         "geometry": json.loads(data.geometry.to_json()),
         "quality": quality,
@@ -149,10 +158,13 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def rows_stamp(key: str, *, preset: str, seed: int, doses, device: str) -> dict:
+def rows_stamp(key: str, *, preset: str, seed: int, doses, device: str, train_seed: int | None = None) -> dict:
     """What a method's saved rows must match to be reused."""
-    return {"method": key, "preset": preset, "seed": int(seed), "doses": list(doses), "device": str(device),
-            "code": code_fingerprint()}
+    stamp = {"method": key, "preset": preset, "seed": int(seed), "doses": list(doses), "device": str(device),
+             "code": code_fingerprint()}
+    if train_seed is not None and int(train_seed) != int(seed):  # rows of the plain seed keep their stamp
+        stamp["train_seed"] = int(train_seed)
+    return stamp
 
 
 def _rows_stem(key: str) -> str:

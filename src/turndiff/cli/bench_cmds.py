@@ -37,7 +37,11 @@ def demo(out, size, train_slices, test_slices, preset, device, seed) -> None:
               help="Delete OUT/runs (checkpoints and finished methods' images) and start again "
                    "(default: resume an interrupted run).")
 @seed_option()
-def benchmark(out, preset, methods, list_methods, device, restart, seed) -> None:
+@click.option("--train-seed", type=click.IntRange(min=0, max=2**32 - 1), default=None,
+              help="Seed the trainings (initialisation, crops, sampling) with this instead of --seed, on "
+                   "the same phantoms and noise: runs with several give the spread over retraining "
+                   "(benchmarks/seed_spread.py).  [default: --seed]")
+def benchmark(out, preset, methods, list_methods, device, restart, seed, train_seed) -> None:
     """Every method and ablation on the phantoms: tables, figures, an HTML report and results.json.
 
     Resumes: a rerun into the same OUT reuses the finished methods' images (same code and
@@ -50,7 +54,8 @@ def benchmark(out, preset, methods, list_methods, device, restart, seed) -> None
     if out is None:
         raise click.UsageError("Missing option '--out'.")
     chosen = [m.strip() for m in methods.split(",")] if methods else None
-    run_benchmark(out, preset=preset, methods=chosen, device=device, seed=seed, restart=restart,
+    run_benchmark(out, preset=preset, methods=chosen, device=device, seed=seed, train_seed=train_seed,
+                  restart=restart,
                   log=lambda m: click.echo(m, err=True))
 
 
