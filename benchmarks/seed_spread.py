@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="benchmark output folders (or their results.json)")
     ap.add_argument("--window", choices=("soft", "full"), default="soft")
     ap.add_argument("--methods", default=None, help="comma-separated rows (default: those in every run)")
+    ap.add_argument("--doses", default=None, help="comma-separated dose fractions (default: the runs' doses)")
     args = ap.parse_args()
     summaries = []
     for r in args.runs:
@@ -35,7 +36,8 @@ def main() -> None:
         summaries.append(json.loads(path.read_text()))
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     try:
-        table = seed_spread_table(summaries, window=args.window, methods=methods)
+        doses = [float(d) for d in args.doses.split(",")] if args.doses else None
+        table = seed_spread_table(summaries, window=args.window, methods=methods, doses=doses)
     except (ValueError, KeyError) as e:
         raise SystemExit(f"seed_spread: {e}") from None
     seeds = ", ".join(str(s.get("train_seed", s["seed"])) for s in summaries)

@@ -36,3 +36,5 @@ def test_seed_spread_table_summarises_runs_that_differ_only_in_their_training_se
         seed_spread_table([_summary(0, 25.0)])
     with pytest.raises(ValueError, match="not in every run"):
         seed_spread_table([_summary(0, 25.0), _summary(1, 26.0)], methods=["TV"])
+    with pytest.raises(ValueError, match="dose 0.3"):
+        seed_spread_table([_summary(0, 25.0), _summary(1, 26.0)], doses=[0.3])

@@ -132,6 +132,8 @@ def seed_spread_table(summaries: list[dict], *, window: str = "soft", doses=None
     names = [n for n in first["quality"] if all(n in s["quality"] for s in summaries)] if methods is None \
         else list(methods)
     missing = [n for n in names if not all(n in s["quality"] for s in summaries)]
+    missing += [f"dose {d}" for d in doses if not all(f"{d}" in s["quality"][n] for s in summaries for n in names
+                                                       if n in s["quality"])]
     if missing:
         raise ValueError(f"not in every run: {', '.join(missing)}")
     head = "| method | n | " + " | ".join(f"{d:.0%} PSNR | {d:.0%} SSIM" for d in doses) + " |"
