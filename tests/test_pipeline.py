@@ -179,6 +179,7 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     assert reseeded["seed"] == 0 and reseeded["train_seed"] == 7 and summary["train_seed"] == 0
     assert reseeded["quality"]["FBP"] == q["FBP"]
     assert reseeded["quality"]["x0 (only projection)"] != q["x0 (only projection)"]
+    assert "training seed 7" in (tmp_path / "bench7" / "tables.md").read_text()
 
 
 def test_demo_command_tiny(tmp_path):
