@@ -202,14 +202,16 @@ def laguerre_gauss_channels(size: int, width: float, count: int = 6) -> np.ndarr
 @dataclass
 class Detectability:
     """``d_prime`` (detectability index), ``auc`` (area under the ROC curve, empirical,
-    from the observer's test statistics), ``auc_gaussian`` (``Phi(d' / sqrt 2)``), and
-    the numbers of signal-present / absent ROIs."""
+    from the observer's test statistics), ``auc_gaussian`` (``Phi(d' / sqrt 2)``), the
+    numbers of signal-present / absent ROIs, and ``d_prime_ci``: a 95% bootstrap interval
+    of ``d_prime`` (``None`` unless asked for)."""
 
     d_prime: float
     auc: float
     auc_gaussian: float
     n_present: int
     n_absent: int
+    d_prime_ci: tuple[float, float] | None = None
 
 
 def _mann_whitney_auc(t1: np.ndarray, t0: np.ndarray) -> float:
@@ -226,7 +228,7 @@ def _mann_whitney_auc(t1: np.ndarray, t0: np.ndarray) -> float:
 
 
 def cho_detectability(present: np.ndarray, absent: np.ndarray, channels: np.ndarray, *, folds: int = 2,
-                      seed: int = 0) -> Detectability:
+                      seed: int = 0, bootstrap: int = 0) -> Detectability:
     """Channelized Hotelling observer for a signal known exactly (location and profile).
 
     ``present`` / ``absent``: ROIs ``[N1, h, w]`` / ``[N0, h, w]`` (HU) centred on where the
@@ -236,6 +238,10 @@ def cho_detectability(present: np.ndarray, absent: np.ndarray, channels: np.ndar
     ``d' = (<t1> - <t0>) / sqrt((var t1 + var t0) / 2)``. With ``folds >= 2`` the template
     is trained and tested on different ROIs (k-fold, shuffled with ``seed``; d' and AUC
     are averaged over folds), which removes the optimism of testing on the training set.
+    With ``bootstrap = B > 0``, ``d_prime_ci`` is the 2.5-97.5 percentile interval of d'
+    over ``B`` resamplings (with replacement, within each class and fold) of the test
+    statistics: the uncertainty from the finite number of test ROIs, for the templates as
+    trained (their own estimation error is not in it, so it is a lower bound on the spread).
     """
     g1, g0 = _stack(present, "present"), _stack(absent, "absent")
     u = np.asarray(channels, np.float64)
@@ -252,19 +258,26 @@ def cho_detectability(present: np.ndarray, absent: np.ndarray, channels: np.ndar
         s = 0.5 * (np.cov(a1, rowvar=False) + np.cov(a0, rowvar=False))
         return np.linalg.solve(np.atleast_2d(s), a1.mean(0) - a0.mean(0))
 
-    def score(wt, a1, a0):
-        t1, t0 = a1 @ wt, a0 @ wt
-        dp = (t1.mean() - t0.mean()) / math.sqrt(0.5 * (t1.var(ddof=1) + t0.var(ddof=1)))
-        return dp, _mann_whitney_auc(t1, t0)
+    def d_index(t1, t0):
+        return (t1.mean(-1) - t0.mean(-1)) / np.sqrt(0.5 * (t1.var(-1, ddof=1) + t0.var(-1, ddof=1)))
 
+    rng = np.random.default_rng(seed)
     if folds < 2:
-        dp, auc = score(train(v1, v0), v1, v0)
+        stats = [(v1 @ train(v1, v0), v0 @ train(v1, v0))]
     else:
-        rng = np.random.default_rng(seed)
         k1, k0 = rng.permutation(len(v1)) % folds, rng.permutation(len(v0)) % folds
-        res = [score(train(v1[k1 != k], v0[k0 != k]), v1[k1 == k], v0[k0 == k]) for k in range(folds)]
-        dp, auc = float(np.mean([r[0] for r in res])), float(np.mean([r[1] for r in res]))
-    return Detectability(float(dp), float(auc), float(special.ndtr(dp / math.sqrt(2))), len(v1), len(v0))
+        stats = []
+        for k in range(folds):
+            wt = train(v1[k1 != k], v0[k0 != k])
+            stats.append((v1[k1 == k] @ wt, v0[k0 == k] @ wt))
+    dp = float(np.mean([d_index(t1, t0) for t1, t0 in stats]))
+    auc = float(np.mean([_mann_whitney_auc(t1, t0) for t1, t0 in stats]))
+    ci = None
+    if bootstrap > 0:
+        boot = np.mean([d_index(t1[rng.integers(0, len(t1), (bootstrap, len(t1)))],
+                                t0[rng.integers(0, len(t0), (bootstrap, len(t0)))]) for t1, t0 in stats], axis=0)
+        ci = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
+    return Detectability(dp, auc, float(special.ndtr(dp / math.sqrt(2))), len(v1), len(v0), ci)
 
 
 def disc_rois(images: np.ndarray, centres, size: int) -> np.ndarray:

@@ -101,12 +101,17 @@ def _fit_baselines(names, geometry, preset: str, seed: int, device: str, runs_di
     return fitted
 
 
+#: Bootstrap resamplings behind each d' interval of :func:`lcd_detectability`.
+LCD_BOOTSTRAP = 1000
+
+
 def lcd_detectability(images: np.ndarray, phantom) -> dict[str, dict]:
     """d' and AUC per rod of ``phantom`` (a :func:`~turndiff.phantoms.qa.make_lcd_phantom`)
     from its noise realisations ``images`` ``[R, H, W]`` (HU, on the phantom's grid): present
     ROIs on every copy of the rod, absent ROIs on every background position, every
     realisation (R >= 12 for the 5-channel, two-fold observer). Returns ``{rod name:
-    {"d_prime", "auc", "n_present", "n_absent", "diameter_mm", "contrast_hu"}}``."""
+    {"d_prime", "d_prime_ci", "auc", "n_present", "n_absent", "diameter_mm", "contrast_hu"}}``
+    (``d_prime_ci``: 95% bootstrap interval over the test ROIs, :func:`cho_detectability`)."""
     out = {}
     rods: dict[str, list] = {}
     for ins in phantom.inserts:
@@ -118,8 +123,8 @@ def lcd_detectability(images: np.ndarray, phantom) -> dict[str, dict]:
         channels = laguerre_gauss_channels(size, width, 5)
         present = disc_rois(images, [c.centre for c in copies], size)
         absent = disc_rois(images, phantom.background, size)
-        det = cho_detectability(present, absent, channels)
-        out[name] = {"d_prime": det.d_prime, "auc": det.auc, "n_present": det.n_present, "n_absent": det.n_absent,
+        det = cho_detectability(present, absent, channels, bootstrap=LCD_BOOTSTRAP)
+        out[name] = {"d_prime": det.d_prime, "d_prime_ci": list(det.d_prime_ci), "auc": det.auc, "n_present": det.n_present, "n_absent": det.n_absent,
                      "diameter_mm": 2 * radius * phantom.pixel_spacing, "contrast_hu": copies[0].contrast}
     return out
 
@@ -292,14 +297,17 @@ def iq_tables(r: dict) -> str:
     """Markdown tables of a :func:`run_iq` result."""
     doses = [f"{d:g}" for d in r["doses"]]
     rods = list(r["detectability"]["FBP"]["1"])
-    lines = ["## Detectability (CHO d', Laguerre-Gauss channels)", "",
+    def cell(v: dict) -> str:  # results written before the interval existed have none
+        ci = v.get("d_prime_ci")
+        return f"{v['d_prime']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    lines = ["## Detectability (CHO d', Laguerre-Gauss channels; 95% bootstrap interval over the test ROIs)", "",
              "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
-    lines.append("| FBP | 100% | " + " | ".join(f"{r['detectability']['FBP']['1'][k]['d_prime']:.2f}" for k in rods)
-                 + " |")
+    lines.append("| FBP | 100% | " + " | ".join(cell(r['detectability']['FBP']['1'][k]) for k in rods) + " |")
     for m in r.get("methods", IQ_METHODS):
         for d in doses:
             det = r["detectability"][m][d]
-            lines.append(f"| {m} | {float(d):.0%} | " + " | ".join(f"{det[k]['d_prime']:.2f}" for k in rods) + " |")
+            lines.append(f"| {m} | {float(d):.0%} | " + " | ".join(cell(det[k]) for k in rods) + " |")
     lines += ["", "## Dose-reduction factor against full-dose FBP ((d' / d'_FBP,100%)^2 / dose; >1 saves dose)", "",
               "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
     for m in r.get("methods", IQ_METHODS):
