@@ -56,16 +56,23 @@ def test_ttf_of_a_gaussian_blur(rng):
     assert r.shape == img.shape
 
 
+def _gaussian_task(size: int, w: float, amp: float, sigma: float, count: int):
+    """A Gaussian signal of width ``w`` px and peak ``amp`` HU, the ideal observer's d' in
+    white noise of std ``sigma`` (``||s|| / sigma``), and ``count`` Laguerre-Gauss channels
+    whose first spans it (``a = w sqrt(2 pi)``)."""
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[:size, :size]
+    signal = amp * np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (2 * w**2))
+    return signal, float(np.linalg.norm(signal) / sigma), laguerre_gauss_channels(size, w * math.sqrt(2 * math.pi),
+                                                                                  count)
+
+
 def test_cho_reaches_the_ideal_observer_for_a_gaussian_signal_in_white_noise(rng):
     """In white noise of std sigma the ideal observer's d' is ||s|| / sigma; a Gaussian
     signal lies in the first Laguerre-Gauss channel's span (a = w sqrt(2 pi)), so the CHO
     reaches it (within the sampling error of 300 + 300 ROIs)."""
-    size, w, amp, sigma = 31, 2.5, 6.0, 20.0
-    c = (size - 1) / 2
-    yy, xx = np.mgrid[:size, :size]
-    signal = amp * np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (2 * w**2))
-    ideal = float(np.linalg.norm(signal) / sigma)
-    channels = laguerre_gauss_channels(size, w * math.sqrt(2 * math.pi), 5)
+    size, sigma = 31, 20.0
+    signal, ideal, channels = _gaussian_task(size, 2.5, 6.0, sigma, 5)
     absent = rng.normal(0, sigma, (300, size, size))
     present = rng.normal(0, sigma, (300, size, size)) + signal
     det = cho_detectability(present, absent, channels)
@@ -83,12 +90,8 @@ def test_cho_bootstrap_interval_covers_the_ideal_observer(rng):
     """With few ROIs (as in `turndiff iq`) the 95% bootstrap interval of d' must cover the
     ideal observer's d' in most repeated experiments, widen as the ROIs get fewer, and
     leave d' itself unchanged."""
-    size, w, amp, sigma = 21, 2.0, 5.0, 20.0
-    c = (size - 1) / 2
-    yy, xx = np.mgrid[:size, :size]
-    signal = amp * np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (2 * w**2))
-    ideal = float(np.linalg.norm(signal) / sigma)
-    channels = laguerre_gauss_channels(size, w * math.sqrt(2 * math.pi), 4)
+    size, sigma = 21, 20.0
+    signal, ideal, channels = _gaussian_task(size, 2.0, 5.0, sigma, 4)
     covered, widths = 0, {}
     for trial in range(40):
         n = 48 if trial % 2 else 192
