@@ -263,7 +263,8 @@ def cho_detectability(present: np.ndarray, absent: np.ndarray, channels: np.ndar
 
     rng = np.random.default_rng(seed)
     if folds < 2:
-        stats = [(v1 @ train(v1, v0), v0 @ train(v1, v0))]
+        wt = train(v1, v0)
+        stats = [(v1 @ wt, v0 @ wt)]
     else:
         k1, k0 = rng.permutation(len(v1)) % folds, rng.permutation(len(v0)) % folds
         stats = []

@@ -124,7 +124,8 @@ def lcd_detectability(images: np.ndarray, phantom) -> dict[str, dict]:
         present = disc_rois(images, [c.centre for c in copies], size)
         absent = disc_rois(images, phantom.background, size)
         det = cho_detectability(present, absent, channels, bootstrap=LCD_BOOTSTRAP)
-        out[name] = {"d_prime": det.d_prime, "d_prime_ci": list(det.d_prime_ci), "auc": det.auc, "n_present": det.n_present, "n_absent": det.n_absent,
+        out[name] = {"d_prime": det.d_prime, "d_prime_ci": list(det.d_prime_ci), "auc": det.auc,
+                     "n_present": det.n_present, "n_absent": det.n_absent,
                      "diameter_mm": 2 * radius * phantom.pixel_spacing, "contrast_hu": copies[0].contrast}
     return out
 
