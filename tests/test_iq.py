@@ -88,11 +88,12 @@ def test_cho_reaches_the_ideal_observer_for_a_gaussian_signal_in_white_noise(rng
 
 def test_cho_bootstrap_interval_covers_the_ideal_observer(rng):
     """With few ROIs (as in `turndiff iq`) the 95% bootstrap interval of d' must cover the
-    ideal observer's d' in most repeated experiments, widen as the ROIs get fewer, and
-    leave d' itself unchanged."""
+    ideal observer's d' in about 95% of repeated experiments, miss on both sides rather
+    than one, widen as the ROIs get fewer, and leave d' itself unchanged."""
     size, sigma = 21, 20.0
     signal, ideal, channels = _gaussian_task(size, 2.0, 5.0, sigma, 4)
-    covered, widths = 0, {}
+    above = below = 0
+    widths: dict[int, list] = {}
     for trial in range(40):
         n = 48 if trial % 2 else 192
         absent = rng.normal(0, sigma, (n, size, size))
@@ -101,13 +102,18 @@ def test_cho_bootstrap_interval_covers_the_ideal_observer(rng):
         lo, hi = det.d_prime_ci
         assert lo < det.d_prime < hi
         assert det.d_prime == cho_detectability(present, absent, channels, seed=trial).d_prime
-        covered += lo <= ideal <= hi
+        above += ideal > hi
+        below += ideal < lo
         widths.setdefault(n, []).append(hi - lo)
-    # 95% nominal; the templates' own estimation error (and the finite-sample CHO's low
-    # bias at 48 ROIs) are not in it, so it covers less: 32 and 36 of 40 with other seeds.
-    assert covered >= 30, covered
+    # 38 of 40 expected (and found). Bootstrapping only the test statistics (templates held
+    # fixed) covered 32-37 with most misses below the ideal: the templates' error was left out
+    # and the finite-sample CHO's low bias not corrected. Other seeds: 37-39 of 40.
+    assert above + below <= 5, (above, below)
+    assert above <= 3, (above, below)
     assert np.mean(widths[48]) > 1.5 * np.mean(widths[192])  # about 2x: 1/sqrt(n)
     assert cho_detectability(present, absent, channels).d_prime_ci is None
+    one_fold = cho_detectability(present, absent, channels, folds=1, bootstrap=200)
+    assert one_fold.d_prime_ci[0] < one_fold.d_prime < one_fold.d_prime_ci[1]
 
 
 def test_disc_rois_and_insert_accuracy(rng):

@@ -111,7 +111,8 @@ def lcd_detectability(images: np.ndarray, phantom) -> dict[str, dict]:
     ROIs on every copy of the rod, absent ROIs on every background position, every
     realisation (R >= 12 for the 5-channel, two-fold observer). Returns ``{rod name:
     {"d_prime", "d_prime_ci", "auc", "n_present", "n_absent", "diameter_mm", "contrast_hu"}}``
-    (``d_prime_ci``: 95% bootstrap interval over the test ROIs, :func:`cho_detectability`)."""
+    (``d_prime_ci``: 95% bootstrap interval, templates retrained on each resample,
+    :func:`cho_detectability`)."""
     out = {}
     rods: dict[str, list] = {}
     for ins in phantom.inserts:
@@ -302,7 +303,7 @@ def iq_tables(r: dict) -> str:
         ci = v.get("d_prime_ci")
         return f"{v['d_prime']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
-    lines = ["## Detectability (CHO d', Laguerre-Gauss channels; 95% bootstrap interval over the test ROIs)", "",
+    lines = ["## Detectability (CHO d', Laguerre-Gauss channels; 95% bootstrap interval, templates retrained on each resample)", "",
              "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
     lines.append("| FBP | 100% | " + " | ".join(cell(r['detectability']['FBP']['1'][k]) for k in rods) + " |")
     for m in r.get("methods", IQ_METHODS):
