@@ -39,7 +39,7 @@ import json
 import numpy as np
 
 from turndiff.benchmark.data import make_dev_data
-from turndiff.benchmark.iq import lcd_detectability, lesion_positions, lesion_scores
+from turndiff.benchmark.iq import format_d_prime, lcd_detectability, lesion_positions, lesion_scores
 from turndiff.benchmark.splits import VALIDATION_SEED
 from turndiff.inference import FusionConfig, blend, choose_strategy, pixel_fusion
 from turndiff.metrics import evaluate, gradient_ratios
@@ -78,7 +78,7 @@ class _Detectability:
     def header(self) -> str:
         return ("| U-Net training | lesion contrast x~0 / TurnDiff | lesion CNR TurnDiff | d' TurnDiff "
                 + " / ".join(r.split(",")[0] for r in self.rods) + " |\n|---|---|---|---|\n"
-                + "| (FBP at 100%) | | | " + " / ".join(f"{self.fbp_full[r]['d_prime']:.2f}" for r in self.rods) + " |")
+                + "| (FBP at 100%) | | | " + " / ".join(format_d_prime(self.fbp_full[r]) for r in self.rods) + " |")
 
     def lesion_scores(self, base: np.ndarray, plus: np.ndarray) -> tuple[float, float]:
         r = lesion_scores(base, plus, self.ref, self.lesions)
@@ -94,12 +94,12 @@ class _Detectability:
         rt, ct = self.lesion_scores(base_out.image_hu, plus.image_hu)
         det = lcd_detectability(lcd.image_hu, self.lcd)
         row = (f"| {name} | {rx:.3f} / {rt:.3f} | {ct:.2f} | "
-               + " / ".join(f"{det[r]['d_prime']:.2f}" for r in self.rods) + " |")
+               + " / ".join(format_d_prime(det[r]) for r in self.rods) + " |")
         if name.startswith("shipped"):  # x0 does not depend on the U-Net: once
             r0, c0 = self.lesion_scores(base_out.x0, plus.x0)
             d0 = lcd_detectability(lcd.x0, self.lcd)
             row = (f"| (x0, calibrated) | {r0:.3f} | {c0:.2f} | "
-                   + " / ".join(f"{d0[r]['d_prime']:.2f}" for r in self.rods) + " |\n" + row)
+                   + " / ".join(format_d_prime(d0[r]) for r in self.rods) + " |\n" + row)
         return row
 
 

@@ -48,7 +48,7 @@ from ..phantoms.qa import make_ctp404_phantom, make_lcd_phantom
 from ..physics import CTProjector
 from .splits import TEST_SEED
 
-__all__ = ["run_iq", "lcd_detectability", "lesion_positions", "lesion_scores", "IQ_DOSES", "IQ_METHODS"]
+__all__ = ["run_iq", "lcd_detectability", "lesion_positions", "lesion_scores", "format_d_prime", "IQ_DOSES", "IQ_METHODS"]
 
 IQ_DOSES = (0.25, 0.10, 0.50)
 IQ_METHODS = ("FBP", "x0 (stage 1)", "TurnDiff")
@@ -295,14 +295,18 @@ def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realiz
     return results
 
 
+def format_d_prime(v: dict) -> str:
+    """``"d' [lo, hi]"`` of one rod's entry of :func:`lcd_detectability` (``"d'"`` alone for
+    results written before the interval existed)."""
+    ci = v.get("d_prime_ci")
+    return f"{v['d_prime']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 def iq_tables(r: dict) -> str:
     """Markdown tables of a :func:`run_iq` result."""
     doses = [f"{d:g}" for d in r["doses"]]
     rods = list(r["detectability"]["FBP"]["1"])
-    def cell(v: dict) -> str:  # results written before the interval existed have none
-        ci = v.get("d_prime_ci")
-        return f"{v['d_prime']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-
+    cell = format_d_prime
     lines = ["## Detectability (CHO d', Laguerre-Gauss channels; 95% bootstrap interval, templates retrained on each resample)", "",
              "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
     lines.append("| FBP | 100% | " + " | ".join(cell(r['detectability']['FBP']['1'][k]) for k in rods) + " |")
