@@ -227,6 +227,25 @@ def _mann_whitney_auc(t1: np.ndarray, t0: np.ndarray) -> float:
     return float(u / (len(t1) * len(t0)))
 
 
+def _d_index(t1: np.ndarray, t0: np.ndarray) -> np.ndarray:
+    """d' of test statistics ``[..., n1]`` / ``[..., n0]`` (over the last axis)."""
+    return (t1.mean(-1) - t0.mean(-1)) / np.sqrt(0.5 * (t1.var(-1, ddof=1) + t0.var(-1, ddof=1)))
+
+
+def _template(a1: np.ndarray, a0: np.ndarray, *, robust: bool = False) -> np.ndarray:
+    """Hotelling template ``S^-1 (<v1> - <v0>)`` ``[..., J]`` of channel outputs ``[..., n, J]``,
+    ``S`` the mean of the two classes' covariances. ``robust``: pseudo-inverse, for a
+    bootstrap resample whose repeated ROIs can leave ``S`` singular."""
+    def cov(a):
+        c = a - a.mean(-2, keepdims=True)
+        return np.einsum("...ni,...nj->...ij", c, c) / (a.shape[-2] - 1)
+
+    s, diff = 0.5 * (cov(a1) + cov(a0)), a1.mean(-2) - a0.mean(-2)
+    if robust:
+        return np.einsum("...ij,...j->...i", np.linalg.pinv(s, hermitian=True), diff)
+    return np.linalg.solve(s, diff[..., None])[..., 0]
+
+
 def _bootstrap_d_index(a1: np.ndarray, a0: np.ndarray, b1: np.ndarray, b0: np.ndarray, reps: int,
                        rng: np.random.Generator, *, same: bool = False, chunk: int = 256) -> np.ndarray:
     """d' of ``reps`` bootstrap replicates of one fold: channel outputs of the training
@@ -237,20 +256,13 @@ def _bootstrap_d_index(a1: np.ndarray, a0: np.ndarray, b1: np.ndarray, b0: np.nd
     def pick(a, n):
         return a[rng.integers(0, len(a), (n, len(a)))]
 
-    def cov(a):
-        c = a - a.mean(1, keepdims=True)
-        return np.einsum("bni,bnj->bij", c, c) / (a.shape[1] - 1)
-
     out = []
     for start in range(0, reps, chunk):
         n = min(chunk, reps - start)
         r1, r0 = pick(a1, n), pick(a0, n)
         q1, q0 = (r1, r0) if same else (pick(b1, n), pick(b0, n))
-        # pinv, not solve: a resample with many repeated ROIs can leave the covariance singular.
-        w = np.einsum("bij,bj->bi", np.linalg.pinv(0.5 * (cov(r1) + cov(r0)), hermitian=True),
-                      r1.mean(1) - r0.mean(1))
-        t1, t0 = np.einsum("bnj,bj->bn", q1, w), np.einsum("bnj,bj->bn", q0, w)
-        out.append((t1.mean(1) - t0.mean(1)) / np.sqrt(0.5 * (t1.var(1, ddof=1) + t0.var(1, ddof=1))))
+        w = _template(r1, r0, robust=True)
+        out.append(_d_index(np.einsum("bnj,bj->bn", q1, w), np.einsum("bnj,bj->bn", q0, w)))
     return np.concatenate(out)
 
 
@@ -288,13 +300,6 @@ def cho_detectability(present: np.ndarray, absent: np.ndarray, channels: np.ndar
         raise InputError(f"need at least {2 * (j + 1) * max(folds, 1)} ROIs per class for {j} channels and "
                          f"{folds} folds, got {len(v1)} / {len(v0)}")
 
-    def train(a1, a0):
-        s = 0.5 * (np.cov(a1, rowvar=False) + np.cov(a0, rowvar=False))
-        return np.linalg.solve(np.atleast_2d(s), a1.mean(0) - a0.mean(0))
-
-    def d_index(t1, t0):
-        return (t1.mean(-1) - t0.mean(-1)) / np.sqrt(0.5 * (t1.var(-1, ddof=1) + t0.var(-1, ddof=1)))
-
     rng = np.random.default_rng(seed)
     if folds < 2:
         splits = [(v1, v0, v1, v0)]
@@ -303,9 +308,9 @@ def cho_detectability(present: np.ndarray, absent: np.ndarray, channels: np.ndar
         splits = [(v1[k1 != k], v0[k0 != k], v1[k1 == k], v0[k0 == k]) for k in range(folds)]
     stats = []
     for a1, a0, b1, b0 in splits:
-        wt = train(a1, a0)
+        wt = _template(a1, a0)
         stats.append((b1 @ wt, b0 @ wt))
-    dp = float(np.mean([d_index(t1, t0) for t1, t0 in stats]))
+    dp = float(np.mean([_d_index(t1, t0) for t1, t0 in stats]))
     auc = float(np.mean([_mann_whitney_auc(t1, t0) for t1, t0 in stats]))
     ci = None
     if bootstrap > 0:

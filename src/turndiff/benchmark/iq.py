@@ -48,7 +48,8 @@ from ..phantoms.qa import make_ctp404_phantom, make_lcd_phantom
 from ..physics import CTProjector
 from .splits import TEST_SEED
 
-__all__ = ["run_iq", "lcd_detectability", "lesion_positions", "lesion_scores", "format_d_prime", "IQ_DOSES", "IQ_METHODS"]
+__all__ = ["run_iq", "lcd_detectability", "lesion_positions", "lesion_scores", "format_d_prime", "IQ_DOSES",
+           "IQ_METHODS"]
 
 IQ_DOSES = (0.25, 0.10, 0.50)
 IQ_METHODS = ("FBP", "x0 (stage 1)", "TurnDiff")
@@ -306,14 +307,14 @@ def iq_tables(r: dict) -> str:
     """Markdown tables of a :func:`run_iq` result."""
     doses = [f"{d:g}" for d in r["doses"]]
     rods = list(r["detectability"]["FBP"]["1"])
-    cell = format_d_prime
-    lines = ["## Detectability (CHO d', Laguerre-Gauss channels; 95% bootstrap interval, templates retrained on each resample)", "",
+    lines = ["## Detectability (CHO d', Laguerre-Gauss channels; 95% bootstrap interval, templates retrained "
+             "on each resample)", "",
              "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
-    lines.append("| FBP | 100% | " + " | ".join(cell(r['detectability']['FBP']['1'][k]) for k in rods) + " |")
+    lines.append("| FBP | 100% | " + " | ".join(format_d_prime(r['detectability']['FBP']['1'][k]) for k in rods) + " |")
     for m in r.get("methods", IQ_METHODS):
         for d in doses:
             det = r["detectability"][m][d]
-            lines.append(f"| {m} | {float(d):.0%} | " + " | ".join(cell(det[k]) for k in rods) + " |")
+            lines.append(f"| {m} | {float(d):.0%} | " + " | ".join(format_d_prime(det[k]) for k in rods) + " |")
     lines += ["", "## Dose-reduction factor against full-dose FBP ((d' / d'_FBP,100%)^2 / dose; >1 saves dose)", "",
               "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
     for m in r.get("methods", IQ_METHODS):

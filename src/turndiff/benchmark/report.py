@@ -212,9 +212,10 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
     spread_md = (f"## Sampling spread of x~0\n\nPer-pixel standard deviation over {sp['seeds']} sampler seeds at "
                  f"{sp['dose']:.0%} dose: mean {sp['std_hu_mean']:.2f} HU (inside the body "
                  f"{sp['std_hu_mean_in_body']:.2f} HU), 95th percentile {sp['std_hu_p95']:.2f} HU.\n\n") if sp else ""
-    seeds = f"Seed {summary.get('seed', 0)} (phantoms, noise)"
-    seeds += (f", training seed {summary['train_seed']}" if summary.get("train_seed", summary.get("seed")) !=
-              summary.get("seed") else " and trainings")
+    seed = summary.get("seed", 0)
+    train_seed = summary.get("train_seed", seed)
+    seeds = f"Seed {seed} (phantoms, noise)" + (f", training seed {train_seed}" if train_seed != seed
+                                                else " and trainings")
     tables_md = (f"# Benchmark ({summary['preset']}), {summary['date']}\n\nMachine: {summary['machine']}\n\n"
                  f"{seeds}.\n\n"
                  f"## Quality, soft window [-160, 240] HU (inside the body)\n\n{md['soft']}\n\n"
