@@ -4,7 +4,7 @@ Run::
 
     python benchmarks/bench_pipeline_validation.py [MODEL_DIR ...] [--slices 6]
         [--doses 0.25,0.1,0.5] [--seed 0] [--fit 'key=JSON,...' --fit-dir DIR] [--calibrate auto|on|off]
-        [--layouts 4x8,8x1]
+        [--layouts 4x8,8x1] [--symmetries flips,mirror]
 
 MODEL_DIR: a TurnDiff model folder (e.g. ``BENCH_OUT/runs/turndiff/model``). For each model
 and dose, reconstructs the validation phantoms with the pipeline's defaults and prints the
@@ -19,20 +19,24 @@ benchmark's 8 training sinograms with those stage-1 overrides (``Stage1Config`` 
 ``'features=[16,16,32,64,128,16]'``), saves it under ``--fit-dir`` (resumed when there) and
 scores it beside the given models: a stage-1 choice scored through the whole pipeline.
 ``--layouts DxV,...`` scores each model once per band layout of stage 1's SURE calibration
-(D detector x V view frequency bands; default: the shipped one).
+(D detector x V view frequency bands; default: the shipped one). ``--symmetries A,B``
+scores each model once per set of stage 1's test-time flips (``turndiff.stage1.SYMMETRIES``)
+and prints the seconds each reconstruction took.
 """
 
 from __future__ import annotations
 
 import argparse
-
 import re
+import time
 from pathlib import Path
 
 from _settings import parse_settings
 from turndiff.benchmark.data import make_dev_data
 from turndiff.metrics import evaluate
 from turndiff.pipeline import TurnDiffPipeline, fit
+from turndiff.stage1 import SYMMETRIES
+from turndiff.stage1.model import DEFAULT_SYMMETRIES
 from turndiff.stage1.sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS
 
 
@@ -45,6 +49,8 @@ def main() -> None:
     ap.add_argument("--calibrate", choices=("auto", "on", "off"), default="auto", help="stage 1's SURE calibration")
     ap.add_argument("--layouts", default=f"{CALIBRATION_BANDS}x{CALIBRATION_VIEW_BANDS}",
                     help="comma-separated DxV band layouts of the SURE calibration")
+    ap.add_argument("--symmetries", default=DEFAULT_SYMMETRIES,
+                    help=f"comma-separated test-time flips of stage 1 ({', '.join(SYMMETRIES)})")
     ap.add_argument("--fit", action="append", default=[], help="stage-1 overrides of a model to fit first")
     ap.add_argument("--fit-dir", default="bench_out/pipeline_validation", help="where fitted models go")
     args = ap.parse_args()
@@ -63,18 +69,24 @@ def main() -> None:
             pipe.save_pretrained(folder / "model")
         models.append(str(folder / "model"))
     layouts = [tuple(int(v) for v in text.split("x")) for text in args.layouts.split(",")]
-    print("| model | calibration bands | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft | x~0 PSNR / SSIM soft |\n"
-          "|---|---|---|---|---|---|")
+    flips = args.symmetries.split(",")
+    unknown = [f for f in flips if f not in SYMMETRIES]
+    if unknown:
+        ap.error(f"unknown --symmetries {unknown}; choose from {', '.join(SYMMETRIES)}")
+    print("| model | calibration bands | flips | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft | "
+          "x~0 PSNR / SSIM soft | s |\n|---|---|---|---|---|---|---|---|")
     for model in models:
         pipe = TurnDiffPipeline.from_pretrained(model, device="cpu")
-        for (bands, view_bands), d in ((lay, d) for lay in layouts for d in doses):
+        for (bands, view_bands), sym, d in ((lay, s, d) for lay in layouts for s in flips for d in doses):
+            t0 = time.perf_counter()
             res = pipe(data.test_sinograms[d], seed=args.seed, progress=False, calibration_bands=(bands, view_bands),
-                       calibrate={"auto": None, "on": True, "off": False}[args.calibrate])
+                       calibrate={"auto": None, "on": True, "off": False}[args.calibrate], symmetries=sym)
+            secs = time.perf_counter() - t0
             cells = []
             for img in (res.image_hu, res.x0, res.x_diffusion):
                 e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
                 cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}")
-            print(f"| {model} | {bands}x{view_bands} | {d:.0%} | {' | '.join(cells)} |", flush=True)
+            print(f"| {model} | {bands}x{view_bands} | {sym} | {d:.0%} | {' | '.join(cells)} | {secs:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

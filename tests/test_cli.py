@@ -408,3 +408,15 @@ def test_series_geometry_survives_simulate_fbp_and_reconstruct(tmp_path):
     run("reconstruct", str(tmp_path / "m"), str(scan), "--out", str(tmp_path / "rec"), "--format", "dicom")
     np.testing.assert_allclose(placement_of(read_volume(tmp_path / "rec"))["positions"], expect["positions"],
                                atol=1e-3)
+
+
+def test_reconstruct_symmetries_option_matches_the_library():
+    """The CLI spells stage 1's test-time flips out (it starts without torch); its choices and
+    default must be the library's, or `reconstruct` and the Python API would disagree."""
+    from turndiff.cli.model_cmds import reconstruct, reconstruct_all
+    from turndiff.stage1 import SYMMETRIES
+    from turndiff.stage1.model import DEFAULT_SYMMETRIES
+
+    for command in (reconstruct, reconstruct_all):
+        opt = next(p for p in command.params if p.name == "symmetries")
+        assert set(opt.type.choices) == set(SYMMETRIES) and opt.default == DEFAULT_SYMMETRIES

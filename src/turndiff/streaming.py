@@ -29,6 +29,7 @@ from .errors import InputError
 from .io import SinogramReader, atomic_output, claim_run_dir, run_dir_for, spread_slices
 from .pipeline import TurnDiffPipeline
 from .physics import geometry_from_json
+from .stage1.model import DEFAULT_SYMMETRIES
 
 __all__ = ["DOSE_SLICES", "GPU_STUDY_BATCH", "STUDY_BATCH", "StudyResult", "reconstruct_study"]
 
@@ -95,7 +96,7 @@ def reconstruct_study(
     strength: float | None = None,
     seed: int = 0,
     calibrate: bool | None = None,
-    symmetries: str = "flips",
+    symmetries: str = DEFAULT_SYMMETRIES,
     save_intermediates: bool = False,
     uncertainty: bool = False,
     restore: bool = True,

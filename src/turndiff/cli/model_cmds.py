@@ -124,8 +124,10 @@ _RECONSTRUCT_OPTIONS = [
     click.option("--strength", type=click.FloatRange(0, 1, min_open=True), default=None,
                  help="Partial-diffusion start, fraction of the chain [model default]."),
     seed_option(),
-    click.option("--symmetries", type=click.Choice(["flips", "mirror", "none"]), default="flips", show_default=True,
-                 help="Test-time flips of stage 1, averaged (none: one pass, 4x faster stage 1)."),
+    # Literal rather than turndiff.stage1.SYMMETRIES: the CLI must start without torch (a test
+    # checks that they agree).
+    click.option("--symmetries", type=click.Choice(["mirror", "flips", "none"]), default="mirror", show_default=True,
+                 help="Test-time flips of stage 1, averaged (mirror: two passes, flips: all four, none: one)."),
     click.option("--calibrate", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
                  help="Blend stage 1 with the data per frequency band by SURE (auto: on unless the scan is "
                       "much noisier than the training scans)."),
