@@ -57,6 +57,10 @@ def main() -> None:
     if not args.models and not args.fit:
         ap.error("give MODEL_DIR(s) or --fit")
     doses = tuple(float(d) for d in args.doses.split(","))
+    flips = args.symmetries.split(",")
+    unknown = [f for f in flips if f not in SYMMETRIES]
+    if unknown:
+        ap.error(f"unknown --symmetries {unknown}; choose from {', '.join(SYMMETRIES)}")
     data = make_dev_data(size=256, n_train=8, n_val=args.slices, val_doses=doses)
     models = list(args.models)
     for text in args.fit:
@@ -69,10 +73,6 @@ def main() -> None:
             pipe.save_pretrained(folder / "model")
         models.append(str(folder / "model"))
     layouts = [tuple(int(v) for v in text.split("x")) for text in args.layouts.split(",")]
-    flips = args.symmetries.split(",")
-    unknown = [f for f in flips if f not in SYMMETRIES]
-    if unknown:
-        ap.error(f"unknown --symmetries {unknown}; choose from {', '.join(SYMMETRIES)}")
     print("| model | calibration bands | flips | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft | "
           "x~0 PSNR / SSIM soft | s |\n|---|---|---|---|---|---|---|---|")
     for model in models:
