@@ -9,7 +9,9 @@ Prints, for one forward of its network on a random sinogram of ``--shape`` [view
 the eager time (min / median of ``--repeats``); the time per slice at batch 1, 2 and 4; the
 time on one thread; the share of self CPU time by operator (``torch.profiler``); and a frozen
 TorchScript module's time, its one-off trace + freeze + first call, and its largest
-difference from the eager output. Timings only: no data, no reference.
+difference from the eager output; then one training step of the ``fast`` preset (its batch
+and crop, the folder's network) in float32 and under bf16 autocast (``amp_cpu``), interleaved.
+Timings only: no data, no reference.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import time
 
 import torch
 
-from turndiff.stage1.model import ProjectionDenoiser
+from turndiff.stage1.model import ProjectionDenoiser, Stage1Config, _make_objective
+from turndiff.training import cpu_bf16_native
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:
@@ -71,6 +74,39 @@ def main() -> None:
         diff = (frozen(x) - net(x)).abs().max().item()
     print(f"TorchScript (trace, freeze, optimize_for_inference): setup + first call {setup:.1f} s, "
           f"min {lo:.3f} s, median {med:.3f} s, max |difference| from eager {diff:.2e}")
+    _train_steps(net, args.repeats)
+
+
+def _train_steps(net: torch.nn.Module, repeats: int) -> None:
+    """One optimiser step of the ``fast`` preset's objective, float32 against bf16 autocast."""
+    cfg = Stage1Config.preset("fast")
+    net.train()
+    objective = _make_objective(net, cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
+    g = torch.Generator().manual_seed(1)
+    batch = {"sinogram": torch.rand(cfg.batch_size, 1, *cfg.crop, generator=g) * 3,
+             "photons": torch.full((cfg.batch_size,), 2.5e5), "step": 100, "generator": g}
+
+    def step(amp: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = objective(batch)
+        loss = loss[0] if isinstance(loss, tuple) else loss
+        opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        opt.step()
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for amp in (False, True):
+        step(amp)  # warm-up of each arithmetic's kernels
+    for _ in range(repeats):
+        for amp in (False, True):
+            t0 = time.perf_counter()
+            step(amp)
+            times[amp].append(time.perf_counter() - t0)
+    fp, bf = (sorted(times[a]) for a in (False, True))
+    print(f"training step (batch {cfg.batch_size} x {cfg.crop[0]} x {cfg.crop[1]}): float32 min {fp[0]:.3f} s, "
+          f"median {fp[len(fp) // 2]:.3f} s; bf16 autocast min {bf[0]:.3f} s, median {bf[len(bf) // 2]:.3f} s "
+          f"(native bf16: {cpu_bf16_native()})")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,23 @@ def test_save_load_and_denoise(tmp_path):
         m.denoise(np.full_like(noisy, np.nan))
 
 
+def test_fast_preset_trains_in_bf16_on_a_native_cpu_and_records_it():
+    """The ``fast`` preset autocasts training's forward to bf16 on a CPU with native bf16
+    (inference stays float32); the model says which arithmetic trained it."""
+    from turndiff.stage1 import Stage1Config, train_projection_denoiser
+    from turndiff.training import cpu_bf16_native
+
+    assert Stage1Config.preset("fast").train.amp_cpu and not Stage1Config.preset("tiny").train.amp_cpu
+    assert not Stage1Config().train.amp_cpu
+    noisy = _noisy_sino()[1][None]
+    for amp_cpu in (False, True):
+        cfg = Stage1Config.preset("tiny", amp_cpu=amp_cpu)
+        assert Stage1Config.from_dict(cfg.to_dict()).train.amp_cpu is amp_cpu
+        m = train_projection_denoiser(noisy, config=cfg, progress=False, device="cpu")
+        assert m.info["train_autocast_bf16"] is (amp_cpu and cpu_bf16_native())
+        assert all(p.dtype == torch.float32 for p in m.network.parameters())
+
+
 class _Double(torch.nn.Module):
     def forward(self, x):
         return 2.0 * x

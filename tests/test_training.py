@@ -18,7 +18,15 @@ from turndiff.checkpoint import (
     save_pretrained,
 )
 from turndiff.errors import InputError, TurnDiffError
-from turndiff.training import TrainConfig, latest_checkpoint, lr_factor, resolve_device, train
+from turndiff.training import (
+    TrainConfig,
+    autocast_enabled,
+    cpu_bf16_native,
+    latest_checkpoint,
+    lr_factor,
+    resolve_device,
+    train,
+)
 
 
 class TinyObjective(torch.nn.Module):
@@ -105,6 +113,25 @@ def test_training_reduces_the_loss_and_freezes_frozen_parts() -> None:
     assert len(res.logs["noise_std"]) == 150
     assert torch.equal(obj.frozen.weight, frozen_before)
     assert not obj.training
+
+
+def test_amp_cpu_runs_the_forward_in_bf16_and_keeps_float32_weights() -> None:
+    """``amp_cpu`` autocasts the forward to bf16 on a CPU with native bf16 (float32
+    elsewhere), never by default, while weights, gradients and the loss stay float32; the
+    GPU's ``amp`` alone does not change the CPU's arithmetic."""
+    assert not autocast_enabled(TrainConfig(), "cpu")  # amp=True by default: CUDA only
+    assert autocast_enabled(TrainConfig(amp_cpu=True), "cpu") == cpu_bf16_native()
+    assert autocast_enabled(TrainConfig(amp=True), "cuda") and not autocast_enabled(TrainConfig(amp=False), "cuda")
+    dtypes: dict[bool, set] = {}
+    for amp_cpu in (False, True):
+        obj, seen = make(), set()
+        obj.net[0].register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+        res = train(obj, batches, CFG.replace(iters=30, amp_cpu=amp_cpu, checkpoint_every=0), progress=False)
+        assert all(p.dtype == torch.float32 for p in obj.parameters())
+        assert np.isfinite(res.losses).all() and np.mean(res.losses[-5:]) < np.mean(res.losses[:5])
+        dtypes[amp_cpu] = seen
+    assert dtypes[False] == {torch.float32}
+    assert dtypes[True] == ({torch.bfloat16} if cpu_bf16_native() else {torch.float32})
 
 
 def test_ema_weights_are_returned() -> None:

@@ -66,6 +66,8 @@ __all__ = [
     "train",
     "lr_factor",
     "resolve_device",
+    "autocast_enabled",
+    "cpu_bf16_native",
     "latest_checkpoint",
     "set_requires_grad",
 ]
@@ -81,7 +83,7 @@ LATEST_NAME = "latest.json"
 #: The fields of :class:`TrainConfig` that configs built on it accept by their own names
 #: (``Stage1Config.preset("fast", iters=300)``, a baseline's ``options={"lr": 1e-4}``).
 TRAIN_FIELDS: tuple[str, ...] = ("iters", "lr", "weight_decay", "warmup", "grad_clip", "ema_decay",
-                                 "checkpoint_every", "seed")
+                                 "checkpoint_every", "seed", "amp_cpu")
 
 _RESUME_MUTABLE = {"iters", "checkpoint_every", "keep_checkpoints", "log_every", "device", "amp"}
 
@@ -111,7 +113,13 @@ class TrainConfig:
         The effective decay warms up as ``min(ema_decay, (1 + k) / (10 + k))``. With an
         EMA, the objective holds the EMA weights when :func:`train` returns.
     amp : bool
-        bf16 autocast on CUDA. Ignored on CPU (always float32 there).
+        bf16 autocast on CUDA. Ignored on CPU (see ``amp_cpu``).
+    amp_cpu : bool
+        bf16 autocast on a CPU too, where oneDNN has native bf16 (:func:`cpu_bf16_native`;
+        elsewhere float32, since emulated bf16 is slower than float32). The weights, the
+        optimiser and the loss stay float32. Off by default because it changes the
+        numbers; a model turns it on where validation measured it harmless (stage 1's
+        ``fast`` preset, docs/METHOD.md).
     checkpoint_every : int
         Save a checkpoint every this many steps (0: only at the end). Needs ``run_dir``.
     keep_checkpoints : int
@@ -134,6 +142,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float | None = None
     amp: bool = True
+    amp_cpu: bool = False
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     seed: int = 0
@@ -237,6 +246,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type not in {"cpu", "cuda"}:
         raise InputError(f"unsupported device {device!r} (use auto, cpu or cuda)")
     return dev
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU runs oneDNN's bf16 kernels natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the query: assume emulation
+        return False
+
+
+def autocast_enabled(config: TrainConfig, device: str | torch.device) -> bool:
+    """Whether :func:`train` runs the forward pass under bf16 autocast on ``device``."""
+    kind = torch.device(device).type
+    return (config.amp and kind == "cuda") or (config.amp_cpu and kind == "cpu" and cpu_bf16_native())
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -551,7 +574,7 @@ def train(
         callback.bind_ema(ema.swapped)
     generator = torch.Generator(device="cpu")
     generator.manual_seed(config.seed)
-    use_amp = config.amp and device.type == "cuda"
+    use_amp = autocast_enabled(config, device)
 
     rank, world = distributed.rank(), distributed.world_size()
     result = TrainResult(iters=config.iters)
