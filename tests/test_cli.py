@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from turndiff.cli import main
+from turndiff.training import cpu_bf16_native
 
 
 def run(*args, expect=0):
@@ -149,7 +150,12 @@ def test_train_and_denoise_projections_without_reference_data(tmp_path):
             g.attrs[k] = v
     run("train-proj", str(noisy_only), "--out", str(tmp_path / "proj"), "--iters", "2", "--sure-every", "1")
     assert (tmp_path / "proj" / "model.safetensors").is_file() and (tmp_path / "proj" / "config.json").is_file()
-    sel = json.loads((tmp_path / "proj" / "config.json").read_text())["config"]["sure_selection"]
+    info = json.loads((tmp_path / "proj" / "config.json").read_text())["config"]
+    assert info["train_autocast_bf16"] is cpu_bf16_native()  # the fast preset trains in bf16 where native
+    run("train-proj", str(noisy_only), "--out", str(tmp_path / "proj32"), "--iters", "1", "--no-cpu-bf16")
+    info32 = json.loads((tmp_path / "proj32" / "config.json").read_text())["config"]
+    assert info32["train_autocast_bf16"] is False and info32["stage1"]["train"]["amp_cpu"] is False
+    sel = info["sure_selection"]
     assert [h["step"] for h in sel["history"]] == [1, 2, 2]  # steps 1, 2 and the final EMA weights
     assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
     # The scan is the training data: auto mode SURE-calibrates (as `reconstruct` does); off does not.

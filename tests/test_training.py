@@ -134,6 +134,30 @@ def test_amp_cpu_runs_the_forward_in_bf16_and_keeps_float32_weights() -> None:
     assert dtypes[True] == ({torch.bfloat16} if cpu_bf16_native() else {torch.float32})
 
 
+def test_cpu_bf16_native_reads_the_cpu_flags(monkeypatch) -> None:
+    """oneDNN's check alone also passes AVX-512 CPUs that only emulate bf16 (no faster than
+    float32); the CPU's own flags decide."""
+    import turndiff.training as training
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("oneDNN has no bf16 on this CPU")
+
+    class FakePath:
+        text = ""
+
+        def __init__(self, *_):
+            pass
+
+        def read_text(self):
+            return FakePath.text
+
+    monkeypatch.setattr(training, "Path", FakePath)
+    for flags, expected in (("fpu avx512f avx512bw avx512vl avx512dq", False),
+                            ("fpu avx512f avx512bw avx512_bf16", True), ("fpu amx_tile amx_bf16", True)):
+        FakePath.text = f"processor\t: 0\nflags\t\t: {flags}\n"
+        assert training.cpu_bf16_native.__wrapped__() is expected, flags
+
+
 def test_ema_weights_are_returned() -> None:
     """The returned weights are the exponential moving average of the trajectory, with the
     decay warm-up ``min(decay, (1 + k) / (10 + k))``, recomputed here from every iterate."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import shutil
 import time
@@ -248,12 +249,26 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_bf16_native() -> bool:
-    """Whether this CPU runs oneDNN's bf16 kernels natively (AVX512-BF16 or AMX)."""
+    """Whether this CPU has bf16 arithmetic in hardware (x86: AVX512-BF16 or AMX; Arm: BF16)
+    and oneDNN uses it. oneDNN's own check also accepts AVX-512 CPUs that only emulate bf16,
+    where it is no faster than float32, so on Linux the CPU's flags decide."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without the query: assume emulation
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
+    except (AttributeError, RuntimeError):  # a build without the query
         return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: trust oneDNN's check
+        return True
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def autocast_enabled(config: TrainConfig, device: str | torch.device) -> bool:

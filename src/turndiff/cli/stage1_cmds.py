@@ -48,12 +48,15 @@ def check_geometry_matches(model_geometry_json: str | None, attrs: dict, where: 
 @click.option("--sure-patience", type=click.IntRange(min=0), default=None,
               help="Stop once this many SURE checks in a row found no better weights; 0 trains all "
                    "--iters steps [preset: 0].")
+@click.option("--cpu-bf16/--no-cpu-bf16", default=None,
+              help="On a CPU with native bf16, run training's forward pass in bf16 (weights, loss and "
+                   "inference stay float32; about 1.6x faster per step) [preset: fast on].")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @seed_option()
 @overwrite_option
 @restart_option
 def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs, loss_weighting, sure_every,
-               sure_ema, sure_patience, device, seed, overwrite, restart) -> None:
+               sure_ema, sure_patience, cpu_bf16, device, seed, overwrite, restart) -> None:
     """Train the projection denoiser on the noisy `sinogram` of IN.h5 alone."""
     from pathlib import Path
 
@@ -66,7 +69,7 @@ def train_proj(input, out, preset, iters, no_similarity, alpha, objective, pairs
     cfg = Stage1Config.preset(preset, iters=iters, alpha=alpha, seed=seed, sure_every=sure_every,
                               sure_ema=sure_ema, sure_patience=sure_patience,
                               use_similarity=False if no_similarity else None, objective=objective, pairs=pairs,
-                              loss_weighting=loss_weighting)
+                              loss_weighting=loss_weighting, amp_cpu=cpu_bf16)
     run_dir = Path(out).with_name(Path(out).name + ".run")
     claim_run_dir(run_dir, sino, {"command": "train-proj", "stage1": cfg.to_dict()}, restart=restart)
     model = train_projection_denoiser(sino, photons=attrs.get("photons"), geometry_json=g.to_json(), config=cfg,
