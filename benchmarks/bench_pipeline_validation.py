@@ -4,7 +4,7 @@ Run::
 
     python benchmarks/bench_pipeline_validation.py [MODEL_DIR ...] [--slices 6]
         [--doses 0.25,0.1,0.5] [--seed 0] [--fit 'key=JSON,...' --fit-dir DIR] [--calibrate auto|on|off]
-        [--layouts 4x8,8x1] [--symmetries flips,mirror] [--forms blend,linear]
+        [--layouts 4x8,8x1] [--symmetries flips,mirror]
 
 MODEL_DIR: a TurnDiff model folder (e.g. ``BENCH_OUT/runs/turndiff/model``). For each model
 and dose, reconstructs the validation phantoms with the pipeline's defaults and prints the
@@ -21,8 +21,7 @@ scores it beside the given models: a stage-1 choice scored through the whole pip
 ``--layouts DxV,...`` scores each model once per band layout of stage 1's SURE calibration
 (D detector x V view frequency bands; default: the shipped one). ``--symmetries A,B``
 scores each model once per set of stage 1's test-time flips (``turndiff.stage1.SYMMETRIES``)
-and prints the seconds each reconstruction took. ``--forms A,B`` scores each model once per
-family of the calibration's weights (``turndiff.stage1.sure.CALIBRATION_FORMS``).
+and prints the seconds each reconstruction took.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from turndiff.metrics import evaluate
 from turndiff.pipeline import TurnDiffPipeline, fit
 from turndiff.stage1 import SYMMETRIES
 from turndiff.stage1.model import DEFAULT_SYMMETRIES
-from turndiff.stage1.sure import CALIBRATION_BANDS, CALIBRATION_FORM, CALIBRATION_FORMS, CALIBRATION_VIEW_BANDS
+from turndiff.stage1.sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS
 
 
 def main() -> None:
@@ -52,8 +51,6 @@ def main() -> None:
                     help="comma-separated DxV band layouts of the SURE calibration")
     ap.add_argument("--symmetries", default=DEFAULT_SYMMETRIES,
                     help=f"comma-separated test-time flips of stage 1 ({', '.join(SYMMETRIES)})")
-    ap.add_argument("--forms", default=CALIBRATION_FORM,
-                    help=f"comma-separated forms of the SURE calibration ({', '.join(CALIBRATION_FORMS)})")
     ap.add_argument("--fit", action="append", default=[], help="stage-1 overrides of a model to fit first")
     ap.add_argument("--fit-dir", default="bench_out/pipeline_validation", help="where fitted models go")
     args = ap.parse_args()
@@ -64,9 +61,6 @@ def main() -> None:
     unknown = [f for f in flips if f not in SYMMETRIES]
     if unknown:
         ap.error(f"unknown --symmetries {unknown}; choose from {', '.join(SYMMETRIES)}")
-    forms = args.forms.split(",")
-    if [f for f in forms if f not in CALIBRATION_FORMS]:
-        ap.error(f"unknown --forms {args.forms}; choose from {', '.join(CALIBRATION_FORMS)}")
     data = make_dev_data(size=256, n_train=8, n_val=args.slices, val_doses=doses)
     models = list(args.models)
     for text in args.fit:
@@ -79,21 +73,20 @@ def main() -> None:
             pipe.save_pretrained(folder / "model")
         models.append(str(folder / "model"))
     layouts = [tuple(int(v) for v in text.split("x")) for text in args.layouts.split(",")]
-    print("| model | calibration bands | form | flips | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft | "
-          "x~0 PSNR / SSIM soft | s |\n|---|---|---|---|---|---|---|---|---|")
+    print("| model | calibration bands | flips | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft | "
+          "x~0 PSNR / SSIM soft | s |\n|---|---|---|---|---|---|---|---|")
     for model in models:
         pipe = TurnDiffPipeline.from_pretrained(model, device="cpu")
-        for (bands, view_bands), form, sym, d in ((lay, fm, s, d) for lay in layouts for fm in forms for s in flips
-                                                  for d in doses):
+        for (bands, view_bands), sym, d in ((lay, s, d) for lay in layouts for s in flips for d in doses):
             t0 = time.perf_counter()
             res = pipe(data.test_sinograms[d], seed=args.seed, progress=False, calibration_bands=(bands, view_bands),
-                       calibration_form=form, calibrate={"auto": None, "on": True, "off": False}[args.calibrate], symmetries=sym)
+                       calibrate={"auto": None, "on": True, "off": False}[args.calibrate], symmetries=sym)
             secs = time.perf_counter() - t0
             cells = []
             for img in (res.image_hu, res.x0, res.x_diffusion):
                 e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
                 cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}")
-            print(f"| {model} | {bands}x{view_bands} | {form} | {sym} | {d:.0%} | {' | '.join(cells)} | {secs:.1f} |", flush=True)
+            print(f"| {model} | {bands}x{view_bands} | {sym} | {d:.0%} | {' | '.join(cells)} | {secs:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

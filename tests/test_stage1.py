@@ -370,39 +370,6 @@ def test_view_bands_give_back_what_a_smoother_along_the_views_took():
         apply_band_weights(noisy, f, np.ones(10), 4)
 
 
-def test_linear_calibration_shrinks_the_noise_a_weak_denoiser_left():
-    """A weak smoother leaves most of the noise in its output; a blend of data and smoother
-    cannot remove it, the ``linear`` form can (it shrinks the bands where signal is weak),
-    and SURE picks weights that lower the *true* error below the blend's. Its weights lie
-    in the triangle ``a, b >= 0, a + b <= 1``, and ``(1 - beta, beta)`` applies as the blend."""
-    from scipy.ndimage import gaussian_filter
-
-    from turndiff.stage1.sure import apply_band_weights, sure_band_weights, sure_calibrate
-
-    g = default_fan_geometry(64)
-    clean = CTProjector(g).forward(ellipse_image(g))
-    smooth = lambda s: gaussian_filter(s, 0.7, mode="wrap")
-    err = lambda x: float(np.mean((x - clean) ** 2))
-    noisy = add_noise(clean, 1e4, rng=0)
-    var = postlog_variance(torch.from_numpy(smooth(noisy).astype(np.float64)), 1e4).numpy()
-    u = np.random.default_rng(0).standard_normal(noisy.shape) * np.sqrt(var)
-    y, f, fp = (a.astype(np.float64) for a in (noisy, smooth(noisy), smooth(noisy + 0.01 * u)))
-    beta = sure_band_weights(y, f, fp, u, 0.01, 8, 8)
-    ab = sure_band_weights(y, f, fp, u, 0.01, 8, 8, "linear")
-    assert ab.shape == (2, 64) and (ab >= 0).all() and (ab.sum(axis=0) <= 1 + 1e-9).all()
-    blend, linear = err(apply_band_weights(noisy, f, beta, 8)), err(apply_band_weights(noisy, f, ab, 8))
-    assert linear < 0.8 * blend, (linear, blend)
-    assert ab.sum(axis=0).reshape(8, 8)[-1].mean() < 0.5  # the top view band (no signal) shrunk
-    np.testing.assert_allclose(apply_band_weights(noisy, f, np.stack([1 - beta, beta]), 8),
-                               apply_band_weights(noisy, f, beta, 8), atol=1e-5)
-    out, w = sure_calibrate(lambda s: smooth(s), noisy[None], 1e4, form="linear")
-    assert w.shape == (1, 2, 64) and err(out[0]) < 0.8 * blend
-    with pytest.raises(InputError, match="form"):
-        sure_calibrate(lambda s: smooth(s), noisy[None], 1e4, form="wiener")
-    with pytest.raises(InputError, match="linear calibration weights"):
-        apply_band_weights(noisy, f, np.ones((3, 64)), 8)
-
-
 def test_denoise_calibrated_gives_the_data_back_where_the_network_blurred_it(monkeypatch):
     """`ProjectionDenoiser.denoise_calibrated` (what `denoise-proj` and the pipeline run): on a
     scan at the training dose it calibrates, and the FBP of the result beats both the network's

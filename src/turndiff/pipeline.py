@@ -236,7 +236,6 @@ class TurnDiffPipeline:
         progress: bool = True,
         need_photons: bool = True,
         calibration_bands: tuple[int, int] | None = None,
-        calibration_form: str | None = None,
     ) -> ProjectionPass:
         """Stage 1 of :meth:`__call__` alone, on post-log sinograms ``[N, V, D]``: ``x_ld``,
         the denoised line integrals (SURE-calibrated as ``calibrate`` says) and ``x0``.
@@ -251,7 +250,7 @@ class TurnDiffPipeline:
         cal = self.stage1.denoise_calibrated(
             y, calibrate=calibrate, photons_input=photons_input, need_photons=need_photons,
             photons_train_estimated=self.info.get("photons_train_estimated"), device=self.device, progress=progress,
-            symmetries=symmetries, probe_rng=probe_rng, bands=calibration_bands, form=calibration_form)
+            symmetries=symmetries, probe_rng=probe_rng, bands=calibration_bands)
         y0_raw, y0, weights, i0_in = cal.raw, cal.denoised, cal.weights, cal.photons_input
         x0 = fbp_hu_on(self.projector, y0, self.device)
         x0_raw = None if weights is None else fbp_hu_on(self.projector, y0_raw, self.device)
@@ -281,7 +280,6 @@ class TurnDiffPipeline:
         progress: bool = True,
         projection: ProjectionPass | None = None,
         calibration_bands: tuple[int, int] | None = None,
-        calibration_form: str | None = None,
         x_diffusion: np.ndarray | None = None,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
@@ -334,8 +332,8 @@ class TurnDiffPipeline:
             detectability (docs/METHOD.md, "The prior's low band from x0"). Off by default.
         projection
             Stage 1's pass on this ``sinogram`` (:meth:`project`), reused instead of running
-            stage 1 again; ``calibrate``, ``symmetries``, ``photons_input``, ``probe_rng``,
-            ``calibration_bands`` and ``calibration_form`` are then the pass's own and are not read.
+            stage 1 again; ``calibrate``, ``symmetries``, ``photons_input``, ``probe_rng`` and
+            ``calibration_bands`` are then the pass's own and are not read.
         x_diffusion
             Stage 2's output for this input (a previous result's ``x_diffusion``, made with
             the same ``projection``, strategy and sampler settings), reused instead of
@@ -345,10 +343,6 @@ class TurnDiffPipeline:
             ``(detector bands, view bands)`` of the SURE calibration (default
             ``(CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS)``, 8 x 8; ``(8, 1)`` is the layout
             before session 18, detector frequency alone).
-        calibration_form
-            The family of the calibration's per-band weights
-            (:data:`turndiff.stage1.sure.CALIBRATION_FORMS`; default
-            :data:`~turndiff.stage1.sure.CALIBRATION_FORM`).
         """
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
@@ -358,7 +352,7 @@ class TurnDiffPipeline:
             projection = self.project(y, calibrate=calibrate, symmetries=symmetries, photons_input=photons_input,
                                       probe_rng=probe_rng, progress=progress,
                                       need_photons=strategy == "auto" or calibrate is not False,
-                                      calibration_bands=calibration_bands, calibration_form=calibration_form)
+                                      calibration_bands=calibration_bands)
         elif projection.x_ld.shape[0] != y.shape[0]:
             raise InputError(f"the projection pass has {projection.x_ld.shape[0]} slices, the sinogram {y.shape[0]}")
         t = dict(projection.seconds)

@@ -30,7 +30,6 @@ from .io import SinogramReader, atomic_output, claim_run_dir, run_dir_for, sprea
 from .pipeline import TurnDiffPipeline
 from .physics import geometry_from_json
 from .stage1.model import DEFAULT_SYMMETRIES
-from .stage1.sure import correction_weight
 
 __all__ = ["DOSE_SLICES", "GPU_STUDY_BATCH", "STUDY_BATCH", "StudyResult", "reconstruct_study"]
 
@@ -208,7 +207,7 @@ def reconstruct_study(
                         if uncertainty:
                             extra["uncertainty_hu"] = res.uncertainty()
                         mine = (a, b, res.image_hu.astype(np.float32), extra, res.strategy,
-                                None if res.calibration is None else float(np.mean(correction_weight(res.calibration))))
+                                None if res.calibration is None else float(np.mean(res.calibration)))
                     if j % world == world - 1 or j == len(starts) - 1:  # end of a round: rank 0 writes it
                         for part in distributed.gather(mine) or []:
                             if part is None:

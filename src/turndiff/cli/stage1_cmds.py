@@ -109,7 +109,6 @@ def denoise_proj(model_dir, input, out, calibrate, device, overwrite) -> None:
     from ..io import read_sinogram_h5, write_h5
     from ..physics import CTProjector
     from ..stage1 import ProjectionDenoiser
-    from ..stage1.sure import correction_weight
 
     refuse_output_over_input(out, input, model_dir, overwrite=overwrite)
     model = ProjectionDenoiser.from_pretrained(_stage1_dir(model_dir))
@@ -120,8 +119,8 @@ def denoise_proj(model_dir, input, out, calibrate, device, overwrite) -> None:
                                    device=device, progress=True)
     y0 = res.denoised
     if res.weights is not None:
-        weight = float(correction_weight(res.weights).mean())
-        click.echo(f"calibrated by SURE: mean weight of the network's correction {weight:.2f}", err=True)
+        click.echo(f"calibrated by SURE: mean weight of the network's correction {float(res.weights.mean()):.2f}",
+                   err=True)
     elif calibrate == "auto":
         why = ("the model does not record its training data's estimated I0 (saved before it was; retrain to "
                "calibrate)" if model.photons_train_estimated is None else

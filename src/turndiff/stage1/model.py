@@ -24,7 +24,7 @@ from .objective import CSSSObjective, RecorruptedObjective, SureObjective
 from ..dose import estimate_photons
 from .similarity import SimilarityConfig
 from .subsample import CELLS, pad_even
-from .sure import CALIBRATION_BANDS, CALIBRATION_FORM, CALIBRATION_VIEW_BANDS, calibration_applies, sure_calibrate
+from .sure import CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS, calibration_applies, sure_calibrate
 
 __all__ = ["Stage1Config", "ProjectionDenoiser", "CalibratedDenoising", "train_projection_denoiser", "AUGMENTS",
            "SYMMETRIES", "STAGE1_PRESETS"]
@@ -269,7 +269,6 @@ class ProjectionDenoiser:
         photons_train_estimated: float | None = None, need_photons: bool = False,
         device: str | torch.device = "auto", progress: bool = False, symmetries: str = DEFAULT_SYMMETRIES,
         probe_rng: np.random.Generator | None = None, bands: tuple[int, int] | None = None,
-        form: str | None = None,
     ) -> CalibratedDenoising:
         """Denoise, then blend the network's correction with the measured data per frequency band
         with the weights SURE finds best for this scan (:func:`~turndiff.stage1.sure_calibrate`;
@@ -280,8 +279,7 @@ class ProjectionDenoiser:
         data. The input's ``I0`` is ``photons_input`` or estimated from it; the calibration's
         noise model is the training ``I0`` scaled by the ratio of the two estimates (the
         estimator's bias cancels). ``photons_train_estimated`` overrides the model's record of
-        its training data's estimate. ``bands``: (detector, view) bands of the grid; ``form``:
-        the family of weights (default :data:`~turndiff.stage1.sure.CALIBRATION_FORM`).
+        its training data's estimate. ``bands``: (detector, view) bands of the grid.
         """
         y, squeeze = as_stack(sinogram, "sinogram", "V, D")
         i0_train = photons_train_estimated or self.photons_train_estimated
@@ -297,7 +295,7 @@ class ProjectionDenoiser:
             d, v = bands or (CALIBRATION_BANDS, CALIBRATION_VIEW_BANDS)
             out, weights = sure_calibrate(lambda s: self.denoise(s, device=device, symmetries=symmetries), y,
                                           self.photons * i0_in / i0_train, denoised=raw, rng=probe_rng, bands=d,
-                                          view_bands=v, form=form or CALIBRATION_FORM)
+                                          view_bands=v)
         if squeeze:
             raw, out = raw[0], out[0]
         return CalibratedDenoising(raw, out, weights, i0_in)

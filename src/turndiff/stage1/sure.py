@@ -24,7 +24,7 @@ from .._checks import as_stack
 from ..errors import InputError
 from ..dose import ELECTRONIC_NOISE_STD, postlog_variance
 
-__all__ = ["CALIBRATE_MAX_NOISE_RATIO", "CALIBRATION_BANDS", "CALIBRATION_FORM", "CALIBRATION_FORMS", "CALIBRATION_VIEW_BANDS", "apply_band_weights", "correction_weight",
+__all__ = ["CALIBRATE_MAX_NOISE_RATIO", "CALIBRATION_BANDS", "CALIBRATION_VIEW_BANDS", "apply_band_weights",
            "calibration_applies", "sure_band_weights", "sure_calibrate", "sure_mse"]
 
 #: Bands of the SURE calibration along the detector frequency and along the view frequency
@@ -36,21 +36,6 @@ CALIBRATION_VIEW_BANDS = 8
 #: ratio ``sqrt(I0_train / I0_input)`` (validation phantoms: it gained at 25%, 50% and 75% dose
 #: of a model trained at 25%, and lost 0.17 dB at 10%).
 CALIBRATE_MAX_NOISE_RATIO: float = 1.25
-
-#: Families the calibration chooses its per-band weights in (:func:`sure_band_weights`):
-#: ``"blend"`` (data and network mixed, one weight a band) and ``"linear"`` (two weights a
-#: band, which can also shrink it).
-CALIBRATION_FORMS = ("blend", "linear")
-#: The form :meth:`ProjectionDenoiser.denoise_calibrated` and the pipeline use by default.
-CALIBRATION_FORM = "blend"
-
-
-def correction_weight(weights: np.ndarray) -> np.ndarray:
-    """The weight of the network's output per slice and band, ``[N, bands]``, from
-    :func:`sure_calibrate`'s weights of either form (``[N, bands]`` blend, ``[N, 2, bands]``
-    linear)."""
-    w = np.asarray(weights)
-    return w[:, 1] if w.ndim == 3 else w
 
 
 def calibration_applies(photons_input: float | None, photons_train: float | None, calibrate: bool | None) -> bool:
@@ -152,7 +137,6 @@ def sure_band_weights(
     eps: float,
     bands: int,
     view_bands: int = 1,
-    form: str = "blend",
 ) -> np.ndarray:
     """SURE-optimal weights ``beta_k`` of the denoiser's correction per frequency band.
 
@@ -172,17 +156,6 @@ def sure_band_weights(
     oversample the object) while its noise is white: the data are worth keeping at low
     view frequencies and not at high ones, at every detector frequency.
 
-    ``form="linear"`` widens the family to ``g = sum_k P_k (a_k y + b_k f(y))`` with
-    ``a_k, b_k >= 0`` and ``a_k + b_k <= 1``: the blend above is its edge ``a_k + b_k = 1``,
-    and inside it a band can also be *shrunk* toward zero where the denoiser's output still
-    carries noise that the data cannot correct (a Wiener-like apodisation of the band, which
-    FBP's ramp would otherwise amplify). SURE is quadratic in ``(a_k, b_k)``,
-
-    ``SURE = (a-1)^2 Y_k + b^2 F_k + 2 (a-1) b C_k + 2 a T_k + 2 b D_k + const``,
-
-    ``Y_k = ||P_k y||^2``, ``F_k = ||P_k f||^2``, ``C_k = <P_k y, P_k f>``; its minimiser on the
-    triangle is the unconstrained one where feasible, else the best of the three edges.
-
     Parameters
     ----------
     y, f, f_probe, probe : arrays [V, D]
@@ -191,12 +164,10 @@ def sure_band_weights(
         Probe scale used for ``f_probe``.
     bands, view_bands : int
         Number of frequency bands along the detector and along the views (>= 1).
-    form : {"blend", "linear"}
-        The family the weights are chosen in (:data:`CALIBRATION_FORMS`).
 
     Returns
     -------
-    array [view_bands * bands] (``"blend"``) or [2, view_bands * bands] (``"linear"``: ``a``, ``b``)
+    array [view_bands * bands]
         Weights in ``[0, 1]``, view-major (``[bands]`` alone for one view band).
     """
     shape = y.shape[-2:]
@@ -216,55 +187,19 @@ def sure_band_weights(
     rk = per_band(np.abs(r) ** 2)
     tk = per_band(np.abs(u) ** 2)
     dk = per_band((u.conj() * d).real)
-    beta = np.where(rk > 0, np.clip((tk - dk) / np.where(rk > 0, rk, 1.0), 0.0, 1.0), 1.0)
-    if form == "blend":
-        return beta
-    if form != "linear":
-        raise InputError(f"calibration form must be one of {CALIBRATION_FORMS}, got {form!r}")
-    yf, ff = np.fft.rfft2(y, s=shape), np.fft.rfft2(f, s=shape)
-    yk, fk, ck = per_band(np.abs(yf) ** 2), per_band(np.abs(ff) ** 2), per_band((yf.conj() * ff).real)
-
-    def sure(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a - 1) ** 2 * yk + b ** 2 * fk + 2 * (a - 1) * b * ck + 2 * a * tk + 2 * b * dk
-
-    def safe(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        return np.clip(num / np.where(den > 0, den, 1.0), 0.0, 1.0) * (den > 0)
-
-    b_only = safe(ck - dk, fk)  # edge a = 0: the network's band alone, scaled
-    a_only = safe(yk - tk, yk)  # edge b = 0: the data's band alone, scaled
-    cands = [(1 - beta, beta), (np.zeros_like(b_only), b_only), (a_only, np.zeros_like(a_only))]
-    det = yk * fk - ck ** 2
-    ok = det > 1e-9 * yk * fk
-    safe_det = np.where(ok, det, 1.0)
-    a_in = 1 + (dk * ck - tk * fk) / safe_det
-    b_in = (tk * ck - dk * yk) / safe_det
-    ok &= (a_in >= 0) & (b_in >= 0) & (a_in + b_in <= 1)
-    cands.append((np.where(ok, a_in, 1 - beta), np.where(ok, b_in, beta)))
-    scores = np.stack([sure(a, b) for a, b in cands])
-    best = np.argmin(scores, axis=0)
-    a = np.choose(best, [c[0] for c in cands])
-    b = np.choose(best, [c[1] for c in cands])
-    return np.stack([a, b])
+    return np.where(rk > 0, np.clip((tk - dk) / np.where(rk > 0, rk, 1.0), 0.0, 1.0), 1.0)
 
 
 def apply_band_weights(y: np.ndarray, f: np.ndarray, weights: np.ndarray, view_bands: int = 1) -> np.ndarray:
     """``y + sum_k weights[k] P_k (f - y)`` for one slice ``[V, D]``, ``weights``
-    ``[view_bands * bands]`` view-major; or ``sum_k P_k (a_k y + b_k f)`` for ``weights``
-    ``[2, view_bands * bands]`` = ``(a, b)`` (the ``"linear"`` form; see :func:`sure_band_weights`)."""
-    w = np.asarray(weights, np.float64)
-    linear = w.ndim == 2
-    if linear and w.shape[0] != 2:
-        raise InputError(f"linear calibration weights must be [2, bands], got {list(w.shape)}")
-    k = w.shape[-1] if linear else w.size
-    if k % view_bands:
-        raise InputError(f"{k} weights do not split into {view_bands} view bands")
+    ``[view_bands * bands]`` view-major (see :func:`sure_band_weights`)."""
+    w = np.asarray(weights, np.float64).ravel()
+    if w.size % view_bands:
+        raise InputError(f"{w.size} weights do not split into {view_bands} view bands")
     shape = y.shape[-2:]
-    grid = _band_grid(shape, k // view_bands, view_bands)
-    if not linear:
-        r = np.fft.rfft2(f - y, s=shape) * w.ravel()[grid]
-        return (y + np.fft.irfft2(r, s=shape)).astype(np.float32)
-    g = np.fft.rfft2(y, s=shape) * w[0][grid] + np.fft.rfft2(f, s=shape) * w[1][grid]
-    return np.fft.irfft2(g, s=shape).astype(np.float32)
+    r = np.fft.rfft2(f - y, s=shape)
+    r = r * w[_band_grid(shape, w.size // view_bands, view_bands)]
+    return (y + np.fft.irfft2(r, s=shape)).astype(np.float32)
 
 
 def sure_calibrate(
@@ -279,7 +214,6 @@ def sure_calibrate(
     eps: float = 0.01,
     seed: int = 0,
     rng: np.random.Generator | None = None,
-    form: str = "blend",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blend a denoiser's output with its input, per slice and frequency band (detector x
     view frequency), with the weights SURE finds best (:func:`sure_band_weights`); no clean data.
@@ -306,16 +240,13 @@ def sure_calibrate(
         Draws the probes instead of ``seed``, slice after slice: a study calibrated in
         batches passes one generator through all of them, so slice ``k`` gets the probe it
         would get in one call.
-    form : {"blend", "linear"}
-        The family of per-band weights (:data:`CALIBRATION_FORMS`, :func:`sure_band_weights`).
 
     Returns
     -------
     blended : array, same shape as ``sinogram``
         float32 calibrated sinograms.
-    weights : array [N, view_bands * bands], or [N, 2, view_bands * bands] for ``"linear"``
-        The weight of the denoiser's correction per slice and band, view-major (1: kept);
-        ``"linear"``: the data's and the network's weight.
+    weights : array [N, view_bands * bands]
+        The weight of the denoiser's correction per slice and band, view-major (1: kept).
     """
     y, squeeze = as_stack(sinogram, "sinogram", "V, D")
     if not (np.isfinite(photons) and photons > 0):
@@ -326,14 +257,12 @@ def sure_calibrate(
     f = np.asarray(denoise(y) if denoised is None else denoised, np.float32).reshape(y.shape)
     rng = np.random.default_rng(seed) if rng is None else rng
     out = np.empty_like(y, dtype=np.float32)
-    if form not in CALIBRATION_FORMS:
-        raise InputError(f"calibration form must be one of {CALIBRATION_FORMS}, got {form!r}")
-    weights = np.ones((y.shape[0],) + ((2,) if form == "linear" else ()) + (view_bands * bands,))
+    weights = np.ones((y.shape[0], view_bands * bands))
     for i in range(y.shape[0]):
         var = postlog_variance(torch.from_numpy(f[i].astype(np.float64)), float(photons), electronic_std=electronic_std).numpy()
         probe = rng.standard_normal(var.shape) * np.sqrt(var)
         f_probe = np.asarray(denoise((y[i] + eps * probe)[None].astype(np.float32)), np.float64).reshape(var.shape)
         weights[i] = sure_band_weights(y[i].astype(np.float64), f[i].astype(np.float64), f_probe, probe, eps, bands,
-                                       view_bands, form)
+                                       view_bands)
         out[i] = apply_band_weights(y[i], f[i], weights[i], view_bands)
     return (out[0] if squeeze else out), weights
