@@ -5,6 +5,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from turndiff.benchmark.data import make_bench_data
 from turndiff.pipeline import TurnDiffPipeline, fit
@@ -149,6 +150,9 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     html = (tmp_path / "bench" / "report.html").read_text()
     assert "data:image/png;base64," in html and "TurnDiff" in html
     assert "strongest 10% edges" in (tmp_path / "bench" / "tables.md").read_text()
+    # The machine-speed reference that makes wall times of two runs comparable is recorded.
+    assert 0 < summary["machine_speed_s"] < 60
+    assert "s a fast stage-1 forward at 720x368" in (tmp_path / "bench" / "tables.md").read_text()
 
     # Resumable: a rerun reuses each finished method's images (no refit, same scores)...
     import turndiff.benchmark.runner as runner
@@ -317,3 +321,13 @@ def test_fit_distils_stage_2_onto_the_consistent_teacher_when_asked(tiny_model, 
     paper = Stage2Config.preset("tiny").replace(unet={"r2r_weight": 0.0})
     pl.fit_stage2(y, pipe.stage1, data.geometry, config=paper, device="cpu", progress=False)
     assert seen["recorrupted"] is None
+
+
+def test_machine_speed_leaves_the_seeded_random_stream_alone():
+    from turndiff.benchmark.runner import machine_speed
+
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    assert machine_speed("cpu", repeats=1) > 0
+    assert torch.equal(torch.rand(4), expected)  # the benchmark's trainings draw the same numbers
