@@ -324,7 +324,7 @@ def test_fit_distils_stage_2_onto_the_consistent_teacher_when_asked(tiny_model, 
 
 
 def test_machine_speed_leaves_the_seeded_random_stream_alone():
-    from turndiff.benchmark.runner import machine_speed
+    from turndiff.benchmark.machine import machine_speed
 
     torch.manual_seed(3)
     expected = torch.rand(4)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .data import VOLUME
 from .figures import comparison_figure, dose_grid_figure, pick_roi, profile_figure, reformat_figure
+from .machine import speed_text
 
 __all__ = ["quality_table", "ablation_table", "cost_table", "detail_table", "volume_table", "seed_spread_table",
            "write_report"]
@@ -216,7 +217,9 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
     train_seed = summary.get("train_seed", seed)
     seeds = f"Seed {seed} (phantoms, noise)" + (f", training seed {train_seed}" if train_seed != seed
                                                 else " and trainings")
-    tables_md = (f"# Benchmark ({summary['preset']}), {summary['date']}\n\nMachine: {summary['machine']}\n\n"
+    speed = summary.get("machine_speed_s")  # absent in results of runs before session 29
+    machine = summary["machine"] + (f"; {speed_text(speed)}" if speed else "")
+    tables_md = (f"# Benchmark ({summary['preset']}), {summary['date']}\n\nMachine: {machine}\n\n"
                  f"{seeds}.\n\n"
                  f"## Quality, soft window [-160, 240] HU (inside the body)\n\n{md['soft']}\n\n"
                  f"## Quality, full window [-1024, 3072] HU\n\n{md['full']}\n\n"
@@ -235,7 +238,7 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
 margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#eee}}
 td:first-child{{text-align:left}}img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 <h1>turndiff benchmark ({html.escape(summary['preset'])})</h1>
-<p>{html.escape(summary['date'])}; {html.escape(summary['machine'])}; total {summary['total_seconds'] / 60:.1f} min.
+<p>{html.escape(summary['date'])}; {html.escape(machine)}; total {summary['total_seconds'] / 60:.1f} min.
 Trained at 25% dose on noisy sinograms only, except where the clean-data column says otherwise
 (IPDM: unpaired normal-dose data of other phantoms; RED-CNN: supervised upper bound).
 Metrics inside the body, mean +- std over test slices.</p>

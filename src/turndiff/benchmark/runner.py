@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 import re
 import shutil
 import time
@@ -26,14 +24,12 @@ import torch
 
 from ..checkpoint import CheckpointError, load_tensors, read_json, save_tensors, write_json
 from ..metrics import evaluate, gradient_ratios, through_plane
-from ..nets import ResidualDenoiser
-from ..stage1.model import STAGE1_PRESETS
-from ..training import resolve_device
 from .data import VOLUME, make_bench_data
+from .machine import SPEED_SHAPE, describe_machine, machine_speed
 from .methods import METHOD_ORDER, METHODS, Result, RunContext
 from .report import write_report
 
-__all__ = ["PRESETS", "ALL_METHODS", "SPEED_SHAPE", "machine_speed", "run_benchmark"]
+__all__ = ["PRESETS", "ALL_METHODS", "run_benchmark"]
 
 #: Data and training sizes per preset.
 PRESETS = {
@@ -139,7 +135,7 @@ def run_benchmark(
         "sampling_spread": next((r.spread for r in results.values() if r.spread), None),
         "total_seconds": time.perf_counter() - t_start,
         "resumed_methods": resumed,
-        "machine": f"{_machine()}; speed: {speed:.3f} s a fast stage-1 forward at {SPEED_SHAPE[0]}x{SPEED_SHAPE[1]}",
+        "machine": describe_machine(),
         "machine_speed_s": speed,
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -212,38 +208,3 @@ def load_rows(folder: Path, stamp: dict) -> dict[str, Result] | None:
         return rows
     except (CheckpointError, KeyError, TypeError, ValueError):
         return None
-
-
-def _machine() -> str:
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
-
-
-#: The sinogram shape of :func:`machine_speed`'s reference forward: the ``fast`` benchmark's.
-SPEED_SHAPE = (720, 368)
-
-
-def machine_speed(device: str | torch.device = "auto", repeats: int = 3) -> float:
-    """Seconds (min of ``repeats``, after a warm-up) of one forward of the ``fast`` stage-1
-    network (its architecture, fixed random weights) on a ``SPEED_SHAPE`` sinogram.
-
-    Recorded with every benchmark because the same machine type runs this 1.9x faster on
-    one day than another (docs/BENCHMARKS.md, "Session 29"): wall times of two runs compare
-    only through it. No data is read.
-    """
-    dev = resolve_device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = ResidualDenoiser(1, features=STAGE1_PRESETS["fast"]["features"], shift=1.0, scale=0.3,
-                               circular_rows=True).to(dev).eval()
-        x = (torch.randn(1, 1, *SPEED_SHAPE) * 0.3 + 1.0).to(dev)
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            net(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if i:  # the first call warms the allocator and the primitive caches
-                times.append(time.perf_counter() - t0)
-    return min(times)
