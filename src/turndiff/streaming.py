@@ -130,9 +130,8 @@ def reconstruct_study(
         Also compute the per-pixel uncertainty map (``uncertainty_hu`` in the work file;
         :meth:`TurnDiffOutput.uncertainty`).
     batch
-        Slices per batch (memory and the unit of resumption). Results do not depend on it
-        but for the data-consistency step's float32 round-off, which its conjugate-gradient
-        iterations amplify to about 2 HU at single pixels (docs/METHOD.md, "Known limitation").
+        Slices per batch (memory and the unit of resumption). Results do not depend on it,
+        to float round-off (5e-4 HU on the test study; docs/METHOD.md, "Batching").
         Default: :data:`STUDY_BATCH` on a CPU, :data:`GPU_STUDY_BATCH` on a GPU.
     restart
         Discard an interrupted run in ``OUT.run/`` instead of resuming it.
