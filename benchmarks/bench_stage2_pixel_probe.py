@@ -31,13 +31,14 @@ import torch
 
 from turndiff.baselines.data import HU_SCALE, crop_batch_fn
 from turndiff.benchmark.data import make_dev_data
-from turndiff.metrics import evaluate
 from turndiff.nets.denoiser import ResidualDenoiser
 from turndiff.physics import CTProjector
 from turndiff.pipeline import fbp_hu_on
 from turndiff.stage1.model import ProjectionDenoiser
 from turndiff.stage2.train import recorrupted_images
 from turndiff.training import TrainConfig, train
+
+from bench_stage2_condition import _Detectability, _short  # the script next to this one (isort: skip)
 
 COND_RANGE = (0.2, 1.5)  # stage 2's `cond_noise_scale`
 
@@ -56,6 +57,14 @@ class _BlendR2R(torch.nn.Module):
         s = lo + (hi - lo) * torch.rand(x0p.shape[0], 1, 1, 1, generator=batch["generator"])
         loss = ((self.network(x0p + s * (xp - x0p), xp) - xm) ** 2).mean()
         return loss, {"mse": loss.detach()}
+
+
+def _apply(net: torch.nn.Module, condition_hu: np.ndarray, x_ld_hu: np.ndarray) -> np.ndarray:
+    """The network's image (HU ``[N, H, W]``) for a condition and ``x_ld`` beside it."""
+    with torch.no_grad():
+        out = net(torch.from_numpy(condition_hu[:, None] / HU_SCALE).float(),
+                  torch.from_numpy(x_ld_hu[:, None] / HU_SCALE).float())
+    return out[:, 0].numpy() * HU_SCALE
 
 
 def main() -> None:
@@ -100,17 +109,14 @@ def main() -> None:
     x0_cal = A.fbp_hu(s1.denoise_calibrated(y, calibrate=True, device="cpu").denoised)
 
     def score(img: np.ndarray) -> str:
-        r = evaluate(img, ref, mask="body")["soft"]
-        return f"{r['psnr']['mean']:.2f} / {r['ssim']['mean']:.4f}"
+        return _short(img, ref)
 
     print(f"| image (validation, 25%) | PSNR / SSIM |\n|---|---|\n| FBP | {score(x_ld)} |\n"
           f"| x0, uncalibrated | {score(x0_raw)} |\n| x0, calibrated | {score(x0_cal)} |")
     base = x0_cal if args.calibrated else x0_raw
-    with torch.no_grad():
-        for w in (0.2, 0.5, 1.0):
-            cond = torch.from_numpy((base + w * (x_ld - base))[:, None] / HU_SCALE).float()
-            out = net(cond, torch.from_numpy(x_ld[:, None] / HU_SCALE).float())[:, 0].numpy() * HU_SCALE
-            print(f"| pixel network, {args.iters} steps, blend w = {w} | {score(out)} |", flush=True)
+    for w in (0.2, 0.5, 1.0):
+        out = _apply(net, base + w * (x_ld - base), x_ld)
+        print(f"| pixel network, {args.iters} steps, blend w = {w} | {score(out)} |", flush=True)
     if not args.pipeline:
         return
     from turndiff.pipeline import TurnDiffPipeline
@@ -119,9 +125,7 @@ def main() -> None:
     for dose in (0.25, 0.1, 0.5):
         yd = make_dev_data(val_doses=(dose,)).test_sinograms[dose]
         shipped = pipe(yd, progress=False)
-        with torch.no_grad():
-            x_pix = net(torch.from_numpy(shipped.x_prior[:, None] / HU_SCALE).float(),
-                        torch.from_numpy(shipped.x_ld[:, None] / HU_SCALE).float())[:, 0].numpy() * HU_SCALE
+        x_pix = _apply(net, shipped.x_prior, shipped.x_ld)
         swapped = pipe(yd, progress=False, x_diffusion=x_pix)
         print(f"| {dose:.0%}: x~0 / TurnDiff, shipped | {score(shipped.x_diffusion)} | {score(shipped.image_hu)} |\n"
               f"| {dose:.0%}: pixel network on the pipeline's blend / TurnDiff with it | {score(x_pix)} | "
@@ -133,28 +137,17 @@ def main() -> None:
 def _detectability(pipe, net: torch.nn.Module, data, realizations: int) -> None:
     """bench_stage2_condition.py's validation-side check (same lesions, LCD realisations and
     stage-1 passes), with the shipped x~0 and with the network's image in its place."""
-    from bench_stage2_condition import _Detectability  # the script next to this one
-
     from turndiff.benchmark.iq import format_d_prime, lcd_detectability
 
     det = _Detectability(pipe, data, realizations)
     print(det.header(), flush=True)
 
-    def swap(out):
-        with torch.no_grad():
-            x = net(torch.from_numpy(out.x_prior[:, None] / HU_SCALE).float(),
-                    torch.from_numpy(out.x_ld[:, None] / HU_SCALE).float())[:, 0].numpy() * HU_SCALE
-        return x
-
-    y = data.test_sinograms[0.25]
-    runs = {}
-    for name in ("shipped", "pixel network"):
-        outs = []
-        for sino, proj in ((y, None), (det.les_sino, det.les_pass), (det.lcd_sino, det.lcd_pass)):
-            out = pipe(sino, seed=0, progress=False, projection=proj)
-            outs.append(out if name == "shipped" else pipe(sino, seed=0, progress=False, projection=proj,
-                                                           x_diffusion=swap(out)))
-        runs[name] = outs
+    inputs = ((data.test_sinograms[0.25], None), (det.les_sino, det.les_pass), (det.lcd_sino, det.lcd_pass))
+    shipped = [pipe(sino, seed=0, progress=False, projection=proj) for sino, proj in inputs]
+    runs = {"shipped": shipped,
+            "pixel network": [pipe(sino, seed=0, progress=False, projection=proj,
+                                   x_diffusion=_apply(net, out.x_prior, out.x_ld))
+                              for (sino, proj), out in zip(inputs, shipped)]}
     for name, (base, plus, lcd) in runs.items():
         rx, _ = det.lesion_scores(base.x_diffusion, plus.x_diffusion)
         rt, ct = det.lesion_scores(base.image_hu, plus.image_hu)

@@ -25,7 +25,7 @@ import torch
 from ..checkpoint import CheckpointError, load_tensors, read_json, save_tensors, write_json
 from ..metrics import evaluate, gradient_ratios, through_plane
 from .data import VOLUME, make_bench_data
-from .machine import SPEED_SHAPE, describe_machine, machine_speed
+from .machine import describe_machine, machine_speed, speed_text
 from .methods import METHOD_ORDER, METHODS, Result, RunContext
 from .report import write_report
 
@@ -79,7 +79,7 @@ def run_benchmark(
         shutil.rmtree(out / "runs")
     out.mkdir(parents=True, exist_ok=True)
     speed = machine_speed(device)
-    log(f"machine speed: {speed:.3f} s for one fast stage-1 forward at {SPEED_SHAPE[0]}x{SPEED_SHAPE[1]}")
+    log(f"machine {speed_text(speed)}")
     t_start = time.perf_counter()
     log(f"data: {p['n_train']} training + {p['n_test']} test phantoms at {p['size']}x{p['size']}, "
         f"doses {', '.join(f'{d:.0%}' for d in p['doses'])} (training at 25%)")
