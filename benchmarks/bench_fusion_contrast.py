@@ -10,7 +10,7 @@ spatial frequencies from x0 again: ``x = fused + G_s * (x0 - fused)`` with a Gau
 Run::
 
     python benchmarks/bench_fusion_contrast.py MODEL_DIR [--slices 8] [--doses 0.25,0.10,0.50]
-        [--prior-scales 0.577,1,2] [--lowband 1,2]
+        [--prior-scales 0.577,1,2] [--lowband 1,2] [--lcd 16]
 
 MODEL_DIR: a model of the benchmark's training phantoms (``BENCH_OUT/runs/turndiff/model``).
 For each dose: lesions of 3-5 px, +20 to +30 HU inserted into the projections of the
@@ -20,7 +20,12 @@ recovery and CNR of the lesions, and soft-window PSNR / SSIM of the lesion-free 
 the body, for every intermediate image of the pipeline (where the contrast is lost) and,
 with ``--prior-scales``, for the data-consistency step redone with a looser or tighter
 prior, and with ``--lowband``, redone with x0's band below a Gaussian in the prior's mean
-(the pipeline's ``lowband=True``). Prints a Markdown table.
+(the pipeline's ``lowband=True``). Prints a Markdown table. ``--lcd R`` adds a second
+table: the CHO's d' per rod of the MITA-like phantom at 25% dose over ``R`` noise
+realisations drawn from validation seeds (``bench_stage2_condition.LCD_NOISE_SEED``; the
+phantom is `turndiff iq`'s object, its noise is not), for the shipped output and for every
+``--prior-scales`` and ``--lowband`` option, so a contrast fix is checked for what it costs
+in detectability before it reaches the test side.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import numpy as np
 
 from turndiff.benchmark.data import make_dev_data
 from turndiff.benchmark.iq import lesion_positions, lesion_scores
-from turndiff.dose import insert_lesions, photons_from_dose
+from turndiff.benchmark.iq import format_d_prime, lcd_detectability
+from turndiff.dose import insert_lesions, photons_from_dose, simulate_scan
+from turndiff.phantoms.qa import make_lcd_phantom
 from turndiff.masks import body_mask
 from turndiff.metrics import psnr, ssim
 from turndiff.inference import lowband_fusion
@@ -59,6 +66,33 @@ def _lesion_scores(base, plus, ref, lesions):
     return r["contrast_recovery"], r["contrast_recovery_min"], r["cnr"]
 
 
+def _lcd_table(pipe, args) -> str:
+    """d' per rod at 25% for the shipped output and every consistency option (Markdown)."""
+    from bench_stage2_condition import LCD_NOISE_SEED  # noqa: PLC0415 (a sibling script)
+
+    g = pipe.projector.geometry
+    lcd = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
+    stack = np.repeat(lcd.hu[None], args.lcd, 0)
+    sino = simulate_scan(stack, g, photons=photons_from_dose(0.25), seed=LCD_NOISE_SEED)[0]
+    full = simulate_scan(stack, g, photons=photons_from_dose(1.0), seed=LCD_NOISE_SEED + 1)[0]
+    out = pipe(sino, seed=0, progress=False)
+    images = {"FBP at 100%": pipe.projector.fbp_hu(full), "x0 (prior)": out.x0, "TurnDiff (shipped)": out.image_hu}
+    for scale in args.prior_scales:
+        images[f"TurnDiff, prior scale {scale:g}"] = _redo_consistency(pipe, out, sino, prior_scale=scale)
+    for px in args.lowband:
+        images[f"TurnDiff, x0's band below {px:g} px"] = _redo_consistency(pipe, out, sino, lowband_px=px)
+    rows = []
+    for name, x in images.items():
+        det = lcd_detectability(x, lcd)
+        if not rows:
+            rows.append("| image (25%) | d' " + " / ".join(r.split(",")[0] for r in det) + " | noise std (HU) |")
+            rows.append("|---|---|---|")
+        # Pixelwise spread over the realisations, in the water (the discs are >= +3 HU).
+        noise = float(np.mean(np.std(x, axis=0, ddof=1)[np.abs(lcd.hu) < 1]))
+        rows.append(f"| {name} | " + " / ".join(format_d_prime(det[r]) for r in det) + f" | {noise:.1f} |")
+    return f"\nLCD phantom, {args.lcd} validation realisations at 25%:\n\n" + "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -70,6 +104,8 @@ def main() -> None:
     ap.add_argument("--lowband", default="",
                     help="comma-separated Gaussians (px) of x0's band put into the data-consistency prior's mean "
                          "before the step (the pipeline's lowband=True is 1; default: none)")
+    ap.add_argument("--lcd", type=int, default=0, metavar="R",
+                    help="also the CHO's d' on R validation noise realisations of the LCD phantom at 25%% dose")
     args = ap.parse_args()
     args.prior_scales = tuple(float(v) for v in args.prior_scales.split(",") if v)
     args.lowband = tuple(float(v) for v in args.lowband.split(",") if v)
@@ -114,6 +150,8 @@ def main() -> None:
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))
         for r in rows[-len(SIGMAS) - 5 - len(args.prior_scales) - len(args.lowband):]:
             print(r, flush=True)
+    if args.lcd:
+        print(_lcd_table(pipe, args), flush=True)
     print(f"\nvalidation phantoms: {args.slices}, {len(lesions)} lesions\n")
     print("| dose | image | contrast recovery | min | CNR | soft PSNR | soft SSIM |\n|---|---|---|---|---|---|---|")
     for dose, name, rec, mn, cnr, p, s in rows:
