@@ -1,0 +1,75 @@
+"""Why does the CHO's d' move with stage 2's training seed? Signal and noise of the LCD
+rods, seed by seed (docs/STAGE2.md, "Session 31"; *validation* noise realisations only).
+
+For the U-Net of each seed (1: the saved one; others retrained as
+``bench_stage2_condition.py`` does), the pipeline runs on the validation realisations of the
+MITA-like phantom at 25% (``bench_stage2_condition._Detectability``), and per rod size, for
+x~0 and TurnDiff's output: the mean contrast over realisations and rod positions (disc
+means at the rods minus those at the signal-free positions), the noise of a disc mean at a
+signal-free position over realisations, and the fixed pattern: the spread over the
+signal-free positions of their disc means averaged over realisations (structure that is the
+same in every realisation but differs between positions).
+
+Run::
+
+    python benchmarks/bench_lcd_signal_noise.py MODEL_DIR [--seeds 1,2] [--lcd 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from bench_stage2_condition import DOSES, _Detectability  # the script next to this one (isort: skip)
+from turndiff.benchmark.data import make_dev_data
+from turndiff.pipeline import TurnDiffPipeline, stage2_copies
+from turndiff.stage2.train import distillation_stacks, train_latent_diffusion
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--seeds", default="1,2", help="U-Net training seeds (1: the saved U-Net)")
+    ap.add_argument("--lcd", type=int, default=16, help="LCD noise realisations (validation seeds)")
+    args = ap.parse_args()
+    pipe = TurnDiffPipeline.from_pretrained(args.model, device="cpu")
+    data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
+    det = _Detectability(pipe, data, args.lcd)
+    base, cfg = pipe.stage2, pipe.stage2.config
+    lcd = det.lcd
+    yy, xx = np.mgrid[: lcd.hu.shape[0], : lcd.hu.shape[1]]
+    water = np.abs(lcd.hu) < 1
+    radii = sorted({i.radius for i in lcd.inserts})
+    roles = None
+    print("| U-Net seed | image | pixel noise (HU) | " + " | ".join(
+        f"rod {r * lcd.pixel_spacing * 2:.0f} mm: contrast / disc-mean noise / fixed pattern (HU)" for r in radii)
+        + " |\n|---|---|---|" + "---|" * len(radii))
+    for seed in (int(v) for v in args.seeds.split(",")):
+        if seed == 1:
+            pipe.stage2 = base
+        else:
+            if roles is None:  # the copies fit trains on (its seed 0)
+                roles = distillation_stacks(stage2_copies(data.train_sinogram, pipe.stage1, pipe.projector, cfg, seed=0),
+                                            cfg)
+            cond, teacher, target, prior = roles
+            pipe.stage2 = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target, prior=prior,
+                                                 latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
+                                                 progress=False)[0]
+        out = pipe(det.lcd_sino, seed=0, progress=False, projection=det.lcd_pass)
+        for name, imgs in (("x~0", out.x_diffusion), ("TurnDiff", out.image_hu)):
+            cells = []
+            for r in radii:
+                def disc_means(centres):
+                    return np.stack([imgs[:, np.hypot(yy - c[0], xx - c[1]) <= r].mean(1) for c in centres])
+                rods = disc_means([i.centre for i in lcd.inserts if i.radius == r])  # [positions, realisations]
+                free = disc_means(lcd.background)
+                noise = float(np.std(free - free.mean(1, keepdims=True), ddof=1))
+                cells.append(f"{rods.mean() - free.mean():.2f} / {noise:.2f} / {np.std(free.mean(1), ddof=1):.2f}")
+            print(f"| {seed} | {name} | {np.mean(imgs.std(0, ddof=1)[water]):.2f} | " + " | ".join(cells) + " |",
+                  flush=True)
+    pipe.stage2 = base
+
+
+if __name__ == "__main__":
+    main()
