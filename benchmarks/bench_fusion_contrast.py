@@ -22,7 +22,7 @@ with ``--prior-scales``, for the data-consistency step redone with a looser or t
 prior, and with ``--lowband``, redone with x0's band below a Gaussian in the prior's mean
 (the pipeline's ``lowband=True``). Prints a Markdown table. ``--lcd R`` adds a second
 table: the CHO's d' per rod of the MITA-like phantom at 25% dose over ``R`` noise
-realisations drawn from validation seeds (``bench_stage2_condition.LCD_NOISE_SEED``; the
+realisations drawn from validation seeds (``bench_stage2_condition.lcd_scans``; the
 phantom is `turndiff iq`'s object, its noise is not), for the shipped output and for every
 ``--prior-scales`` and ``--lowband`` option, so a contrast fix is checked for what it costs
 in detectability before it reaches the test side.
@@ -37,8 +37,7 @@ import numpy as np
 from turndiff.benchmark.data import make_dev_data
 from turndiff.benchmark.iq import lesion_positions, lesion_scores
 from turndiff.benchmark.iq import format_d_prime, lcd_detectability
-from turndiff.dose import insert_lesions, photons_from_dose, simulate_scan
-from turndiff.phantoms.qa import make_lcd_phantom
+from turndiff.dose import insert_lesions, photons_from_dose
 from turndiff.masks import body_mask
 from turndiff.metrics import psnr, ssim
 from turndiff.inference import lowband_fusion
@@ -68,13 +67,9 @@ def _lesion_scores(base, plus, ref, lesions):
 
 def _lcd_table(pipe, args) -> str:
     """d' per rod at 25% for the shipped output and every consistency option (Markdown)."""
-    from bench_stage2_condition import LCD_NOISE_SEED  # noqa: PLC0415 (a sibling script)
+    from bench_stage2_condition import lcd_scans  # noqa: PLC0415 (a sibling script)
 
-    g = pipe.projector.geometry
-    lcd = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
-    stack = np.repeat(lcd.hu[None], args.lcd, 0)
-    sino = simulate_scan(stack, g, photons=photons_from_dose(0.25), seed=LCD_NOISE_SEED)[0]
-    full = simulate_scan(stack, g, photons=photons_from_dose(1.0), seed=LCD_NOISE_SEED + 1)[0]
+    lcd, sino, full = lcd_scans(pipe.projector, args.lcd)
     out = pipe(sino, seed=0, progress=False)
     images = {"FBP at 100%": pipe.projector.fbp_hu(full), "x0 (prior)": out.x0, "TurnDiff (shipped)": out.image_hu}
     for scale in args.prior_scales:

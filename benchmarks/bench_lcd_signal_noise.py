@@ -21,10 +21,9 @@ import argparse
 
 import numpy as np
 
-from bench_stage2_condition import DOSES, _Detectability  # the script next to this one (isort: skip)
+from bench_stage2_condition import DOSES, _Detectability, unet_trainer  # the script next to this one (isort: skip)
 from turndiff.benchmark.data import make_dev_data
-from turndiff.pipeline import TurnDiffPipeline, stage2_copies
-from turndiff.stage2.train import distillation_stacks, train_latent_diffusion
+from turndiff.pipeline import TurnDiffPipeline
 
 
 def main() -> None:
@@ -36,26 +35,19 @@ def main() -> None:
     pipe = TurnDiffPipeline.from_pretrained(args.model, device="cpu")
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
     det = _Detectability(pipe, data, args.lcd)
-    base, cfg = pipe.stage2, pipe.stage2.config
+    base = pipe.stage2
     lcd = det.lcd
     yy, xx = np.mgrid[: lcd.hu.shape[0], : lcd.hu.shape[1]]
     water = np.abs(lcd.hu) < 1
     radii = sorted({i.radius for i in lcd.inserts})
-    roles = None
+    train = None
     print("| U-Net seed | image | pixel noise (HU) | " + " | ".join(
         f"rod {r * lcd.pixel_spacing * 2:.0f} mm: contrast / disc-mean noise / fixed pattern (HU)" for r in radii)
         + " |\n|---|---|---|" + "---|" * len(radii))
     for seed in (int(v) for v in args.seeds.split(",")):
-        if seed == 1:
-            pipe.stage2 = base
-        else:
-            if roles is None:  # the copies fit trains on (its seed 0)
-                roles = distillation_stacks(stage2_copies(data.train_sinogram, pipe.stage1, pipe.projector, cfg, seed=0),
-                                            cfg)
-            cond, teacher, target, prior = roles
-            pipe.stage2 = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target, prior=prior,
-                                                 latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
-                                                 progress=False)[0]
+        if seed != 1 and train is None:
+            train = unet_trainer(pipe, data.train_sinogram, base.config)
+        pipe.stage2 = base if seed == 1 else train(seed)
         out = pipe(det.lcd_sino, seed=0, progress=False, projection=det.lcd_pass)
         for name, imgs in (("x~0", out.x_diffusion), ("TurnDiff", out.image_hu)):
             cells = []

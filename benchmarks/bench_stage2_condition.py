@@ -59,6 +59,34 @@ DOSES = (0.25, 0.10, 0.5)
 LCD_NOISE_SEED = VALIDATION_SEED + 3500
 
 
+def lcd_scans(projector, realizations: int) -> tuple:
+    """The MITA-like phantom and ``realizations`` noisy scans of it drawn from validation
+    seeds: ``(phantom, sinograms at 25% dose, sinograms at full dose)``."""
+    g = projector.geometry
+    lcd = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
+    stack = np.repeat(lcd.hu[None], realizations, 0)
+    low = simulate_scan(stack, g, photons=photons_from_dose(DOSES[0]), seed=LCD_NOISE_SEED)[0]
+    full = simulate_scan(stack, g, photons=photons_from_dose(1.0), seed=LCD_NOISE_SEED + 1)[0]
+    return lcd, low, full
+
+
+def unet_trainer(pipe: TurnDiffPipeline, train_sinogram: np.ndarray, cfg):
+    """``train(seed) -> LatentDiffusion``: the U-Net of ``cfg`` trained as ``fit`` trains it
+    (the recorrupted copies of its seed 0, read as ``train_stage2`` reads them), with the
+    pipeline's autoencoder and latent statistics; the training stacks are made once."""
+    base, A = pipe.stage2, pipe.projector
+    roles = distillation_stacks(stage2_copies(train_sinogram, pipe.stage1, A, cfg, seed=0), cfg)
+    if roles is None:  # no copies: the training slices' own x_ld and x0
+        roles = (A.fbp_hu(train_sinogram), A.fbp_hu(pipe.stage1.denoise(train_sinogram)), None, None)
+    cond, teacher, target, prior = roles
+
+    def train(seed: int):
+        return train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target, prior=prior,
+                                      latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
+                                      progress=False)[0]
+    return train
+
+
 class _Detectability:
     """Validation-side task-based checks at 25% dose for ``--lcd``: the LCD phantom's noise
     realisations and the validation scans with inserted lesions, each with its stage-1 pass
@@ -68,10 +96,7 @@ class _Detectability:
         g, dose = pipe.projector.geometry, DOSES[0]
         i0 = photons_from_dose(dose)
         self.pipe, self.ref = pipe, data.test_reference_hu
-        self.lcd = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
-        stack = np.repeat(self.lcd.hu[None], realizations, 0)
-        self.lcd_sino = simulate_scan(stack, g, photons=i0, seed=LCD_NOISE_SEED)[0]
-        full = simulate_scan(stack, g, photons=photons_from_dose(1.0), seed=LCD_NOISE_SEED + 1)[0]
+        self.lcd, self.lcd_sino, full = lcd_scans(pipe.projector, realizations)
         self.fbp_full = lcd_detectability(pipe.projector.fbp_hu(full), self.lcd)
         self.lcd_pass = pipe.project(self.lcd_sino, progress=False)
         self.lesions = lesion_positions(self.ref, np.random.default_rng(0), per_slice=2)
@@ -88,6 +113,17 @@ class _Detectability:
         r = lesion_scores(base, plus, self.ref, self.lesions)
         return r["contrast_recovery"], r["cnr"]
 
+    def scored_row(self, name: str, base_out, plus_out, lcd_out, scores: list | None = None) -> str:
+        """One Markdown row from the pipeline's outputs on the lesion-free scans, the same
+        scans with the lesions, and the LCD realisations; ``scores`` as in :meth:`row`."""
+        rx, _ = self.lesion_scores(base_out.x_diffusion, plus_out.x_diffusion)
+        rt, ct = self.lesion_scores(base_out.image_hu, plus_out.image_hu)
+        det = lcd_detectability(lcd_out.image_hu, self.lcd)
+        if scores is not None:
+            scores.append([rx, rt, ct] + [det[r]["d_prime"] for r in self.rods])
+        return (f"| {name} | {rx:.3f} / {rt:.3f} | {ct:.2f} | "
+                + " / ".join(format_d_prime(det[r]) for r in self.rods) + " |")
+
     def row(self, name: str, base_out, scores: list | None = None) -> str:
         """``base_out``: the pipeline's output on the lesion-free validation scans at 25%
         with the U-Net now in ``self.pipe``. ``scores``, if given, gets the row's numbers
@@ -95,13 +131,7 @@ class _Detectability:
         pipe = self.pipe
         plus = pipe(self.les_sino, seed=0, progress=False, projection=self.les_pass)
         lcd = pipe(self.lcd_sino, seed=0, progress=False, projection=self.lcd_pass)
-        rx, _ = self.lesion_scores(base_out.x_diffusion, plus.x_diffusion)
-        rt, ct = self.lesion_scores(base_out.image_hu, plus.image_hu)
-        det = lcd_detectability(lcd.image_hu, self.lcd)
-        if scores is not None:
-            scores.append([rx, rt, ct] + [det[r]["d_prime"] for r in self.rods])
-        row = (f"| {name} | {rx:.3f} / {rt:.3f} | {ct:.2f} | "
-               + " / ".join(format_d_prime(det[r]) for r in self.rods) + " |")
+        row = self.scored_row(name, base_out, plus, lcd, scores)
         if name.startswith("shipped"):  # x0 does not depend on the U-Net: once
             r0, c0 = self.lesion_scores(base_out.x0, plus.x0)
             d0 = lcd_detectability(lcd.x0, self.lcd)
@@ -142,7 +172,6 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seeds: list[int], whole: 
     def images(sino):
         return A.fbp_hu(sino), A.fbp_hu(pipe.stage1.denoise(sino))
 
-    tr_ld, tr_x0 = images(data.train_sinogram)
     test = {}
     for d in DOSES:
         s = data.test_sinograms[d]
@@ -175,17 +204,10 @@ def variants(pipe: TurnDiffPipeline, specs: list[str], seeds: list[int], whole: 
             changes = json.loads(text) if text else {}
         except json.JSONDecodeError as e:
             raise SystemExit(f"--variant {spec!r}: the part after NAME= is not JSON ({e})") from None
-        cfg = base.config.replace(**legacy_changes(changes))
-        cond, teacher, target, prior = tr_ld, tr_x0, None, None
-        # The copies fit_stage2 trains on (its seed 0), read as train_stage2 reads them.
-        roles = distillation_stacks(stage2_copies(data.train_sinogram, pipe.stage1, A, cfg, seed=0), cfg)
-        if roles is not None:
-            cond, teacher, target, prior = roles
+        train = unet_trainer(pipe, data.train_sinogram, base.config.replace(**legacy_changes(changes)))
         quality, scores = [], []
         for seed in seeds:
-            model, _ = train_latent_diffusion(base.autoencoder, cond, teacher, cfg, target=target, prior=prior,
-                                              latent_stats=(base.latent_shift, base.latent_scale), seed=seed,
-                                              progress=False)
+            model = train(seed)
             if whole:  # the whole pipeline with this U-Net (same stage-1 pass for every variant)
                 pipe.stage2 = model
                 outs = {d: pipe(data.test_sinograms[d], seed=0, progress=False, projection=passes[d]) for d in DOSES}

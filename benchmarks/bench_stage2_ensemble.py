@@ -24,12 +24,11 @@ import argparse
 
 import numpy as np
 
-from bench_stage2_condition import DOSES, _Detectability  # the script next to this one (isort: skip)
+from bench_stage2_condition import DOSES, _Detectability, unet_trainer  # the script next to this one (isort: skip)
 from turndiff.benchmark.data import make_dev_data
 from turndiff.benchmark.iq import lcd_detectability
 from turndiff.metrics import evaluate
-from turndiff.pipeline import TurnDiffPipeline, stage2_copies
-from turndiff.stage2.train import distillation_stacks, train_latent_diffusion
+from turndiff.pipeline import TurnDiffPipeline
 
 
 def main() -> None:
@@ -46,23 +45,16 @@ def main() -> None:
 
     pipe = TurnDiffPipeline.from_pretrained(args.model, device="cpu")
     data = make_dev_data(size=256, n_train=8, n_val=6, val_doses=DOSES)
-    A, ref = pipe.projector, data.test_reference_hu
+    ref = data.test_reference_hu
     det = _Detectability(pipe, data, args.lcd)
     inputs = {d: (data.test_sinograms[d], pipe.project(data.test_sinograms[d], progress=False)) for d in DOSES}
     inputs["lesions"] = (det.les_sino, det.les_pass)
     inputs["lcd"] = (det.lcd_sino, det.lcd_pass)
-    base, cfg = pipe.stage2, pipe.stage2.config
-    # The copies fit trains on (its seed 0), read as train_stage2 reads them.
-    cond, teacher = A.fbp_hu(data.train_sinogram), A.fbp_hu(pipe.stage1.denoise(data.train_sinogram))
-    target = prior = None
-    roles = distillation_stacks(stage2_copies(data.train_sinogram, pipe.stage1, A, cfg, seed=0), cfg)
-    if roles is not None:
-        cond, teacher, target, prior = roles
+    base = pipe.stage2
+    train = unet_trainer(pipe, data.train_sinogram, base.config)
     x_diff = {}
     for seed in seeds:
-        pipe.stage2 = base if seed == 1 else train_latent_diffusion(
-            base.autoencoder, cond, teacher, cfg, target=target, prior=prior,
-            latent_stats=(base.latent_shift, base.latent_scale), seed=seed, progress=False)[0]
+        pipe.stage2 = base if seed == 1 else train(seed)
         x_diff[seed] = {k: pipe(s, seed=0, progress=False, projection=p).x_diffusion for k, (s, p) in inputs.items()}
         print(f"U-Net of seed {seed} ready", flush=True)
     pipe.stage2 = base

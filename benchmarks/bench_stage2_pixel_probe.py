@@ -137,8 +137,6 @@ def main() -> None:
 def _detectability(pipe, net: torch.nn.Module, data, realizations: int) -> None:
     """bench_stage2_condition.py's validation-side check (same lesions, LCD realisations and
     stage-1 passes), with the shipped x~0 and with the network's image in its place."""
-    from turndiff.benchmark.iq import format_d_prime, lcd_detectability
-
     det = _Detectability(pipe, data, realizations)
     print(det.header(), flush=True)
 
@@ -148,12 +146,8 @@ def _detectability(pipe, net: torch.nn.Module, data, realizations: int) -> None:
             "pixel network": [pipe(sino, seed=0, progress=False, projection=proj,
                                    x_diffusion=_apply(net, out.x_prior, out.x_ld))
                               for (sino, proj), out in zip(inputs, shipped)]}
-    for name, (base, plus, lcd) in runs.items():
-        rx, _ = det.lesion_scores(base.x_diffusion, plus.x_diffusion)
-        rt, ct = det.lesion_scores(base.image_hu, plus.image_hu)
-        d = lcd_detectability(lcd.image_hu, det.lcd)
-        print(f"| {name} | {rx:.3f} / {rt:.3f} | {ct:.2f} | " + " / ".join(format_d_prime(d[r]) for r in det.rods)
-              + " |", flush=True)
+    for name, outs in runs.items():
+        print(det.scored_row(name, *outs), flush=True)
 
 
 if __name__ == "__main__":
