@@ -69,16 +69,21 @@ def _lcd_table(pipe, args) -> str:
     """d' per rod at 25% for the shipped output and every consistency option (Markdown)."""
     from bench_stage2_condition import lcd_scans  # noqa: PLC0415 (a sibling script)
 
-    lcd, sino, full = lcd_scans(pipe.projector, args.lcd)
-    out = pipe(sino, seed=0, progress=False)
-    images = {"FBP at 100%": pipe.projector.fbp_hu(full), "x0 (prior)": out.x0, "TurnDiff (shipped)": out.image_hu}
+    scans = lcd_scans(pipe.projector, args.lcd)
+    lcd, fbp = scans.phantom, pipe.projector.fbp_hu
+    images = {"FBP at 100%": (fbp(scans.full), fbp(scans.free_full))}
+    outs = [pipe(s, seed=0, progress=False) for s in (scans.low, scans.free_low)]
+    images["x0 (prior)"] = tuple(o.x0 for o in outs)
+    images["TurnDiff (shipped)"] = tuple(o.image_hu for o in outs)
     for scale in args.prior_scales:
-        images[f"TurnDiff, prior scale {scale:g}"] = _redo_consistency(pipe, out, sino, prior_scale=scale)
+        images[f"TurnDiff, prior scale {scale:g}"] = tuple(
+            _redo_consistency(pipe, o, s, prior_scale=scale) for o, s in zip(outs, (scans.low, scans.free_low)))
     for px in args.lowband:
-        images[f"TurnDiff, x0's band below {px:g} px"] = _redo_consistency(pipe, out, sino, lowband_px=px)
+        images[f"TurnDiff, x0's band below {px:g} px"] = tuple(
+            _redo_consistency(pipe, o, s, lowband_px=px) for o, s in zip(outs, (scans.low, scans.free_low)))
     rows = []
-    for name, x in images.items():
-        det = lcd_detectability(x, lcd)
+    for name, (x, x_free) in images.items():
+        det = lcd_detectability(x, lcd, x_free)
         if not rows:
             rows.append("| image (25%) | d' " + " / ".join(r.split(",")[0] for r in det) + " | noise std (HU) |")
             rows.append("|---|---|---|")

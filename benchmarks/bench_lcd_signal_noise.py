@@ -8,7 +8,10 @@ x~0 and TurnDiff's output: the mean contrast over realisations and rod positions
 means at the rods minus those at the signal-free positions), the noise of a disc mean at a
 signal-free position over realisations, and the fixed pattern: the spread over the
 signal-free positions of their disc means averaged over realisations (structure that is the
-same in every realisation but differs between positions).
+same in every realisation but differs between positions). Then the same three at the rods'
+own positions, the signal-free disc means taken from the scans of the phantom without its
+rods (the observer's signal-absent class since session 32): contrast there minus the
+contrast above is what the background positions add to the rods' apparent contrast.
 
 Run::
 
@@ -48,18 +51,21 @@ def main() -> None:
         if seed != 1 and train is None:
             train = unet_trainer(pipe, data.train_sinogram, base.config)
         pipe.stage2 = base if seed == 1 else train(seed)
-        out = pipe(det.lcd_sino, seed=0, progress=False, projection=det.lcd_pass)
-        for name, imgs in (("x~0", out.x_diffusion), ("TurnDiff", out.image_hu)):
-            cells = []
-            for r in radii:
-                def disc_means(centres):
-                    return np.stack([imgs[:, np.hypot(yy - c[0], xx - c[1]) <= r].mean(1) for c in centres])
-                rods = disc_means([i.centre for i in lcd.inserts if i.radius == r])  # [positions, realisations]
-                free = disc_means(lcd.background)
-                noise = float(np.std(free - free.mean(1, keepdims=True), ddof=1))
-                cells.append(f"{rods.mean() - free.mean():.2f} / {noise:.2f} / {np.std(free.mean(1), ddof=1):.2f}")
-            print(f"| {seed} | {name} | {np.mean(imgs.std(0, ddof=1)[water]):.2f} | " + " | ".join(cells) + " |",
-                  flush=True)
+        out, out_free = det.lcd_outputs()
+        for name, imgs, imgs_free in (("x~0", out.x_diffusion, out_free.x_diffusion),
+                                      ("TurnDiff", out.image_hu, out_free.image_hu)):
+            for where in ("background positions", "rod positions, scans without rods"):
+                cells = []
+                for r in radii:
+                    def disc_means(x, centres):
+                        return np.stack([x[:, np.hypot(yy - c[0], xx - c[1]) <= r].mean(1) for c in centres])
+                    centres = [i.centre for i in lcd.inserts if i.radius == r]
+                    rods = disc_means(imgs, centres)  # [positions, realisations]
+                    free = disc_means(imgs, lcd.background) if where.startswith("b") else disc_means(imgs_free, centres)
+                    noise = float(np.std(free - free.mean(1, keepdims=True), ddof=1))
+                    cells.append(f"{rods.mean() - free.mean():.2f} / {noise:.2f} / {np.std(free.mean(1), ddof=1):.2f}")
+                print(f"| {seed} | {name}, {where} | {np.mean(imgs.std(0, ddof=1)[water]):.2f} | " + " | ".join(cells)
+                      + " |", flush=True)
     pipe.stage2 = base
 
 

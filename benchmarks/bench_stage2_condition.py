@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,15 +60,30 @@ DOSES = (0.25, 0.10, 0.5)
 LCD_NOISE_SEED = VALIDATION_SEED + 3500
 
 
-def lcd_scans(projector, realizations: int) -> tuple:
-    """The MITA-like phantom and ``realizations`` noisy scans of it drawn from validation
-    seeds: ``(phantom, sinograms at 25% dose, sinograms at full dose)``."""
+@dataclass
+class LcdScans:
+    """The MITA-like phantom and its validation scans: ``low`` / ``full`` at 25% / 100% dose,
+    and ``free_low`` / ``free_full`` of the same phantom without its rods (the observer's
+    signal-absent class, read at the rods' positions; :func:`lcd_detectability`)."""
+
+    phantom: object
+    low: np.ndarray
+    full: np.ndarray
+    free_low: np.ndarray
+    free_full: np.ndarray
+
+
+def lcd_scans(projector, realizations: int) -> LcdScans:
+    """``realizations`` noisy scans of each, drawn from validation seeds."""
     g = projector.geometry
     lcd = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
-    stack = np.repeat(lcd.hu[None], realizations, 0)
-    low = simulate_scan(stack, g, photons=photons_from_dose(DOSES[0]), seed=LCD_NOISE_SEED)[0]
-    full = simulate_scan(stack, g, photons=photons_from_dose(1.0), seed=LCD_NOISE_SEED + 1)[0]
-    return lcd, low, full
+    free = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing, signal=False)
+
+    def scans(phantom, dose: float, seed: int) -> np.ndarray:
+        stack = np.repeat(phantom.hu[None], realizations, 0)
+        return simulate_scan(stack, g, photons=photons_from_dose(dose), seed=seed)[0]
+    return LcdScans(lcd, scans(lcd, DOSES[0], LCD_NOISE_SEED), scans(lcd, 1.0, LCD_NOISE_SEED + 1),
+                    scans(free, DOSES[0], LCD_NOISE_SEED + 2), scans(free, 1.0, LCD_NOISE_SEED + 3))
 
 
 def unet_trainer(pipe: TurnDiffPipeline, train_sinogram: np.ndarray, cfg):
@@ -96,9 +112,12 @@ class _Detectability:
         g, dose = pipe.projector.geometry, DOSES[0]
         i0 = photons_from_dose(dose)
         self.pipe, self.ref = pipe, data.test_reference_hu
-        self.lcd, self.lcd_sino, full = lcd_scans(pipe.projector, realizations)
-        self.fbp_full = lcd_detectability(pipe.projector.fbp_hu(full), self.lcd)
+        scans = lcd_scans(pipe.projector, realizations)
+        self.lcd, self.lcd_sino, self.free_sino = scans.phantom, scans.low, scans.free_low
+        fbp = pipe.projector.fbp_hu
+        self.fbp_full = lcd_detectability(fbp(scans.full), self.lcd, fbp(scans.free_full))
         self.lcd_pass = pipe.project(self.lcd_sino, progress=False)
+        self.free_pass = pipe.project(self.free_sino, progress=False)
         self.lesions = lesion_positions(self.ref, np.random.default_rng(0), per_slice=2)
         self.les_sino = insert_lesions(data.test_sinograms[dose], g, self.lesions, photons=i0, seed=37)[0]
         self.les_pass = pipe.project(self.les_sino, progress=False)
@@ -113,12 +132,19 @@ class _Detectability:
         r = lesion_scores(base, plus, self.ref, self.lesions)
         return r["contrast_recovery"], r["cnr"]
 
-    def scored_row(self, name: str, base_out, plus_out, lcd_out, scores: list | None = None) -> str:
+    def lcd_outputs(self, **kwargs) -> tuple:
+        """The pipeline's outputs on the LCD realisations with and without the rods
+        (``kwargs``: more arguments of the pipeline's call)."""
+        return tuple(self.pipe(s, seed=0, progress=False, projection=p, **kwargs)
+                     for s, p in ((self.lcd_sino, self.lcd_pass), (self.free_sino, self.free_pass)))
+
+    def scored_row(self, name: str, base_out, plus_out, lcd_out, free_out, scores: list | None = None) -> str:
         """One Markdown row from the pipeline's outputs on the lesion-free scans, the same
-        scans with the lesions, and the LCD realisations; ``scores`` as in :meth:`row`."""
+        scans with the lesions, and the LCD realisations with and without the rods;
+        ``scores`` as in :meth:`row`."""
         rx, _ = self.lesion_scores(base_out.x_diffusion, plus_out.x_diffusion)
         rt, ct = self.lesion_scores(base_out.image_hu, plus_out.image_hu)
-        det = lcd_detectability(lcd_out.image_hu, self.lcd)
+        det = lcd_detectability(lcd_out.image_hu, self.lcd, free_out.image_hu)
         if scores is not None:
             scores.append([rx, rt, ct] + [det[r]["d_prime"] for r in self.rods])
         return (f"| {name} | {rx:.3f} / {rt:.3f} | {ct:.2f} | "
@@ -130,11 +156,11 @@ class _Detectability:
         (contrast x~0, contrast TurnDiff, CNR, d' per rod) appended, for a summary over seeds."""
         pipe = self.pipe
         plus = pipe(self.les_sino, seed=0, progress=False, projection=self.les_pass)
-        lcd = pipe(self.lcd_sino, seed=0, progress=False, projection=self.lcd_pass)
-        row = self.scored_row(name, base_out, plus, lcd, scores)
+        lcd, free = self.lcd_outputs()
+        row = self.scored_row(name, base_out, plus, lcd, free, scores)
         if name.startswith("shipped"):  # x0 does not depend on the U-Net: once
             r0, c0 = self.lesion_scores(base_out.x0, plus.x0)
-            d0 = lcd_detectability(lcd.x0, self.lcd)
+            d0 = lcd_detectability(lcd.x0, self.lcd, free.x0)
             row = (f"| (x0, calibrated) | {r0:.3f} | {c0:.2f} | "
                    + " / ".join(format_d_prime(d0[r]) for r in self.rods) + " |\n" + row)
         return row

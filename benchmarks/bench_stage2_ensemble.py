@@ -50,6 +50,7 @@ def main() -> None:
     inputs = {d: (data.test_sinograms[d], pipe.project(data.test_sinograms[d], progress=False)) for d in DOSES}
     inputs["lesions"] = (det.les_sino, det.les_pass)
     inputs["lcd"] = (det.lcd_sino, det.lcd_pass)
+    inputs["lcd without rods"] = (det.free_sino, det.free_pass)
     base = pipe.stage2
     train = unet_trainer(pipe, data.train_sinogram, base.config)
     x_diff = {}
@@ -68,7 +69,7 @@ def main() -> None:
         quality = [evaluate(outs[d].image_hu, ref, mask="body")["soft"] for d in DOSES]
         rx, _ = det.lesion_scores(mean[DOSES[0]], mean["lesions"])
         rt, ct = det.lesion_scores(outs[DOSES[0]].image_hu, outs["lesions"].image_hu)
-        d_prime = lcd_detectability(outs["lcd"].image_hu, det.lcd)
+        d_prime = lcd_detectability(outs["lcd"].image_hu, det.lcd, outs["lcd without rods"].image_hu)
         print(f"| {' + '.join(map(str, group))} | "
               + " | ".join(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}" for e in quality)
               + f" | {rx:.3f} / {rt:.3f} | {ct:.2f} | "

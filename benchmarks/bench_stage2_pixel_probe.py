@@ -140,7 +140,8 @@ def _detectability(pipe, net: torch.nn.Module, data, realizations: int) -> None:
     det = _Detectability(pipe, data, realizations)
     print(det.header(), flush=True)
 
-    inputs = ((data.test_sinograms[0.25], None), (det.les_sino, det.les_pass), (det.lcd_sino, det.lcd_pass))
+    inputs = ((data.test_sinograms[0.25], None), (det.les_sino, det.les_pass), (det.lcd_sino, det.lcd_pass),
+              (det.free_sino, det.free_pass))
     shipped = [pipe(sino, seed=0, progress=False, projection=proj) for sino, proj in inputs]
     runs = {"shipped": shipped,
             "pixel network": [pipe(sino, seed=0, progress=False, projection=proj,

@@ -170,6 +170,38 @@ def test_cho_on_fbp_of_the_lcd_phantom_grows_as_the_square_root_of_the_dose():
     assert np.mean(auc[1.0]) > np.mean(auc[0.25]) and min(auc[0.25]) > 0.5
 
 
+def test_signal_absent_scans_keep_a_fixed_pattern_out_of_d_prime(rng):
+    """A reconstruction whose mean is not the same everywhere (here an angular pattern, +5 HU
+    at the rods' angles and -5 HU half-way between them, the same in every scan) must not
+    be credited with detecting rods it erased. Read against the background positions, the
+    pattern alone gives a large d'; against scans of the phantom without its rods, read at
+    the rods' own positions, d' is about 0, and real rods are still detected."""
+    from turndiff.benchmark.iq import lcd_detectability
+    from turndiff.phantoms.qa import make_lcd_phantom
+
+    lcd, free = make_lcd_phantom(256), make_lcd_phantom(256, signal=False)
+    assert [i.centre for i in free.inserts] == [i.centre for i in lcd.inserts]
+    assert np.abs(free.hu[np.hypot(*np.mgrid[-128:128, -128:128]) < 60]).max() < 0.01  # no rods left
+    yy, xx = np.mgrid[:256, :256] - 127.5
+    pattern = np.zeros((256, 256))
+    for ring in range(2):  # the second ring of rods is turned by pi / 8 (make_lcd_phantom)
+        near = np.abs(np.hypot(yy, xx) - np.hypot(*(np.subtract(lcd.inserts[8 * ring].centre, 127.5)))) < 12
+        pattern[near] = 5.0 * np.cos(8 * (np.arctan2(yy, xx)[near] - ring * np.pi / 8))
+    r = 16
+    erased = pattern + rng.normal(0, 10, (r, 256, 256))  # rods gone, pattern left
+    erased_free = pattern + rng.normal(0, 10, (r, 256, 256))
+    old = lcd_detectability(erased, lcd)
+    new = lcd_detectability(erased, lcd, erased_free)
+    assert all(v["absent"] == "signal-free scans" for v in new.values())
+    assert max(v["d_prime"] for v in old.values()) > 3  # the pattern read as signal
+    assert max(abs(v["d_prime"]) for v in new.values()) < 0.8, {k: v["d_prime"] for k, v in new.items()}
+    kept = lcd_detectability(lcd.hu + pattern + rng.normal(0, 10, (r, 256, 256)), lcd, erased_free)
+    kept_d = [v["d_prime"] for v in kept.values()]
+    assert min(kept_d) > 0.3 and np.mean(kept_d) > 1.0, kept_d  # 1.0-2.0 each over four other seeds
+    with pytest.raises(InputError):
+        lcd_detectability(erased, lcd, erased_free[:, :128])
+
+
 def test_inserted_lesions_add_exactly_their_projection():
     from turndiff.dose import Lesion, hu_to_mu, insert_lesions
     from turndiff.phantoms import make_phantoms

@@ -5,9 +5,11 @@ with ``baselines``, against every other method of the benchmark (docs/BENCHMARKS
 For one model (any trained on the default fan geometry) and a few doses:
 
 1. **Detectability**: :func:`~turndiff.phantoms.qa.make_lcd_phantom` simulated with
-   ``realizations`` noise draws per dose (and at 100% for FBP's reference), reconstructed
-   by FBP, by the stage-1 prior x0 and by TurnDiff; a channelized Hotelling observer
-   (Laguerre-Gauss channels) gives d' and AUC per rod. The dose-reduction factor of a
+   ``realizations`` noise draws per dose (and at 100% for FBP's reference), and as many of
+   the same phantom without its rods, reconstructed by FBP, by the stage-1 prior x0 and by
+   TurnDiff; a channelized Hotelling observer (Laguerre-Gauss channels) gives d' and AUC per
+   rod, its signal-absent ROIs at the rods' own positions in the rod-free scans
+   (:func:`lcd_detectability`). The dose-reduction factor of a
    method at dose D is ``(d'(D) / d'_FBP(100%))^2 / D``: with a quantum-limited FBP
    (``d'`` proportional to the square root of the dose) it is how much less dose the method
    needs for full-dose FBP's detectability (above 1: it saves dose).
@@ -42,6 +44,7 @@ from typing import Callable
 import numpy as np
 
 from ..dose import Lesion, insert_lesions, photons_from_dose, simulate_scan
+from ..errors import InputError
 from ..iq import cho_detectability, disc_rois, insert_accuracy, laguerre_gauss_channels, nps, ttf
 from ..phantoms import make_phantoms
 from ..phantoms.qa import make_ctp404_phantom, make_lcd_phantom
@@ -77,7 +80,6 @@ def _fit_baselines(names, geometry, preset: str, seed: int, device: str, runs_di
     """Each named baseline fitted as the benchmark fits it (its training data and preset;
     checkpoints in ``runs_dir / name``, resumed when there)."""
     from ..baselines import BASELINES
-    from ..errors import InputError
     from .data import make_bench_data
     from .methods import fit_baseline
     from .runner import PRESETS
@@ -106,14 +108,28 @@ def _fit_baselines(names, geometry, preset: str, seed: int, device: str, runs_di
 LCD_BOOTSTRAP = 1000
 
 
-def lcd_detectability(images: np.ndarray, phantom) -> dict[str, dict]:
+def lcd_detectability(images: np.ndarray, phantom, absent: np.ndarray | None = None) -> dict[str, dict]:
     """d' and AUC per rod of ``phantom`` (a :func:`~turndiff.phantoms.qa.make_lcd_phantom`)
-    from its noise realisations ``images`` ``[R, H, W]`` (HU, on the phantom's grid): present
-    ROIs on every copy of the rod, absent ROIs on every background position, every
-    realisation (R >= 12 for the 5-channel, two-fold observer). Returns ``{rod name:
-    {"d_prime", "d_prime_ci", "auc", "n_present", "n_absent", "diameter_mm", "contrast_hu"}}``
-    (``d_prime_ci``: 95% bootstrap interval, templates retrained on each resample,
-    :func:`cho_detectability`)."""
+    from its noise realisations ``images`` ``[R, H, W]`` (HU, on the phantom's grid).
+
+    Signal-present ROIs are every copy of the rod in every realisation. ``absent``
+    ``[R', H, W]``: realisations of the same phantom without its rods (``make_lcd_phantom(...,
+    signal=False)``), reconstructed the same way; the signal-absent ROIs are then the same
+    positions in them, so the two classes differ by the rod alone (Yu et al., Med. Phys.
+    2013; the FDA's LCD-CT toolbox). This is what `turndiff iq` uses. Without ``absent`` the
+    signal-absent ROIs are the phantom's background positions in ``images`` (the design
+    before session 32): adequate for a linear, shift-invariant reconstruction such as FBP,
+    but a nonlinear one leaves a structure that differs between the rods' positions and the
+    background's in every realisation alike, and the observer counts it as signal (TurnDiff's
+    d' at 7 mm read 2.67 that way and 0.46 with signal-absent scans; docs/METHOD.md,
+    "Signal-absent scans"). R >= 12 for the 5-channel, two-fold observer.
+
+    Returns ``{rod name: {"d_prime", "d_prime_ci", "auc", "n_present", "n_absent",
+    "diameter_mm", "contrast_hu", "absent"}}`` (``d_prime_ci``: 95% bootstrap interval,
+    templates retrained on each resample, :func:`cho_detectability`; ``absent``:
+    ``"signal-free scans"`` or ``"background positions"``)."""
+    if absent is not None and np.shape(absent)[1:] != np.shape(images)[1:]:
+        raise InputError(f"absent images {np.shape(absent)} do not match the signal-present ones {np.shape(images)}")
     out = {}
     rods: dict[str, list] = {}
     for ins in phantom.inserts:
@@ -123,12 +139,15 @@ def lcd_detectability(images: np.ndarray, phantom) -> dict[str, dict]:
         size = int(max(9, 2 * math.ceil(2 * radius) + 1))  # ROIs clear of the neighbouring rods
         width = max(1.5, 2.0 * radius)  # channel width (pixels) for a disc of this radius
         channels = laguerre_gauss_channels(size, width, 5)
-        present = disc_rois(images, [c.centre for c in copies], size)
-        absent = disc_rois(images, phantom.background, size)
-        det = cho_detectability(present, absent, channels, bootstrap=LCD_BOOTSTRAP)
+        centres = [c.centre for c in copies]
+        present = disc_rois(images, centres, size)
+        negatives = disc_rois(absent, centres, size) if absent is not None else disc_rois(images, phantom.background,
+                                                                                            size)
+        det = cho_detectability(present, negatives, channels, bootstrap=LCD_BOOTSTRAP)
         out[name] = {"d_prime": det.d_prime, "d_prime_ci": list(det.d_prime_ci), "auc": det.auc,
                      "n_present": det.n_present, "n_absent": det.n_absent,
-                     "diameter_mm": 2 * radius * phantom.pixel_spacing, "contrast_hu": copies[0].contrast}
+                     "diameter_mm": 2 * radius * phantom.pixel_spacing, "contrast_hu": copies[0].contrast,
+                     "absent": "signal-free scans" if absent is not None else "background positions"}
     return out
 
 
@@ -236,7 +255,6 @@ def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realiz
     ``baselines``: names of :data:`turndiff.baselines.BASELINES` to add (FBP is always
     there), fitted as the ``preset`` benchmark fits them, checkpoints under ``runs_dir``
     (default ``out_dir/runs``; a benchmark's ``BENCH_OUT/runs`` reuses its trainings)."""
-    from ..errors import InputError
     from ..io import atomic_output
     from ..pipeline import TurnDiffPipeline
 
@@ -256,25 +274,29 @@ def run_iq(model_dir: str | Path, out_dir: str | Path, *, doses=IQ_DOSES, realiz
                             Path(runs_dir) if runs_dir else out / "runs", log) if baselines else {}
     methods = (*IQ_METHODS, *others)
     lcd = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
+    lcd_free = make_lcd_phantom(g.image_size, pixel_spacing=g.pixel_spacing, signal=False)
     ctp = make_ctp404_phantom(g.image_size, pixel_spacing=g.pixel_spacing)
     results: dict = {"doses": list(doses), "realizations": realizations, "methods": list(methods),
                      "detectability": {}, "nps": {}, "resolution": {}}
     full = [(1.0, ("FBP",))] + [(d, methods) for d in doses]
     for dose, these in full:
         key = f"{dose:g}"
-        log(f"dose {dose:.0%}: {realizations} realisations of the LCD and CTP404 phantoms, "
-            f"{', '.join(these)}")
+        log(f"dose {dose:.0%}: {realizations} realisations of the LCD phantom with and without its rods and of "
+            f"the CTP404 phantom, {', '.join(these)}")
         i0 = photons_from_dose(dose)
         s_lcd, _ = simulate_scan(np.repeat(lcd.hu[None], realizations, 0), g, photons=i0, seed=seed + 1000 + int(dose * 1e4))
+        s_free, _ = simulate_scan(np.repeat(lcd_free.hu[None], realizations, 0), g, photons=i0,
+                                  seed=seed + 3000 + int(dose * 1e4))
         s_ctp, _ = simulate_scan(np.repeat(ctp.hu[None], realizations // 2, 0), g, photons=i0,
                                  seed=seed + 2000 + int(dose * 1e4))
         if these == ("FBP",):
-            im_lcd, im_ctp = {"FBP": A.fbp_hu(s_lcd)}, {"FBP": A.fbp_hu(s_ctp)}
+            im_lcd, im_free, im_ctp = {"FBP": A.fbp_hu(s_lcd)}, {"FBP": A.fbp_hu(s_free)}, {"FBP": A.fbp_hu(s_ctp)}
         else:
             im_lcd = _reconstruct(pipe, A, s_lcd, seed, None, others, i0)
+            im_free = _reconstruct(pipe, A, s_free, seed, None, others, i0)
             im_ctp = _reconstruct(pipe, A, s_ctp, seed, None, others, i0)
         for m in these:
-            results["detectability"].setdefault(m, {})[key] = lcd_detectability(im_lcd[m], lcd)
+            results["detectability"].setdefault(m, {})[key] = lcd_detectability(im_lcd[m], lcd, im_free[m])
             results["nps"].setdefault(m, {})[key] = _noise_power(im_lcd[m], g.pixel_spacing)
             results["resolution"].setdefault(m, {})[key] = _resolution(im_ctp[m], ctp)
     reference = results["detectability"]["FBP"]["1"]

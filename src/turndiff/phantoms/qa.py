@@ -5,8 +5,8 @@ Generated, like the anatomical ones, so nothing is downloaded:
 - :func:`make_lcd_phantom`, in the spirit of the MITA-LCD phantom (CCT189, The Phantom
   Laboratory), which the FDA's LCD-CT toolbox images: a 200 mm water cylinder with
   low-contrast rods of 3, 5, 7 and 10 mm at +14, +7, +5 and +3 HU (CCT189's pairs), here
-  four times each on two rings, with signal-free positions between them, so one realisation
-  gives four signal-present and sixteen signal-absent ROIs per rod;
+  four times each on two rings; ``signal=False`` renders the same cylinder without the rods
+  (the signal-absent scans of an observer study, read at the rods' positions);
 - :func:`make_ctp404_phantom`, in the spirit of the CTP404 sensitometry module (Catphan):
   a 200 mm water cylinder with 12.2 mm inserts of nominal air, PMP, LDPE, polystyrene,
   acrylic, Delrin, Teflon and a 50% bone mimic, on a 58.5 mm radius ring; their edges give
@@ -89,12 +89,19 @@ def _to_pixels(size: int, spacing: float, x_mm: float, y_mm: float) -> tuple[flo
 
 
 def make_lcd_phantom(size: int = 256, *, pixel_spacing: float | None = None, rings_mm: tuple[float, ...] = (45.0, 80.0),
-                     psf: float = SYSTEM_PSF_PX, rods=LCD_RODS) -> QAPhantom:
+                     psf: float = SYSTEM_PSF_PX, rods=LCD_RODS, signal: bool = True) -> QAPhantom:
     """The low-contrast detectability phantom (MITA-LCD / CCT189 in spirit): each of ``rods``
     ``(diameter mm, contrast HU)`` placed twice, opposite each other, on each ring of
     ``rings_mm`` around the centre of a 200 mm water cylinder, and a signal-free background
     position half-way between neighbouring rods on the same rings (same distance from the
-    centre, hence the same noise level in FBP)."""
+    centre, hence the same noise level in FBP).
+
+    ``signal=False`` renders the cylinder without the rods but keeps ``inserts`` (where the
+    rods would be): scans of it give an observer its signal-absent ROIs at the very positions
+    of the signal-present ones, as a phantom scanned again with its rods removed does (Yu et
+    al., Med. Phys. 2013; the FDA's LCD-CT toolbox). For a nonlinear reconstruction the
+    background positions are not interchangeable with the rods' (docs/METHOD.md, "Signal-absent
+    scans")."""
     spacing = _check_args(size, pixel_spacing, None)
     psf = _check_psf(psf)
     n = len(rods)
@@ -105,7 +112,8 @@ def make_lcd_phantom(size: int = 256, *, pixel_spacing: float | None = None, rin
             for copy in range(2):
                 th = 2 * math.pi * (k + n * copy) / (2 * n) + turn
                 x, y = radius * math.cos(th), radius * math.sin(th)
-                discs.append((x, y, d / 2, _WATER_HU + c))
+                if signal:
+                    discs.append((x, y, d / 2, _WATER_HU + c))
                 inserts.append(Insert(f"{d:g} mm, {c:+g} HU", _to_pixels(size, spacing, x, y), d / 2 / spacing,
                                       _WATER_HU + c, c))
         for k in range(2 * n):  # half-way between neighbouring rods
