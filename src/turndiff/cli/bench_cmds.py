@@ -65,7 +65,8 @@ def benchmark(out, preset, methods, list_methods, device, restart, seed, train_s
 @click.option("--doses", default="0.25,0.10,0.50", show_default=True,
               help="Comma-separated dose fractions (the first is also the lesion study's).")
 @click.option("--realizations", type=click.IntRange(min=12), default=16, show_default=True,
-              help="Noise realisations of each QA phantom per dose.")
+              help="Noise realisations of each QA phantom per dose (the LCD phantom with its rods and "
+                   "as many without them); d' is noisy below about 64.")
 @click.option("--lesion-slices", type=click.IntRange(min=1), default=8, show_default=True,
               help="Test phantoms that get inserted lesions (two each).")
 @click.option("--baselines", default=None,
@@ -80,7 +81,8 @@ def benchmark(out, preset, methods, list_methods, device, restart, seed, train_s
 @seed_option()
 def iq(model_dir, out, doses, realizations, lesion_slices, baselines, preset, runs, device, seed) -> None:
     """Task-based image quality of a model against FBP (and --baselines): CHO detectability
-    (d', dose-reduction factor) on a MITA-LCD-like phantom, NPS, TTF and CT numbers on a
+    (d', dose-reduction factor) on a MITA-LCD-like phantom, against scans of it without its
+    rods at the rods' positions, NPS, TTF and CT numbers on a
     CTP404-like phantom, and contrast recovery of lesions inserted into test scans' projections."""
     from ..benchmark.iq import run_iq
     from ..errors import InputError
