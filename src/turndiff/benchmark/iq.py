@@ -329,8 +329,11 @@ def iq_tables(r: dict) -> str:
     """Markdown tables of a :func:`run_iq` result."""
     doses = [f"{d:g}" for d in r["doses"]]
     rods = list(r["detectability"]["FBP"]["1"])
+    absent = ("scans of the phantom without its rods, at the rods' positions"
+              if r["detectability"]["FBP"]["1"][rods[0]].get("absent") == "signal-free scans"
+              else "signal-free positions of the same scans (before session 32)")
     lines = ["## Detectability (CHO d', Laguerre-Gauss channels; 95% bootstrap interval, templates retrained "
-             "on each resample)", "",
+             f"on each resample; signal-absent ROIs from {absent})", "",
              "| method | dose | " + " | ".join(rods) + " |", "|---|---|" + "---|" * len(rods)]
     lines.append("| FBP | 100% | " + " | ".join(format_d_prime(r['detectability']['FBP']['1'][k]) for k in rods) + " |")
     for m in r.get("methods", IQ_METHODS):
