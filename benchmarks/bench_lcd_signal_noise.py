@@ -1,5 +1,6 @@
-"""Why does the CHO's d' move with stage 2's training seed? Signal and noise of the LCD
-rods, seed by seed (docs/STAGE2.md, "Session 31"; *validation* noise realisations only).
+"""Signal and noise of the LCD rods, U-Net seed by seed (docs/STAGE2.md, "Sessions 31 and
+32"; *validation* noise realisations only): written to find why the CHO's d' moved with
+stage 2's training seed, which turned out to be the old observer design.
 
 For the U-Net of each seed (1: the saved one; others retrained as
 ``bench_stage2_condition.py`` does), the pipeline runs on the validation realisations of the
@@ -43,6 +44,9 @@ def main() -> None:
     yy, xx = np.mgrid[: lcd.hu.shape[0], : lcd.hu.shape[1]]
     water = np.abs(lcd.hu) < 1
     radii = sorted({i.radius for i in lcd.inserts})
+
+    def disc_means(x, centres, r):
+        return np.stack([x[:, np.hypot(yy - c[0], xx - c[1]) <= r].mean(1) for c in centres])
     train = None
     print("| U-Net seed | image | pixel noise (HU) | " + " | ".join(
         f"rod {r * lcd.pixel_spacing * 2:.0f} mm: contrast / disc-mean noise / fixed pattern (HU)" for r in radii)
@@ -57,11 +61,10 @@ def main() -> None:
             for where in ("background positions", "rod positions, scans without rods"):
                 cells = []
                 for r in radii:
-                    def disc_means(x, centres):
-                        return np.stack([x[:, np.hypot(yy - c[0], xx - c[1]) <= r].mean(1) for c in centres])
                     centres = [i.centre for i in lcd.inserts if i.radius == r]
-                    rods = disc_means(imgs, centres)  # [positions, realisations]
-                    free = disc_means(imgs, lcd.background) if where.startswith("b") else disc_means(imgs_free, centres)
+                    rods = disc_means(imgs, centres, r)  # [positions, realisations]
+                    free = (disc_means(imgs, lcd.background, r) if where.startswith("b")
+                            else disc_means(imgs_free, centres, r))
                     noise = float(np.std(free - free.mean(1, keepdims=True), ddof=1))
                     cells.append(f"{rods.mean() - free.mean():.2f} / {noise:.2f} / {np.std(free.mean(1), ddof=1):.2f}")
                 print(f"| {seed} | {name}, {where} | {np.mean(imgs.std(0, ddof=1)[water]):.2f} | " + " | ".join(cells)

@@ -25,10 +25,10 @@ seeds (the phantom is the same object as `turndiff iq`'s, its noise is not), and
 contrast recovery and CNR of up to 12 lesions (3-5 px, +20 to +30 HU; two per scan where
 soft tissue has room, 11 in practice) inserted into the projections of the 6 validation scans; so a stage-2 choice is checked for detectability
 before it reaches the QA phantoms (docs/STAGE2.md, "Session 22"). ``--seed 1,2,3,4`` trains
-each variant once per seed and adds rows of the mean and range over them: the CHO's d' at 5
-and 7 mm moves with the U-Net's training seed far more than PSNR or lesion contrast do (0.27
-- 1.55 and 0.55 - 2.67 over four seeds of the shipped configuration, docs/STAGE2.md, "Session
-31"), so a d' difference between two single trainings says little.
+each variant once per seed and adds rows of the mean and range over them. (Session 31 saw d'
+at 5 and 7 mm move with the seed far more than PSNR or contrast; that spread was the old
+observer design's, docs/STAGE2.md "Session 32". With 16 realisations a d' difference below
+about 0.5 is still noise, so d' comparisons want several seeds or more realisations.)
 ``--kappa`` instead evaluates the model itself on the validation phantoms for several
 ``auto`` noise fractions, and ``--fusion`` the pixel-fusion constants (one at a time
 around the defaults, with the diffusion output of the ``auto`` blend). The references
@@ -112,7 +112,7 @@ class _Detectability:
         g, dose = pipe.projector.geometry, DOSES[0]
         i0 = photons_from_dose(dose)
         self.pipe, self.ref = pipe, data.test_reference_hu
-        scans = lcd_scans(pipe.projector, realizations)
+        self.scans = scans = lcd_scans(pipe.projector, realizations)
         self.lcd, self.lcd_sino, self.free_sino = scans.phantom, scans.low, scans.free_low
         fbp = pipe.projector.fbp_hu
         self.fbp_full = lcd_detectability(fbp(scans.full), self.lcd, fbp(scans.free_full))
