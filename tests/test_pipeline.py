@@ -50,13 +50,14 @@ def test_reconstruct_is_seeded_and_reloadable(tiny_model):
     restored = pipe(sino, seed=1, consistency=False, progress=False)
     np.testing.assert_allclose(restored.image_hu, a.x_restored, atol=1e-4)
     assert restored.x_restored is None and not np.allclose(a.image_hu, a.x_restored, atol=1.0)
-    # The data-consistency prior's low band from x0 (an option) acts in that step only: the
-    # restored image is the same with it, the output is not. (This tiny model's fusion keeps
-    # x0 almost everywhere, so the band moves the output little; tests/test_consistency.py
-    # checks what the band does to a flattened lesion.)
-    band = pipe(sino, seed=1, lowband=True, progress=False)
-    np.testing.assert_allclose(band.x_restored, a.x_restored, atol=1e-4)
-    assert np.abs(band.image_hu - a.image_hu).max() > 1e-2
+    # The data-consistency prior's low band from x0 (on by default since session 33) acts in
+    # that step only: the restored image is the same without it, the output is not. (This
+    # tiny model's fusion keeps x0 almost everywhere, so the band moves the output little;
+    # tests/test_consistency.py checks what the band does to a flattened lesion.)
+    no_band = pipe(sino, seed=1, lowband=False, progress=False)
+    np.testing.assert_allclose(no_band.x_restored, a.x_restored, atol=1e-4)
+    assert np.abs(no_band.image_hu - a.image_hu).max() > 1e-2
+    np.testing.assert_array_equal(pipe(sino, seed=1, lowband=True, progress=False).image_hu, a.image_hu)
 
 
 def test_a_reused_projection_pass_gives_the_reconstruction_of_a_fresh_call(tiny_model):
@@ -132,10 +133,10 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     assert {"FBP", "TurnDiff", "x0 (only projection)", "x~0 (condition x_ld)"} <= set(q)
     # The inference ablations (on the default reconstruction's stage-1 pass) and the retrained stage 1s.
     assert {"no tunable strategy", "no detail restoration", "no SURE calibration", "x0, no SURE calibration",
-            "low band from x0 (--lowband)", "no data consistency", "stage 1: paper CSSS (2x2 cells)"} <= set(q)
+            "no low band (--no-lowband)", "no data consistency", "stage 1: paper CSSS (2x2 cells)"} <= set(q)
     assert {"stage 1: no ramp weighting", "stage 1: CSSS view pairs", "no diffusion (x0 in place of x~0)"} <= set(q)
     psnr = {n: q[n]["0.25"]["soft"]["psnr"]["mean"] for n in q}
-    assert psnr["no data consistency"] != psnr["TurnDiff"] and psnr["low band from x0 (--lowband)"] != psnr["TurnDiff"]
+    assert psnr["no data consistency"] != psnr["TurnDiff"] and psnr["no low band (--no-lowband)"] != psnr["TurnDiff"]
     soft = {n: {d: q[n][d]["soft"]["psnr"]["mean"] for d in ("0.25", "0.1")} for n in q}
     # More photons, less noise: FBP at 25% beats FBP at 10% (a broken dose model would not).
     assert soft["FBP"]["0.25"] > soft["FBP"]["0.1"] + 1.0
@@ -184,6 +185,16 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     assert reseeded["quality"]["FBP"] == q["FBP"]
     assert reseeded["quality"]["x0 (only projection)"] != q["x0 (only projection)"]
     assert "training seed 7" in (tmp_path / "bench7" / "tables.md").read_text()
+
+    # The validation split: the same trainings and noise on the validation phantoms, never
+    # the test rows, and a report that says it is not a reported result.
+    val = run_benchmark(tmp_path / "bench", preset="tiny", methods=["FBP"], device="cpu", split="validation",
+                        log=lambda m: None)
+    assert val["resumed_methods"] == [] and val["split"] == "validation" and fresh["split"] == "test"
+    assert val["quality"]["FBP"]["0.25"] != q["FBP"]["0.25"]
+    assert "Scored on **validation** phantoms" in (tmp_path / "bench" / "tables.md").read_text()
+    with pytest.raises(ValueError, match="unknown split"):
+        run_benchmark(tmp_path / "bench", preset="tiny", methods=["FBP"], split="train", log=lambda m: None)
 
 
 def test_demo_command_tiny(tmp_path):
@@ -298,27 +309,31 @@ def test_bad_settings_fail_before_the_work(tiny_model, tmp_path):
         assert e.value.code == 2 and not list(tmp_path.glob("r*"))
 
 
-def test_fit_distils_stage_2_onto_the_consistent_teacher_when_asked(tiny_model, monkeypatch):
-    """With ``teacher="consistent"`` stage 2 learns from recorrupted copies whose teacher is
-    the data-consistent image of each copy, its condition blended from the copy's x0 (four
-    stacks, even with the recorrupted loss off); the preset's default (teacher x0, with the
-    recorrupted loss) hands the usual triples."""
+def test_fit_distils_stage_2_onto_the_consistent_teacher_by_default(tiny_model, monkeypatch):
+    """With ``teacher="consistent"`` (the ``fast`` and ``tiny`` presets' default since session
+    33) stage 2 learns from recorrupted copies whose teacher is the data-consistent image of
+    each copy, its condition blended from the copy's x0 (four stacks, with the recorrupted
+    loss off); the paper's teacher x0 with the recorrupted loss hands the usual triples, and
+    without that loss no copies at all."""
     import turndiff.pipeline as pl
     from turndiff.stage2 import Stage2Config
 
     data, pipe, _ = tiny_model
-    assert pipe.stage2.config.unet.teacher == "x0"
+    unet = pipe.stage2.config.unet
+    assert unet.teacher == "consistent" and unet.r2r_weight == 0
+    assert Stage2Config.preset("fast").unet.teacher == "consistent"
+    assert Stage2Config.preset("paper").unet.teacher == "x0"  # the paper's distillation
     seen = {}
     monkeypatch.setattr(pl, "train_stage2", lambda x_ld, x0, cfg, **kw: seen.update(x0=x0, **kw))
     y = data.train_sinogram
-    consistent = Stage2Config.preset("tiny").replace(unet={"teacher": "consistent", "r2r_weight": 0.0})
-    pl.fit_stage2(y, pipe.stage1, data.geometry, config=consistent, device="cpu", progress=False)
+    pl.fit_stage2(y, pipe.stage1, data.geometry, preset="tiny", device="cpu", progress=False)
     cond, x0_plus, _, teacher = seen["recorrupted"]
     assert cond.shape == teacher.shape == (2 * y.shape[0], 64, 64)
     assert np.abs(teacher - x0_plus).mean() > 1.0  # the data moved the teacher away from x0+
-    pl.fit_stage2(y, pipe.stage1, data.geometry, preset="tiny", device="cpu", progress=False)
+    x0_r2r = Stage2Config.preset("tiny").replace(unet={"teacher": "x0", "r2r_weight": 100.0})
+    pl.fit_stage2(y, pipe.stage1, data.geometry, config=x0_r2r, device="cpu", progress=False)
     assert len(seen["recorrupted"]) == 3
-    paper = Stage2Config.preset("tiny").replace(unet={"r2r_weight": 0.0})
+    paper = Stage2Config.preset("tiny").replace(unet={"teacher": "x0", "r2r_weight": 0.0})
     pl.fit_stage2(y, pipe.stage1, data.geometry, config=paper, device="cpu", progress=False)
     assert seen["recorrupted"] is None
 

@@ -83,3 +83,14 @@ def test_dev_data_scores_validation_phantoms_not_test_phantoms():
     dev = make_dev_data(size=32, n_train=1, n_val=1, val_doses=(0.25,))
     np.testing.assert_array_equal(bench.train_sinogram, dev.train_sinogram)  # same training data
     assert np.abs(bench.test_reference_hu - dev.test_reference_hu).mean() > 10.0  # other phantoms
+
+
+def test_the_benchmark_validation_split_scores_make_dev_data_phantoms():
+    """`turndiff benchmark --split validation` is scored on exactly the phantoms and noise the
+    development scripts see (base seed VALIDATION_SEED), so its table can be read beside theirs."""
+    dev = make_dev_data(size=32, n_train=1, n_val=2, val_doses=(0.25, 0.1))
+    val = make_bench_data(size=32, n_train=1, n_test=2, test_doses=(0.25, 0.1), progress=False,
+                          eval_seed=VALIDATION_SEED)
+    np.testing.assert_array_equal(dev.test_reference_hu, val.test_reference_hu)
+    for d in (0.25, 0.1):
+        np.testing.assert_array_equal(dev.test_sinograms[d], val.test_sinograms[d])

@@ -276,7 +276,7 @@ class TurnDiffPipeline:
         probe_rng: np.random.Generator | None = None,
         restore: bool = True,
         consistency: bool = True,
-        lowband: bool = False,
+        lowband: bool = True,
         progress: bool = True,
         projection: ProjectionPass | None = None,
         calibration_bands: tuple[int, int] | None = None,
@@ -328,8 +328,10 @@ class TurnDiffPipeline:
         lowband
             The data-consistency prior takes ``x0``'s band below a Gaussian of
             :data:`~turndiff.inference.LOWBAND_PX` pixels (:func:`consistency_prior`): faint
-            lesions that the diffusion flattened keep ``x0``'s contrast, at some noise and
-            detectability (docs/METHOD.md, "The prior's low band from x0"). Off by default.
+            lesions that the diffusion flattened keep ``x0``'s contrast (docs/METHOD.md, "The
+            prior's low band from x0"). On by default since session 33 (chosen on validation
+            phantoms with the consistent teacher, docs/STAGE2.md, "Session 33"); False: the
+            restored image itself is the prior's mean.
         projection
             Stage 1's pass on this ``sinogram`` (:meth:`project`), reused instead of running
             stage 1 again; ``calibrate``, ``symmetries``, ``photons_input``, ``probe_rng`` and

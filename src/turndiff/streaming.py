@@ -101,7 +101,7 @@ def reconstruct_study(
     uncertainty: bool = False,
     restore: bool = True,
     consistency: bool = True,
-    lowband: bool = False,
+    lowband: bool = True,
     batch: int | None = None,
     restart: bool = False,
     progress: bool = True,

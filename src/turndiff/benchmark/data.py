@@ -65,17 +65,18 @@ def make_bench_data(
     cache: str | Path | None = None,
     progress: bool = True,
     volume: int = 0,
-    _eval_seed: int | None = None,
+    eval_seed: int | None = None,
 ) -> BenchData:
     """Phantoms simulated on the default fan-beam geometry: training phantoms from base
     seed ``TRAIN_SEED + seed``, test phantoms from ``TEST_SEED + seed`` (the reported
-    numbers; development uses :func:`make_dev_data`). ``seed`` also seeds the noise.
+    numbers; development uses :func:`make_dev_data`), or from ``eval_seed`` when given (the
+    benchmark's ``split="validation"`` passes ``VALIDATION_SEED + seed``). ``seed`` also seeds the noise.
     ``volume > 0`` adds ``test_sinograms[VOLUME]``: that many consecutive slices of one
     patient (base seed + 500, same split) at ``train_dose``, with ``volume_reference_hu``.
     With ``cache``, arrays are stored in / loaded from that ``.npz``."""
     from ..phantoms import DEFAULT_SLICE_SPACING_MM, make_phantoms, make_volume
 
-    eval_seed = TEST_SEED + seed if _eval_seed is None else _eval_seed
+    eval_seed = TEST_SEED + seed if eval_seed is None else int(eval_seed)
     g = default_fan_geometry(size)
     key = _cache_key(size, n_train, n_test, train_dose, seed, eval_seed, volume)
     if cache is not None and Path(cache).is_file():
@@ -125,4 +126,4 @@ def make_dev_data(
     slices). Refuses a ``val_seed`` in the test split: tuning never sees the test slices."""
     check_development_seed(val_seed)
     return make_bench_data(size=size, n_train=n_train, n_test=n_val, train_dose=train_dose, test_doses=val_doses,
-                           seed=seed, cache=cache, progress=progress, _eval_seed=val_seed)
+                           seed=seed, cache=cache, progress=progress, eval_seed=val_seed)

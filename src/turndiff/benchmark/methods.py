@@ -39,7 +39,7 @@ __all__ = ["METHODS", "METHOD_ORDER", "BASELINE_ORDER", "TURNDIFF_ROWS", "STAGE1
 TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "x~0 (diffusion, no fusion)", "x~0 (condition x_ld)")
 #: Inference ablations of the ``ablations`` method (the same fitted model).
 INFERENCE_ABLATIONS = ("no tunable strategy", "global fusion 0.5", "global fusion 1", "no SURE calibration",
-                       "x0, no SURE calibration", "no detail restoration", "low band from x0 (--lowband)",
+                       "x0, no SURE calibration", "no detail restoration", "no low band (--no-lowband)",
                        "no data consistency",
                        "fusion output (no restoration, no data consistency)", "no diffusion (x0 in place of x~0)")
 #: Stage-1 ablations: stage 1 retrained with these overrides, stage 2 and fusion reused.
@@ -242,7 +242,7 @@ class TurnDiffMethod(BenchMethod):
 
 class TurnDiffAblations(BenchMethod):
     """The paper's ablations and ours: no tunable strategy, global fusion, no SURE
-    calibration, no detail restoration, the low band from x0 in the data-consistency prior,
+    calibration, no detail restoration, no low band from x0 in the data-consistency prior,
     no data consistency, neither, no diffusion (x0 in place of x~0) (same model, each
     reusing the default reconstruction's stage-1 pass), and stage 1 retrained with
     :data:`STAGE1_ABLATIONS` under the same stage 2 and fusion."""
@@ -263,7 +263,7 @@ class TurnDiffAblations(BenchMethod):
             # These change only what follows the diffusion: its draw is reused, not sampled again.
             same_draw = dict(seed=seed, progress=False, projection=proj, x_diffusion=res.x_diffusion)
             imgs["no detail restoration"][d] = pipe(sino, restore=False, **same_draw).image_hu
-            imgs["low band from x0 (--lowband)"][d] = pipe(sino, lowband=True, **same_draw).image_hu
+            imgs["no low band (--no-lowband)"][d] = pipe(sino, lowband=False, **same_draw).image_hu
             # Stage 2 taken out: x0 in place of its output, everything after it unchanged.
             imgs["no diffusion (x0 in place of x~0)"][d] = pipe(sino, **{**same_draw, "x_diffusion": res.x0}).image_hu
             imgs["no data consistency"][d] = res.x_restored

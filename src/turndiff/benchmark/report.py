@@ -20,7 +20,7 @@ ABLATION_ROWS = ("x0 (only projection)", "x0, no SURE calibration", "x~0 (diffus
                  "stage 1: paper CSSS (2x2 cells)", "stage 1: CSSS view pairs", "stage 1: no ramp weighting",
                  "global fusion 0.5", "global fusion 1", "no tunable strategy", "no SURE calibration",
                  "fusion output (no restoration, no data consistency)", "no detail restoration",
-                 "low band from x0 (--lowband)", "no data consistency", "no diffusion (x0 in place of x~0)", "TurnDiff")
+                 "no low band (--no-lowband)", "no data consistency", "no diffusion (x0 in place of x~0)", "TurnDiff")
 
 
 _DETAIL_NOTE = ("Sobel gradient magnitude of each image over the reference's, summed over the reference's body "
@@ -217,6 +217,10 @@ def write_report(out: Path, summary: dict, results: dict, data, *, log=print) ->
     train_seed = summary.get("train_seed", seed)
     seeds = f"Seed {seed} (phantoms, noise)" + (f", training seed {train_seed}" if train_seed != seed
                                                 else " and trainings")
+    split = summary.get("split", "test")  # absent in results of runs before session 33
+    if split != "test":
+        seeds += (f". Scored on **{split}** phantoms, not the test slices: a development table, "
+                  "not a reported result")
     speed = summary.get("machine_speed_s")  # absent in results of runs before session 29
     machine = summary["machine"] + (f"; {speed_text(speed)}" if speed else "")
     tables_md = (f"# Benchmark ({summary['preset']}), {summary['date']}\n\nMachine: {machine}\n\n"
@@ -241,7 +245,7 @@ td:first-child{{text-align:left}}img{{max-width:100%}}figure{{margin:1em 0}}</st
 <p>{html.escape(summary['date'])}; {html.escape(machine)}; total {summary['total_seconds'] / 60:.1f} min.
 Trained at 25% dose on noisy sinograms only, except where the clean-data column says otherwise
 (IPDM: unpaired normal-dose data of other phantoms; RED-CNN: supervised upper bound).
-Metrics inside the body, mean +- std over test slices.</p>
+Metrics inside the body, mean +- std over {html.escape(summary.get('split', 'test'))} slices.</p>
 <h2>Soft window [-160, 240] HU</h2>{_md_to_html_table(md['soft'])}
 <h2>Full window [-1024, 3072] HU</h2>{_md_to_html_table(md['full'])}
 <h2>Ablations</h2>{_md_to_html_table(md['ablation'])}

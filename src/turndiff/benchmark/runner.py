@@ -25,11 +25,17 @@ import torch
 from ..checkpoint import CheckpointError, load_tensors, read_json, save_tensors, write_json
 from ..metrics import evaluate, gradient_ratios, through_plane
 from .data import VOLUME, make_bench_data
+from .splits import TEST_SEED, VALIDATION_SEED
 from .machine import describe_machine, machine_speed, speed_text
 from .methods import METHOD_ORDER, METHODS, Result, RunContext
 from .report import write_report
 
-__all__ = ["PRESETS", "ALL_METHODS", "run_benchmark"]
+__all__ = ["PRESETS", "ALL_METHODS", "SPLITS", "run_benchmark"]
+
+#: The phantoms a benchmark can be scored on: the reported ``test`` slices, or the
+#: ``validation`` slices on which choices that involve the baselines are made (the same
+#: trainings, another base seed; docs/BENCHMARKS.md, "Tuning protocol").
+SPLITS = {"test": TEST_SEED, "validation": VALIDATION_SEED}
 
 #: Data and training sizes per preset.
 PRESETS = {
@@ -48,6 +54,7 @@ def run_benchmark(
     device: str = "auto",
     seed: int = 0,
     train_seed: int | None = None,
+    split: str = "test",
     restart: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -63,9 +70,18 @@ def run_benchmark(
     when given, seeds the trainings (initialisation, crops, recorrupted copies, sampling) in
     its place on the *same* data, so runs with several training seeds give the spread of a
     method's numbers over retraining (``benchmarks/seed_spread.py`` summarises them). (The
-    unpaired IPDM's clean phantoms are drawn from it too: they are its training data.)"""
+    unpaired IPDM's clean phantoms are drawn from it too: they are its training data.)
+
+    ``split="validation"`` scores every method on validation phantoms (base seed
+    ``VALIDATION_SEED + seed``) instead of the test ones, with the same training data and
+    noise seeds: the table on which a choice that depends on the baselines' numbers (e.g.
+    "does TurnDiff keep its lead with this option?") is made without seeing the test slices.
+    Its checkpoints can be a test run's (copy ``runs/`` without ``runs/rows``); its saved
+    rows are its own."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose {', '.join(SPLITS)}")
     p = PRESETS[preset]
     chosen = list(methods) if methods else list(ALL_METHODS)
     unknown = [m for m in chosen if m not in ALL_METHODS]
@@ -81,10 +97,10 @@ def run_benchmark(
     speed = machine_speed(device)
     log(f"machine {speed_text(speed)}")
     t_start = time.perf_counter()
-    log(f"data: {p['n_train']} training + {p['n_test']} test phantoms at {p['size']}x{p['size']}, "
+    log(f"data: {p['n_train']} training + {p['n_test']} {split} phantoms at {p['size']}x{p['size']}, "
         f"doses {', '.join(f'{d:.0%}' for d in p['doses'])} (training at 25%)")
     data = make_bench_data(size=p["size"], n_train=p["n_train"], n_test=p["n_test"], test_doses=p["doses"],
-                           seed=seed, progress=False, volume=p.get("volume", 0))
+                           seed=seed, progress=False, volume=p.get("volume", 0), eval_seed=SPLITS[split] + seed)
     doses = p["doses"]
     # The test volume is reconstructed as one more "dose" (the training dose, another patient);
     # the ablations skip it.
@@ -96,7 +112,8 @@ def run_benchmark(
     for key in METHOD_ORDER:  # one registry, one way to run every method
         if key in chosen:
             method_doses = doses if key == "ablations" else with_volume
-            stamp = rows_stamp(key, preset=preset, seed=seed, doses=method_doses, device=device, train_seed=fit_seed)
+            stamp = rows_stamp(key, preset=preset, seed=seed, doses=method_doses, device=device, train_seed=fit_seed,
+                               split=split)
             rows = load_rows(ctx.run_dir / ROWS_DIR, stamp)
             if rows is not None:
                 log(f"{key}: test images of an earlier run of this code ({ctx.run_dir / ROWS_DIR})")
@@ -125,6 +142,7 @@ def run_benchmark(
         "preset": preset,
         "seed": seed,
         "train_seed": fit_seed,
+        "split": split,
         "data": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
         "geometry": json.loads(data.geometry.to_json()),
         "quality": quality,
@@ -160,12 +178,15 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def rows_stamp(key: str, *, preset: str, seed: int, doses, device: str, train_seed: int | None = None) -> dict:
+def rows_stamp(key: str, *, preset: str, seed: int, doses, device: str, train_seed: int | None = None,
+               split: str = "test") -> dict:
     """What a method's saved rows must match to be reused."""
     stamp = {"method": key, "preset": preset, "seed": int(seed), "doses": list(doses), "device": str(device),
              "code": code_fingerprint()}
     if train_seed is not None and int(train_seed) != int(seed):  # rows of the plain seed keep their stamp
         stamp["train_seed"] = int(train_seed)
+    if split != "test":  # test rows keep their stamp
+        stamp["split"] = split
     return stamp
 
 

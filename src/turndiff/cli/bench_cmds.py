@@ -41,7 +41,10 @@ def demo(out, size, train_slices, test_slices, preset, device, seed) -> None:
               help="Seed the trainings (initialisation, crops, sampling) with this instead of --seed, on "
                    "the same phantoms and noise: runs with several give the spread over retraining "
                    "(benchmarks/seed_spread.py).  [default: --seed]")
-def benchmark(out, preset, methods, list_methods, device, restart, seed, train_seed) -> None:
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
+              help="Score on the test phantoms (the reported numbers) or on validation phantoms (where "
+                   "choices that depend on the baselines are made; the same trainings).")
+def benchmark(out, preset, methods, list_methods, device, restart, seed, train_seed, split) -> None:
     """Every method and ablation on the phantoms: tables, figures, an HTML report and results.json.
 
     Resumes: a rerun into the same OUT reuses the finished methods' images (same code and
@@ -55,7 +58,7 @@ def benchmark(out, preset, methods, list_methods, device, restart, seed, train_s
         raise click.UsageError("Missing option '--out'.")
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     run_benchmark(out, preset=preset, methods=chosen, device=device, seed=seed, train_seed=train_seed,
-                  restart=restart,
+                  split=split, restart=restart,
                   log=lambda m: click.echo(m, err=True))
 
 

@@ -143,9 +143,9 @@ _RECONSTRUCT_OPTIONS = [
     click.option("--consistency/--no-consistency", default=True, show_default=True,
                  help="Data consistency last: the weighted least-squares image that keeps closest to the output "
                       "where its uncertainty map is small (docs/METHOD.md)."),
-    click.option("--lowband/--no-lowband", default=False, show_default=True,
+    click.option("--lowband/--no-lowband", default=True, show_default=True,
                  help="The data-consistency prior takes stage 1's band below a 1-pixel Gaussian: faint lesions "
-                      "keep stage 1's contrast, at some noise and detectability (docs/METHOD.md)."),
+                      "keep stage 1's contrast (docs/METHOD.md); --no-lowband: the output before the step."),
     click.option("--uncertainty", is_flag=True,
                  help="Also write a per-pixel uncertainty map (HU; docs/METHOD.md): the `uncertainty_hu` dataset "
                       "of an .h5 output, else OUT_uncertainty beside OUT in the same format."),
@@ -194,7 +194,7 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
         calibrate={"auto": None, "on": True, "off": False}[opts["calibrate"]], symmetries=opts["symmetries"],
         save_intermediates=opts["save_intermediates"] and f == "h5", uncertainty=bool(opts.get("uncertainty")),
         batch=opts.get("batch"), restore=opts.get("restore", True),
-        consistency=opts.get("consistency", True), lowband=opts.get("lowband", False),
+        consistency=opts.get("consistency", True), lowband=opts.get("lowband", True),
         restart=opts["restart"], progress=progress)
 
 
