@@ -4,7 +4,8 @@ Run::
 
     python benchmarks/bench_pipeline_validation.py [MODEL_DIR ...] [--slices 6]
         [--doses 0.25,0.1,0.5] [--seed 0] [--fit 'key=JSON,...' --fit-dir DIR] [--calibrate auto|on|off]
-        [--layouts 4x8,8x1] [--symmetries flips,mirror]
+        [--layouts 4x8,8x1] [--symmetries flips,mirror] [--lowband on,off]
+        [--baselines TV,Noiser2Noise --runs BENCH_OUT/runs]
 
 MODEL_DIR: a TurnDiff model folder (e.g. ``BENCH_OUT/runs/turndiff/model``). For each model
 and dose, reconstructs the validation phantoms with the pipeline's defaults and prints the
@@ -21,7 +22,12 @@ scores it beside the given models: a stage-1 choice scored through the whole pip
 ``--layouts DxV,...`` scores each model once per band layout of stage 1's SURE calibration
 (D detector x V view frequency bands; default: the shipped one). ``--symmetries A,B``
 scores each model once per set of stage 1's test-time flips (``turndiff.stage1.SYMMETRIES``)
-and prints the seconds each reconstruction took.
+and prints the seconds each reconstruction took. ``--lowband on,off`` scores each model with
+and without the data-consistency prior's low band from x0 (default: the pipeline's, on).
+``--baselines NAMES`` also scores those benchmark baselines on the same validation scans,
+their trainings resumed from ``--runs`` (a benchmark's ``runs/`` folder; fitted there when
+absent): with ``--slices`` above the benchmark's 6, where TurnDiff stands against them is
+read on more validation phantoms than ``turndiff benchmark --split validation`` scores.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 
 from _settings import parse_settings
 from turndiff.benchmark.data import make_dev_data
+from turndiff.benchmark.methods import METHODS, RunContext
 from turndiff.metrics import evaluate
 from turndiff.pipeline import TurnDiffPipeline, fit
 from turndiff.stage1 import SYMMETRIES
@@ -51,11 +58,21 @@ def main() -> None:
                     help="comma-separated DxV band layouts of the SURE calibration")
     ap.add_argument("--symmetries", default=DEFAULT_SYMMETRIES,
                     help=f"comma-separated test-time flips of stage 1 ({', '.join(SYMMETRIES)})")
+    ap.add_argument("--lowband", default="on", help="comma-separated on/off: the prior's low band from x0")
+    ap.add_argument("--baselines", default="", help="comma-separated benchmark baselines to score too")
+    ap.add_argument("--runs", default="bench_out/pipeline_validation/runs",
+                    help="the baselines' checkpoint folder (a benchmark's runs/ reuses its trainings)")
     ap.add_argument("--fit", action="append", default=[], help="stage-1 overrides of a model to fit first")
     ap.add_argument("--fit-dir", default="bench_out/pipeline_validation", help="where fitted models go")
     args = ap.parse_args()
-    if not args.models and not args.fit:
-        ap.error("give MODEL_DIR(s) or --fit")
+    if not args.models and not args.fit and not args.baselines:
+        ap.error("give MODEL_DIR(s), --fit or --baselines")
+    if not set(args.lowband.split(",")) <= {"on", "off"}:
+        ap.error("--lowband takes on, off or on,off")
+    lowbands = [v == "on" for v in args.lowband.split(",")]
+    baselines = [b for b in args.baselines.split(",") if b]
+    if any(b not in METHODS or b in ("turndiff", "ablations") for b in baselines):
+        ap.error(f"--baselines: choose from {', '.join(k for k in METHODS if k not in ('turndiff', 'ablations'))}")
     doses = tuple(float(d) for d in args.doses.split(","))
     flips = args.symmetries.split(",")
     unknown = [f for f in flips if f not in SYMMETRIES]
@@ -73,20 +90,30 @@ def main() -> None:
             pipe.save_pretrained(folder / "model")
         models.append(str(folder / "model"))
     layouts = [tuple(int(v) for v in text.split("x")) for text in args.layouts.split(",")]
-    print("| model | calibration bands | flips | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft | "
-          "x~0 PSNR / SSIM soft | s |\n|---|---|---|---|---|---|---|---|")
+    print(f"validation phantoms: {args.slices}")
+    print("| model | calibration bands | flips | low band | dose | TurnDiff PSNR / SSIM soft | x0 PSNR / SSIM soft | "
+          "x~0 PSNR / SSIM soft | s |\n|---|---|---|---|---|---|---|---|---|")
+    ctx = RunContext(preset="fast", seed=0, device="cpu", run_dir=Path(args.runs), log=lambda m: None)
+    for name in baselines:
+        rows = METHODS[name].run(data, doses, ctx)[name].images
+        for d in doses:
+            e = evaluate(rows[d], data.test_reference_hu, mask="body")["soft"]
+            print(f"| {name} | | | | {d:.0%} | {e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f} | | | |", flush=True)
     for model in models:
         pipe = TurnDiffPipeline.from_pretrained(model, device="cpu")
-        for (bands, view_bands), sym, d in ((lay, s, d) for lay in layouts for s in flips for d in doses):
+        for (bands, view_bands), sym, band, d in ((lay, s, b, d) for lay in layouts for s in flips for b in lowbands
+                                                  for d in doses):
             t0 = time.perf_counter()
             res = pipe(data.test_sinograms[d], seed=args.seed, progress=False, calibration_bands=(bands, view_bands),
-                       calibrate={"auto": None, "on": True, "off": False}[args.calibrate], symmetries=sym)
+                       calibrate={"auto": None, "on": True, "off": False}[args.calibrate], symmetries=sym,
+                       lowband=band)
             secs = time.perf_counter() - t0
             cells = []
             for img in (res.image_hu, res.x0, res.x_diffusion):
                 e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
                 cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}")
-            print(f"| {model} | {bands}x{view_bands} | {sym} | {d:.0%} | {' | '.join(cells)} | {secs:.1f} |", flush=True)
+            print(f"| {model} | {bands}x{view_bands} | {sym} | {'on' if band else 'off'} | {d:.0%} | {' | '.join(cells)} "
+                  f"| {secs:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

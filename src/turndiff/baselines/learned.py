@@ -136,10 +136,12 @@ class LearnedBaseline(Baseline):
         bank = {k: tensor(v) for k, v in raw.items()} if isinstance(raw, dict) else tensor(raw)
         cfg = self.configure(cfg, bank)
         prep_seconds = time.perf_counter() - t0
+        # The objective can own weights too (Prompt-SID's prompt encoder): both are
+        # initialised from the seed, not from whatever the global generator holds.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = self.network(cfg)
-        objective = self.objective(net, cfg)
+            objective = self.objective(net, cfg)
         tcfg = cfg["train"].replace(amp=dev.type == "cuda", seed=seed, device=str(dev))
         batch_fn = self.batches(bank, cfg)
         result = train(objective, batch_fn, tcfg, run_dir=run_dir, progress=progress, desc=self.name)
