@@ -25,10 +25,10 @@ import torch
 from ..checkpoint import CheckpointError, load_tensors, read_json, save_tensors, write_json
 from ..metrics import evaluate, gradient_ratios, through_plane
 from .data import VOLUME, make_bench_data
-from .splits import TEST_SEED, VALIDATION_SEED
 from .machine import describe_machine, machine_speed, speed_text
 from .methods import METHOD_ORDER, METHODS, Result, RunContext
 from .report import write_report
+from .splits import TEST_SEED, VALIDATION_SEED
 
 __all__ = ["PRESETS", "ALL_METHODS", "SPLITS", "run_benchmark"]
 

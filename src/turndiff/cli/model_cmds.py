@@ -145,7 +145,8 @@ _RECONSTRUCT_OPTIONS = [
                       "where its uncertainty map is small (docs/METHOD.md)."),
     click.option("--lowband/--no-lowband", default=True, show_default=True,
                  help="The data-consistency prior takes stage 1's band below a 1-pixel Gaussian: faint lesions "
-                      "keep stage 1's contrast (docs/METHOD.md); --no-lowband: the output before the step."),
+                      "keep stage 1's contrast (docs/METHOD.md); --no-lowband: the restored image alone is the prior's "
+                      "mean (the default before session 33)."),
     click.option("--uncertainty", is_flag=True,
                  help="Also write a per-pixel uncertainty map (HU; docs/METHOD.md): the `uncertainty_hu` dataset "
                       "of an .h5 output, else OUT_uncertainty beside OUT in the same format."),
