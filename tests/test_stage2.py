@@ -482,8 +482,8 @@ def test_the_training_condition_is_blended_from_the_prior_not_the_teacher() -> N
 
 
 def test_train_stage2_distils_onto_x0_plus_never_onto_the_recorrupted_target(monkeypatch) -> None:
-    """The paper's teacher with the recorrupted loss (the ``fast`` default): the U-Net's
-    teacher is ``x0+`` and its recorrupted target ``x-``; with a fourth stack the teacher is
+    """The paper's teacher with the recorrupted loss (the ``paper`` preset; ``fast``'s until
+    session 33): the U-Net's teacher is ``x0+`` and its recorrupted target ``x-``; with a fourth stack the teacher is
     that stack and ``x0+`` the prior of the condition. (Session 21 handed ``x-``, five times
     the data's noise, as the teacher of the default: x~0 fell by 3.5 dB on the benchmark.)"""
     from turndiff.stage2 import train as train_mod
