@@ -10,7 +10,7 @@ spatial frequencies from x0 again: ``x = fused + G_s * (x0 - fused)`` with a Gau
 Run::
 
     python benchmarks/bench_fusion_contrast.py MODEL_DIR [--slices 8] [--doses 0.25,0.10,0.50]
-        [--prior-scales 0.577,1,2] [--lowband 1,2] [--lcd 16]
+        [--prior-scales 0.577,1,2] [--scale-lowband 1] [--lowband 1,2] [--lcd 16]
 
 MODEL_DIR: a model of the benchmark's training phantoms (``BENCH_OUT/runs/turndiff/model``).
 For each dose: lesions of 3-5 px, +20 to +30 HU inserted into the projections of the
@@ -19,7 +19,8 @@ the scans with and once without them, and every ``s`` applied to its outputs: co
 recovery and CNR of the lesions, and soft-window PSNR / SSIM of the lesion-free images in
 the body, for every intermediate image of the pipeline (where the contrast is lost) and,
 with ``--prior-scales``, for the data-consistency step redone with a looser or tighter
-prior, and with ``--lowband``, redone with x0's band below a Gaussian in the prior's mean
+prior (its mean with x0's band below ``--scale-lowband`` px, by default the pipeline's),
+and with ``--lowband``, redone with x0's band below a Gaussian in the prior's mean
 (the pipeline's ``lowband=True``). Prints a Markdown table. ``--lcd R`` adds a second
 table: the CHO's d' per rod of the MITA-like phantom at 25% dose over ``R`` noise
 realisations drawn from validation seeds (``bench_stage2_condition.lcd_scans``; the
@@ -40,7 +41,7 @@ from turndiff.benchmark.iq import format_d_prime, lcd_detectability
 from turndiff.dose import insert_lesions, photons_from_dose
 from turndiff.masks import body_mask
 from turndiff.metrics import psnr, ssim
-from turndiff.inference import lowband_fusion
+from turndiff.inference import LOWBAND_PX, lowband_fusion
 from turndiff.inference.consistency import CONSISTENCY_PRIOR_SCALE, data_consistency
 from turndiff.pipeline import TurnDiffPipeline, consistency_prior
 
@@ -77,7 +78,8 @@ def _lcd_table(pipe, args) -> str:
     images["TurnDiff (shipped)"] = tuple(o.image_hu for o in outs)
     for scale in args.prior_scales:
         images[f"TurnDiff, prior scale {scale:g}"] = tuple(
-            _redo_consistency(pipe, o, s, prior_scale=scale) for o, s in zip(outs, (scans.low, scans.free_low)))
+            _redo_consistency(pipe, o, s, prior_scale=scale, lowband_px=args.scale_lowband)
+            for o, s in zip(outs, (scans.low, scans.free_low)))
     for px in args.lowband:
         images[f"TurnDiff, x0's band below {px:g} px"] = tuple(
             _redo_consistency(pipe, o, s, lowband_px=px) for o, s in zip(outs, (scans.low, scans.free_low)))
@@ -100,10 +102,13 @@ def main() -> None:
     ap.add_argument("--doses", default="0.25,0.10,0.50")
     ap.add_argument("--prior-scales", default="",
                     help="comma-separated prior scales s of the data-consistency step to redo it with "
-                         "(default: none; the shipped one is 3^-0.5 = 0.577)")
+                         f"(default: none; the shipped one is {CONSISTENCY_PRIOR_SCALE:g})")
     ap.add_argument("--lowband", default="",
                     help="comma-separated Gaussians (px) of x0's band put into the data-consistency prior's mean "
                          "before the step (the pipeline's lowband=True is 1; default: none)")
+    ap.add_argument("--scale-lowband", type=float, default=LOWBAND_PX, metavar="PX",
+                    help="x0's band (px) in the prior's mean of the --prior-scales rows (default: the pipeline's "
+                         f"default, {LOWBAND_PX:g}; 0: none, as before session 34)")
     ap.add_argument("--lcd", type=int, default=0, metavar="R",
                     help="also the CHO's d' on R validation noise realisations of the LCD phantom at 25%% dose")
     args = ap.parse_args()
@@ -132,7 +137,7 @@ def main() -> None:
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))
         for scale in args.prior_scales:
-            kw = dict(prior_scale=scale)
+            kw = dict(prior_scale=scale, lowband_px=args.scale_lowband)
             b, p = (_redo_consistency(pipe, o, y, **kw) for o, y in ((base, sino), (plus, with_les)))
             rows.append((dose, f"TurnDiff, data-consistency prior scale {scale:g}", *_lesion_scores(b, p, ref, lesions),
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
