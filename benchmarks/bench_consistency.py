@@ -13,7 +13,7 @@ Run::
 
     python benchmarks/bench_consistency.py MODEL_DIR [--slices 6] [--doses 0.25,0.5,0.1]
         [--scales 1,0.577,0.316] [--iters 5,10,15,20,30]
-        [--preconditioners circulant,diagonal] [--converged 80] [--time 3]
+        [--preconditioners circulant,diagonal] [--converged 80] [--time 3] [--lowband on|off]
 
 MODEL_DIR: a model of the benchmark's training phantoms (``BENCH_OUT/runs/turndiff/model``).
 Prints soft PSNR / soft SSIM / full PSNR inside the body per dose, for the image before the
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--preconditioners", default="circulant", help="circulant and/or diagonal")
     ap.add_argument("--converged", type=int, default=0,
                     help="diagonal-preconditioned iterations of the reference MAP image (0: none)")
+    ap.add_argument("--lowband", choices=("on", "off"), default="on",
+                    help="the prior's mean with x0's low band, as the pipeline's default (on since session 33)")
     ap.add_argument("--time", type=int, default=0, help="alternating timing repeats of shipped vs old step (0: none)")
     args = ap.parse_args()
     preconds = args.preconditioners.split(",")
@@ -73,7 +75,8 @@ def main() -> None:
         sino = data.test_sinograms[dose]
         proj = pipe.project(sino, progress=False)
         out = pipe(sino, seed=0, progress=False, consistency=False, projection=proj)
-        mean, prior_std = consistency_prior(out.image_hu, out.x_ld, out.x0, out.x_diffusion)
+        mean, prior_std = consistency_prior(out.image_hu, out.x_ld, out.x0, out.x_diffusion,
+                                            lowband=args.lowband == "on")
         print(f"| {dose:.0%} | before the step | {score(out.image_hu)} |" + " |" * len(counts), flush=True)
         cached.append((mean, sino, prior_std, out.photons_estimated, proj.denoised))
         for s in scales:
