@@ -73,7 +73,7 @@ def _lcd_table(pipe, args) -> str:
     scans = lcd_scans(pipe.projector, args.lcd)
     lcd, fbp = scans.phantom, pipe.projector.fbp_hu
     images = {"FBP at 100%": (fbp(scans.full), fbp(scans.free_full))}
-    outs = [pipe(s, seed=0, progress=False) for s in (scans.low, scans.free_low)]
+    outs = [pipe(s, seed=0, progress=False, lowband_x0=args.band_x0) for s in (scans.low, scans.free_low)]
     images["x0 (prior)"] = tuple(o.x0 for o in outs)
     images["TurnDiff (shipped)"] = tuple(o.image_hu for o in outs)
     for scale in args.prior_scales:
@@ -103,6 +103,9 @@ def main() -> None:
     ap.add_argument("--prior-scales", default="",
                     help="comma-separated prior scales s of the data-consistency step to redo it with "
                          f"(default: none; the shipped one is {CONSISTENCY_PRIOR_SCALE:g})")
+    ap.add_argument("--band-x0", choices=("calibrated", "uncalibrated"), default="calibrated",
+                    help="the stage-1 image of the pipeline's low band (its lowband_x0): the rows' 'shipped' output "
+                         "is then the pipeline's with this option")
     ap.add_argument("--lowband", default="",
                     help="comma-separated Gaussians (px) of x0's band put into the data-consistency prior's mean "
                          "before the step (the pipeline's lowband=True is 1; default: none)")
@@ -124,8 +127,8 @@ def main() -> None:
     for dose in doses:
         sino = data.test_sinograms[dose]
         with_les, _ = insert_lesions(sino, g, lesions, photons=photons_from_dose(dose), seed=37)
-        base = pipe(sino, seed=0, progress=False)
-        plus = pipe(with_les, seed=0, progress=False)
+        base = pipe(sino, seed=0, progress=False, lowband_x0=args.band_x0)
+        plus = pipe(with_les, seed=0, progress=False, lowband_x0=args.band_x0)
         rows.append((dose, "x0 (prior)", *_lesion_scores(base.x0, plus.x0, ref, lesions),
                      float(np.mean(psnr(base.x0, ref, window="soft", mask=body))),
                      float(np.mean(ssim(base.x0, ref, window="soft", mask=body)))))

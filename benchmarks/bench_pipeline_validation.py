@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--symmetries", default=DEFAULT_SYMMETRIES,
                     help=f"comma-separated test-time flips of stage 1 ({', '.join(SYMMETRIES)})")
     ap.add_argument("--lowband", default="on", help="comma-separated on/off: the prior's low band from x0")
+    ap.add_argument("--band-x0", default="calibrated",
+                    help="comma-separated calibrated/uncalibrated: the stage-1 image of the prior's low band")
     ap.add_argument("--baselines", default="", help="comma-separated benchmark baselines to score too")
     ap.add_argument("--runs", default="bench_out/pipeline_validation/runs",
                     help="the baselines' checkpoint folder (a benchmark's runs/ reuses its trainings)")
@@ -71,6 +73,9 @@ def main() -> None:
     if not set(args.lowband.split(",")) <= {"on", "off"}:
         ap.error("--lowband takes on, off or on,off")
     lowbands = [v == "on" for v in args.lowband.split(",")]
+    band_x0s = args.band_x0.split(",")
+    if not set(band_x0s) <= {"calibrated", "uncalibrated"}:
+        ap.error("--band-x0 takes calibrated, uncalibrated or both")
     baselines = [b for b in args.baselines.split(",") if b]
     if any(b not in BASELINES for b in baselines):
         ap.error(f"--baselines: choose from {', '.join(BASELINES)}")
@@ -102,18 +107,18 @@ def main() -> None:
             print(f"| {name} | | | | {d:.0%} | {e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f} | | | |", flush=True)
     for model in models:
         pipe = TurnDiffPipeline.from_pretrained(model, device="cpu")
-        for (bands, view_bands), sym, band, d in ((lay, s, b, d) for lay in layouts for s in flips for b in lowbands
-                                                  for d in doses):
+        for (bands, view_bands), sym, band, bx, d in ((lay, s, b, bx, d) for lay in layouts for s in flips
+                                                      for b in lowbands for bx in band_x0s for d in doses):
             t0 = time.perf_counter()
             res = pipe(data.test_sinograms[d], seed=args.seed, progress=False, calibration_bands=(bands, view_bands),
                        calibrate={"auto": None, "on": True, "off": False}[args.calibrate], symmetries=sym,
-                       lowband=band)
+                       lowband=band, lowband_x0=bx)
             secs = time.perf_counter() - t0
             cells = []
             for img in (res.image_hu, res.x0, res.x_diffusion):
                 e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
                 cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}")
-            print(f"| {model} | {bands}x{view_bands} | {sym} | {'on' if band else 'off'} | {d:.0%} | {' | '.join(cells)} "
+            print(f"| {model} | {bands}x{view_bands} | {sym} | {('on' + ('' if bx == 'calibrated' else ', from x0 uncalibrated')) if band else 'off'} | {d:.0%} | {' | '.join(cells)} "
                   f"| {secs:.1f} |", flush=True)
 
 

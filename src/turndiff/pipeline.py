@@ -281,6 +281,7 @@ class TurnDiffPipeline:
         projection: ProjectionPass | None = None,
         calibration_bands: tuple[int, int] | None = None,
         x_diffusion: np.ndarray | None = None,
+        lowband_x0: Literal["calibrated", "uncalibrated"] = "calibrated",
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
 
@@ -336,6 +337,10 @@ class TurnDiffPipeline:
             Stage 1's pass on this ``sinogram`` (:meth:`project`), reused instead of running
             stage 1 again; ``calibrate``, ``symmetries``, ``photons_input``, ``probe_rng`` and
             ``calibration_bands`` are then the pass's own and are not read.
+        lowband_x0
+            Which stage-1 image gives the low band: ``"calibrated"`` (default), ``x0``
+            itself, or ``"uncalibrated"``, stage 1's output before the SURE calibration
+            (the same where it did not run); everything else keeps ``x0``.
         x_diffusion
             Stage 2's output for this input (a previous result's ``x_diffusion``, made with
             the same ``projection``, strategy and sampler settings), reused instead of
@@ -394,8 +399,11 @@ class TurnDiffPipeline:
         if consistency:
             t0 = time.perf_counter()
             restored = image
+            if lowband_x0 not in ("calibrated", "uncalibrated"):
+                raise ValueError(f"lowband_x0 must be calibrated or uncalibrated, got {lowband_x0!r}")
+            band = projection.x0_uncalibrated if lowband_x0 == "uncalibrated" else None
             image, post_std = _consistency(restored, y, x_ld, x0, x_d, self.projector, photons=i0_in, denoised=y0_raw,
-                                           device=self.device, lowband=lowband, progress=progress)
+                                           device=self.device, lowband=lowband, progress=progress, band_x0=band)
             t["consistency"] = time.perf_counter() - t0
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights,
                               fused if restore else None, restored, post_std)
@@ -408,9 +416,10 @@ def _restore(x, y, x_ld, projector, *, photons, denoised, device) -> np.ndarray:
     return restore_detail(x, x_ld, sigma, k=DETAIL_K, blur_px=DETAIL_BLUR_PX)
 
 
-def _consistency(x, y, x_ld, x0, x_d, projector, *, photons, denoised, device, lowband=False, progress=False):
+def _consistency(x, y, x_ld, x0, x_d, projector, *, photons, denoised, device, lowband=False, progress=False,
+                 band_x0=None):
     """The data-consistency step of :meth:`TurnDiffPipeline.__call__`: (image, posterior bound)."""
-    prior_mean, prior_std = consistency_prior(x, x_ld, x0, x_d, lowband=lowband)
+    prior_mean, prior_std = consistency_prior(x, x_ld, x0, x_d, lowband=lowband, band_x0=band_x0)
     return data_consistency(prior_mean, y, projector, prior_std_hu=prior_std, photons=photons, denoised=denoised,
                             device=device, progress=progress, return_std=True)
 
@@ -429,13 +438,14 @@ def consistent_teacher(sinogram: np.ndarray, denoised: np.ndarray, projector: CT
 
 
 def consistency_prior(x: np.ndarray, x_ld: np.ndarray, x0: np.ndarray, x_d: np.ndarray | None, *,
-                      lowband: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                      lowband: bool = False, band_x0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (HU, ``[N, H, W]``) of the Gaussian prior that the
     data-consistency step gives the image ``x`` (the restored fusion): the mean is ``x``
     with ``x0``'s band below :data:`~turndiff.inference.LOWBAND_PX` pixels
-    (:func:`~turndiff.inference.lowband_fusion`; ``lowband=False``: ``x`` itself), the
-    standard deviation the uncertainty map of that mean."""
-    mean = lowband_fusion(x, x0, LOWBAND_PX) if lowband else np.asarray(x, np.float32)
+    (:func:`~turndiff.inference.lowband_fusion`; ``lowband=False``: ``x`` itself; ``band_x0``:
+    that band from this image instead of ``x0``), the standard deviation the uncertainty map
+    of that mean."""
+    mean = lowband_fusion(x, x0 if band_x0 is None else band_x0, LOWBAND_PX) if lowband else np.asarray(x, np.float32)
     return mean, uncertainty_map(mean, x_ld, x0, x_d, coef=PRIOR_UNCERTAINTY_COEF)
 
 
