@@ -253,6 +253,27 @@ def test_stage1_calibration_follows_the_input_dose(tiny_model):
     # The earlier layout on request: detector frequency alone, 8 weights, another x0.
     old_layout = pipe(data.test_sinograms[0.25], calibration_bands=(8, 1), progress=False)
     assert old_layout.calibration.shape == (2, 8) and not np.allclose(old_layout.x0, same.x0)
+    # The low band from the uncalibrated x0 on request (session 35's rejected candidate):
+    # exactly that band changes, so where the calibration did not run nothing changes.
+    from turndiff.inference import LOWBAND_PX, lowband_fusion
+    from turndiff.inference.consistency import data_consistency
+    from turndiff.inference.uncertainty import PRIOR_UNCERTAINTY_COEF, uncertainty_map
+
+    proj = pipe.project(data.test_sinograms[0.25], progress=False)
+    kw = dict(seed=0, progress=False, projection=proj)
+    cal = pipe(data.test_sinograms[0.25], **kw)
+    uncal = pipe(data.test_sinograms[0.25], lowband_x0="uncalibrated", **kw)
+    np.testing.assert_allclose(uncal.x_restored, cal.x_restored, atol=1e-4)
+    mean = lowband_fusion(uncal.x_restored, raw_x0, LOWBAND_PX)
+    std = uncertainty_map(mean, uncal.x_ld, uncal.x0, uncal.x_diffusion, coef=PRIOR_UNCERTAINTY_COEF)
+    redo = data_consistency(mean, data.test_sinograms[0.25], pipe.projector, prior_std_hu=std,
+                            photons=uncal.photons_estimated, denoised=proj.denoised)
+    np.testing.assert_allclose(uncal.image_hu, redo, atol=1e-2)
+    assert np.abs(uncal.image_hu - cal.image_hu).max() > 1e-2
+    np.testing.assert_array_equal(pipe(data.test_sinograms[0.1], seed=0, progress=False, lowband_x0="uncalibrated")
+                                  .image_hu, pipe(data.test_sinograms[0.1], seed=0, progress=False).image_hu)
+    with pytest.raises(ValueError, match="lowband_x0"):
+        pipe(data.test_sinograms[0.25], lowband_x0="raw", **kw)
 
 
 def test_damaged_model_folders_give_one_line_errors(tiny_model, tmp_path):

@@ -353,6 +353,8 @@ class TurnDiffPipeline:
         """
         if fusion not in ("pixel", "global"):
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
+        if lowband_x0 not in ("calibrated", "uncalibrated"):
+            raise ValueError(f"lowband_x0 must be calibrated or uncalibrated, got {lowband_x0!r}")
         y = self.check_sinogram(sinogram)
         self.check_sampler(steps, strength)  # before stage 1 runs, not after
         if projection is None:
@@ -399,8 +401,6 @@ class TurnDiffPipeline:
         if consistency:
             t0 = time.perf_counter()
             restored = image
-            if lowband_x0 not in ("calibrated", "uncalibrated"):
-                raise ValueError(f"lowband_x0 must be calibrated or uncalibrated, got {lowband_x0!r}")
             band = projection.x0_uncalibrated if lowband_x0 == "uncalibrated" else None
             image, post_std = _consistency(restored, y, x_ld, x0, x_d, self.projector, photons=i0_in, denoised=y0_raw,
                                            device=self.device, lowband=lowband, progress=progress, band_x0=band)
