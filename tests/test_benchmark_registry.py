@@ -38,3 +38,35 @@ def test_seed_spread_table_summarises_runs_that_differ_only_in_their_training_se
         seed_spread_table([_summary(0, 25.0), _summary(1, 26.0)], methods=["TV"])
     with pytest.raises(ValueError, match="dose 0.3"):
         seed_spread_table([_summary(0, 25.0), _summary(1, 26.0)], doses=[0.3])
+
+
+def test_paired_comparison_pairs_slices_against_the_best_method_without_clean_data() -> None:
+    """The slice-by-slice table: TurnDiff against the best *other* method that uses no clean
+    data (not its own ablation rows, not a supervised or unpaired method), per-slice
+    differences, a bootstrap interval that brackets their mean, and the slices won."""
+    import numpy as np
+    import pytest
+
+    from turndiff.benchmark.report import paired_comparison, paired_table
+
+    def entry(psnr, ssim):
+        return {"0.25": {"soft": {m: {"mean": float(np.mean(v)), "per_slice": list(v)}
+                                  for m, v in (("psnr", psnr), ("ssim", ssim))}}}
+
+    q = {"TurnDiff": entry([26.0, 25.0, 27.0, 26.0], [0.80, 0.70, 0.90, 0.80]),
+         "TV": entry([24.0, 24.0, 25.0, 24.0], [0.81, 0.71, 0.91, 0.81]),  # SSIM 0.01 better on every slice
+         "Noiser2Noise": entry([25.0, 24.5, 25.5, 25.0], [0.60, 0.60, 0.60, 0.60]),
+         "no low band (--no-lowband)": entry([30.0] * 4, [0.99] * 4),  # TurnDiff's own row: never the competitor
+         "RED-CNN (supervised)": entry([31.0] * 4, [0.99] * 4)}  # clean data: never the competitor
+    clean = {"RED-CNN (supervised)": "paired"}
+    rows = {r["metric"]: r for r in paired_comparison(q, doses=[0.25], clean_data=clean)}
+    p, s = rows["psnr"], rows["ssim"]
+    assert p["competitor"] == "Noiser2Noise" and s["competitor"] == "TV"
+    assert p["diff"] == pytest.approx(1.0) and p["wins"] == 4 and p["slices"] == 4
+    assert p["low"] <= p["diff"] <= p["high"] and p["low"] > 0  # wins on every slice: the interval excludes 0
+    assert s["diff"] == pytest.approx(-0.01) and s["wins"] == 0
+    assert s["low"] == pytest.approx(-0.01) and s["high"] == pytest.approx(-0.01)  # a constant difference
+    assert paired_comparison(q, doses=[0.25], clean_data=clean) == paired_comparison(q, doses=[0.25], clean_data=clean)
+    table = paired_table(q, doses=[0.25], clean_data=clean)
+    assert "| 25% | SSIM | TV | 0.8000 | 0.8100 | -0.0100 (-0.0100 to -0.0100) | 0 / 4 |" in table
+    assert paired_table({"TV": q["TV"]}, doses=[0.25], clean_data={}) == ""
