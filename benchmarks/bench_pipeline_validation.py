@@ -118,7 +118,8 @@ def main() -> None:
             for img in (res.image_hu, res.x0, res.x_diffusion):
                 e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
                 cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}")
-            print(f"| {model} | {bands}x{view_bands} | {sym} | {('on' + ('' if bx == 'calibrated' else ', from x0 uncalibrated')) if band else 'off'} | {d:.0%} | {' | '.join(cells)} "
+            label = ("on" if bx == "calibrated" else "on, from x0 uncalibrated") if band else "off"
+            print(f"| {model} | {bands}x{view_bands} | {sym} | {label} | {d:.0%} | {' | '.join(cells)} "
                   f"| {secs:.1f} |", flush=True)
 
 

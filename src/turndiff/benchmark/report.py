@@ -127,7 +127,7 @@ def paired_table(quality: dict, *, doses, clean_data: dict, method: str = "TurnD
 
 
 _PAIRED_NOTE = ("TurnDiff against the best other method that uses no clean data, per dose and metric (soft window, "
-                "body): the mean of the per-slice differences, a 95% bootstrap interval of that mean over the test "
+                "body): the mean of the per-slice differences, a 95% bootstrap interval of that mean over the scored "
                 "slices, and how many slices TurnDiff wins. An interval that spans zero means these slices do not "
                 "settle which of the two is better.")
 
