@@ -10,7 +10,7 @@ spatial frequencies from x0 again: ``x = fused + G_s * (x0 - fused)`` with a Gau
 Run::
 
     python benchmarks/bench_fusion_contrast.py MODEL_DIR [--slices 8] [--doses 0.25,0.10,0.50]
-        [--prior-scales 0.577,1,2] [--scale-lowband 1] [--lowband 1,2] [--lcd 16]
+        [--prior-scales 0.577,1,2] [--scale-lowband 1] [--lowband 1,2] [--polish 0,28] [--lcd 16]
 
 MODEL_DIR: a model of the benchmark's training phantoms (``BENCH_OUT/runs/turndiff/model``).
 For each dose: lesions of 3-5 px, +20 to +30 HU inserted into the projections of the
@@ -21,11 +21,13 @@ the body, for every intermediate image of the pipeline (where the contrast is lo
 with ``--prior-scales``, for the data-consistency step redone with a looser or tighter
 prior (its mean with x0's band below ``--scale-lowband`` px, by default the pipeline's),
 and with ``--lowband``, redone with x0's band below a Gaussian in the prior's mean
-(the pipeline's ``lowband=True``). Prints a Markdown table. ``--lcd R`` adds a second
+(the pipeline's ``lowband=True``), and with ``--polish``, the output before the pipeline's
+final TV polish polished with each weight (HU; ``turndiff.inference.polish.bregman_tv``; 0:
+none). Prints a Markdown table. ``--lcd R`` adds a second
 table: the CHO's d' per rod of the MITA-like phantom at 25% dose over ``R`` noise
 realisations drawn from validation seeds (``bench_stage2_condition.lcd_scans``; the
 phantom is `turndiff iq`'s object, its noise is not), for the shipped output and for every
-``--prior-scales`` and ``--lowband`` option, so a contrast fix is checked for what it costs
+``--prior-scales``, ``--lowband`` and ``--polish`` option, so a contrast fix is checked for what it costs
 in detectability before it reaches the test side.
 """
 
@@ -43,6 +45,7 @@ from turndiff.masks import body_mask
 from turndiff.metrics import psnr, ssim
 from turndiff.inference import LOWBAND_PX, lowband_fusion
 from turndiff.inference.consistency import CONSISTENCY_PRIOR_SCALE, data_consistency
+from turndiff.inference.polish import bregman_tv
 from turndiff.pipeline import TurnDiffPipeline, consistency_prior
 
 SIGMAS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)
@@ -64,6 +67,11 @@ def _lesion_scores(base, plus, ref, lesions):
     """(mean contrast recovery, min, mean CNR): :func:`turndiff.benchmark.iq.lesion_scores`."""
     r = lesion_scores(base, plus, ref, lesions)
     return r["contrast_recovery"], r["contrast_recovery_min"], r["cnr"]
+
+
+def _unpolished(out) -> np.ndarray:
+    """The pipeline's output before its final polish (the output itself without one)."""
+    return out.image_hu if out.x_unpolished is None else out.x_unpolished
 
 
 def _lcd_table(pipe, args) -> str:
@@ -88,6 +96,8 @@ def _lcd_table(pipe, args) -> str:
     for px in args.lowband:
         images[f"TurnDiff, x0's band below {px:g} px"] = tuple(
             _redo_consistency(pipe, o, s, lowband_px=px) for o, s in zip(outs, (scans.low, scans.free_low)))
+    for w in args.polish:
+        images[f"TurnDiff, polish {w:g} HU"] = tuple(bregman_tv(_unpolished(o), w) for o in outs)
     rows = []
     for name, (x, x_free) in images.items():
         det = lcd_detectability(x, lcd, x_free)
@@ -117,11 +127,15 @@ def main() -> None:
     ap.add_argument("--scale-lowband", type=float, default=LOWBAND_PX, metavar="PX",
                     help="x0's band (px) in the prior's mean of the --prior-scales rows (default: the pipeline's "
                          f"default, {LOWBAND_PX:g}; 0: none, as before session 34)")
+    ap.add_argument("--polish", default="",
+                    help="comma-separated TV weights (HU) of the final polish to score the output with, in place of "
+                         "the pipeline's (0: none; default: no extra rows)")
     ap.add_argument("--lcd", type=int, default=0, metavar="R",
                     help="also the CHO's d' on R validation noise realisations of the LCD phantom at 25%% dose")
     args = ap.parse_args()
     args.prior_scales = tuple(float(v) for v in args.prior_scales.split(",") if v)
     args.lowband = tuple(float(v) for v in args.lowband.split(",") if v)
+    args.polish = tuple(float(v) for v in args.polish.split(",") if v)
     doses = tuple(float(d) for d in args.doses.split(","))
     pipe = TurnDiffPipeline.from_pretrained(args.model, device="cpu")
     data = make_dev_data(n_val=args.slices, val_doses=doses, progress=False)
@@ -156,19 +170,24 @@ def main() -> None:
                          *_lesion_scores(b, p, ref, lesions),
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))
+        for w in args.polish:
+            b, p = bregman_tv(_unpolished(base), w), bregman_tv(_unpolished(plus), w)
+            rows.append((dose, f"TurnDiff, polish {w:g} HU", *_lesion_scores(b, p, ref, lesions),
+                         float(np.mean(psnr(b, ref, window="soft", mask=body))),
+                         float(np.mean(ssim(b, ref, window="soft", mask=body)))))
         for s in SIGMAS:
             b, p = lowband_fusion(base.image_hu, base.x0, s), lowband_fusion(plus.image_hu, plus.x0, s)
             rows.append((dose, f"TurnDiff, s = {s:g} px", *_lesion_scores(b, p, ref, lesions),
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))
-        for r in rows[-len(SIGMAS) - 5 - len(args.prior_scales) - len(args.lowband):]:
+        for r in rows[-len(SIGMAS) - 5 - len(args.prior_scales) - len(args.lowband) - len(args.polish):]:
             print(r, flush=True)
     if args.lcd:
         print(_lcd_table(pipe, args), flush=True)
     print(f"\nvalidation phantoms: {args.slices}, {len(lesions)} lesions\n")
     print("| dose | image | contrast recovery | min | CNR | soft PSNR | soft SSIM |\n|---|---|---|---|---|---|---|")
     for dose, name, rec, mn, cnr, p, s in rows:
-        print(f"| {dose:.0%} | {name} | {rec:.3f} | {mn:.3f} | {cnr:.2f} | {p:.2f} | {s:.3f} |")
+        print(f"| {dose:.0%} | {name} | {rec:.3f} | {mn:.3f} | {cnr:.2f} | {p:.3f} | {s:.4f} |")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Run::
 
     python benchmarks/bench_pipeline_validation.py [MODEL_DIR ...] [--slices 6]
         [--doses 0.25,0.1,0.5] [--seed 0] [--fit 'key=JSON,...' --fit-dir DIR] [--calibrate auto|on|off]
-        [--layouts 4x8,8x1] [--symmetries flips,mirror] [--lowband on,off]
+        [--layouts 4x8,8x1] [--symmetries flips,mirror] [--lowband on,off] [--polish 0,28]
         [--baselines TV,Noiser2Noise --runs BENCH_OUT/runs]
 
 MODEL_DIR: a TurnDiff model folder (e.g. ``BENCH_OUT/runs/turndiff/model``). For each model
@@ -24,6 +24,9 @@ scores it beside the given models: a stage-1 choice scored through the whole pip
 scores each model once per set of stage 1's test-time flips (``turndiff.stage1.SYMMETRIES``)
 and prints the seconds each reconstruction took. ``--lowband on,off`` scores each model with
 and without the data-consistency prior's low band from x0 (default: the pipeline's, on).
+``--polish W,...`` scores each reconstruction once per TV weight (HU) of the final polish
+(``turndiff.inference.polish.bregman_tv``; 0: none), on the same draw (default: the
+pipeline's weight).
 ``--baselines NAMES`` also scores those benchmark baselines on the same validation scans,
 their trainings resumed from ``--runs`` (a benchmark's ``runs/`` folder; fitted there when
 absent): with ``--slices`` above the benchmark's 6, where TurnDiff stands against them is
@@ -41,6 +44,7 @@ from _settings import parse_settings
 from turndiff.baselines import BASELINES
 from turndiff.benchmark.data import make_dev_data
 from turndiff.benchmark.methods import METHODS, RunContext
+from turndiff.inference.polish import POLISH_TV_HU, bregman_tv
 from turndiff.metrics import evaluate
 from turndiff.pipeline import TurnDiffPipeline, fit
 from turndiff.stage1 import SYMMETRIES
@@ -62,6 +66,8 @@ def main() -> None:
     ap.add_argument("--lowband", default="on", help="comma-separated on/off: the prior's low band from x0")
     ap.add_argument("--band-x0", default="calibrated",
                     help="comma-separated calibrated/uncalibrated: the stage-1 image of the prior's low band")
+    ap.add_argument("--polish", default=str(POLISH_TV_HU),
+                    help="comma-separated TV weights (HU) of the final polish, 0: none (default: the pipeline's)")
     ap.add_argument("--baselines", default="", help="comma-separated benchmark baselines to score too")
     ap.add_argument("--runs", default="bench_out/pipeline_validation/runs",
                     help="the baselines' checkpoint folder (a benchmark's runs/ reuses its trainings)")
@@ -76,6 +82,10 @@ def main() -> None:
     band_x0s = args.band_x0.split(",")
     if not set(band_x0s) <= {"calibrated", "uncalibrated"}:
         ap.error("--band-x0 takes calibrated, uncalibrated or both")
+    try:
+        polishes = [float(v) for v in args.polish.split(",")]
+    except ValueError:
+        ap.error(f"--polish takes comma-separated TV weights in HU, got {args.polish!r}")
     baselines = [b for b in args.baselines.split(",") if b]
     if any(b not in BASELINES for b in baselines):
         ap.error(f"--baselines: choose from {', '.join(BASELINES)}")
@@ -112,15 +122,18 @@ def main() -> None:
             t0 = time.perf_counter()
             res = pipe(data.test_sinograms[d], seed=args.seed, progress=False, calibration_bands=(bands, view_bands),
                        calibrate={"auto": None, "on": True, "off": False}[args.calibrate], symmetries=sym,
-                       lowband=band, lowband_x0=bx)
+                       lowband=band, lowband_x0=bx, polish=0.0)
             secs = time.perf_counter() - t0
-            cells = []
-            for img in (res.image_hu, res.x0, res.x_diffusion):
-                e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
-                cells.append(f"{e['psnr']['mean']:.2f} / {e['ssim']['mean']:.4f}")
             label = ("on" if bx == "calibrated" else "on, from x0 uncalibrated") if band else "off"
-            print(f"| {model} | {bands}x{view_bands} | {sym} | {label} | {d:.0%} | {' | '.join(cells)} "
-                  f"| {secs:.1f} |", flush=True)
+            # The polish is the pipeline's last step, so each weight is applied to one draw.
+            for w in polishes:
+                cells = []
+                for img in (bregman_tv(res.image_hu, w), res.x0, res.x_diffusion):
+                    e = evaluate(img, data.test_reference_hu, mask="body")["soft"]
+                    cells.append(f"{e['psnr']['mean']:.3f} / {e['ssim']['mean']:.4f}")
+                polished = f", polish {w:g} HU" if len(polishes) > 1 or w != POLISH_TV_HU else ""
+                print(f"| {model} | {bands}x{view_bands} | {sym} | {label}{polished} | {d:.0%} | {' | '.join(cells)} "
+                      f"| {secs:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -133,10 +133,12 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     assert {"FBP", "TurnDiff", "x0 (only projection)", "x~0 (condition x_ld)"} <= set(q)
     # The inference ablations (on the default reconstruction's stage-1 pass) and the retrained stage 1s.
     assert {"no tunable strategy", "no detail restoration", "no SURE calibration", "x0, no SURE calibration",
-            "no low band (--no-lowband)", "no data consistency", "stage 1: paper CSSS (2x2 cells)"} <= set(q)
+            "no low band (--no-lowband)", "no polish (--polish 0)", "no data consistency",
+            "stage 1: paper CSSS (2x2 cells)"} <= set(q)
     assert {"stage 1: no ramp weighting", "stage 1: CSSS view pairs", "no diffusion (x0 in place of x~0)"} <= set(q)
     psnr = {n: q[n]["0.25"]["soft"]["psnr"]["mean"] for n in q}
     assert psnr["no data consistency"] != psnr["TurnDiff"] and psnr["no low band (--no-lowband)"] != psnr["TurnDiff"]
+    assert psnr["no polish (--polish 0)"] != psnr["TurnDiff"]
     soft = {n: {d: q[n][d]["soft"]["psnr"]["mean"] for d in ("0.25", "0.1")} for n in q}
     # More photons, less noise: FBP at 25% beats FBP at 10% (a broken dose model would not).
     assert soft["FBP"]["0.25"] > soft["FBP"]["0.1"] + 1.0
@@ -271,7 +273,7 @@ def test_stage1_calibration_follows_the_input_dose(tiny_model):
     std = uncertainty_map(mean, uncal.x_ld, uncal.x0, uncal.x_diffusion, coef=PRIOR_UNCERTAINTY_COEF)
     redo = data_consistency(mean, data.test_sinograms[0.25], pipe.projector, prior_std_hu=std,
                             photons=uncal.photons_estimated, denoised=proj.denoised)
-    np.testing.assert_allclose(uncal.image_hu, redo, atol=1e-2)
+    np.testing.assert_allclose(uncal.x_unpolished, redo, atol=1e-2)
     assert np.abs(uncal.image_hu - cal.image_hu).max() > 1e-2
     np.testing.assert_array_equal(pipe(data.test_sinograms[0.1], seed=0, progress=False, lowband_x0="uncalibrated")
                                   .image_hu, pipe(data.test_sinograms[0.1], seed=0, progress=False).image_hu)
@@ -370,3 +372,25 @@ def test_machine_speed_leaves_the_seeded_random_stream_alone():
     torch.manual_seed(3)
     assert machine_speed("cpu", repeats=1) > 0
     assert torch.equal(torch.rand(4), expected)  # the benchmark's trainings draw the same numbers
+
+
+def test_the_final_polish_is_the_last_step(tiny_model):
+    """``polish=w``: the output is :func:`~turndiff.inference.polish.bregman_tv` of the image
+    the pipeline makes without it (kept as ``x_unpolished``), on the same draw; the
+    uncertainty map is that of the unpolished image, the one its coefficients were fitted to."""
+    from turndiff.inference.polish import POLISH_TV_HU, bregman_tv
+
+    data, pipe, _ = tiny_model
+    sino = data.test_sinograms[0.25]
+    proj = pipe.project(sino, progress=False)
+    off = pipe(sino, seed=0, progress=False, projection=proj, polish=0.0)
+    on = pipe(sino, seed=0, progress=False, projection=proj, polish=28.0)
+    assert off.x_unpolished is None and "x_unpolished" not in off.intermediates()
+    np.testing.assert_array_equal(on.x_unpolished, off.image_hu)
+    np.testing.assert_allclose(on.image_hu, bregman_tv(off.image_hu, 28.0), atol=1e-3)
+    assert np.abs(on.image_hu - off.image_hu).max() > 1.0 and "polish" in on.seconds
+    np.testing.assert_array_equal(on.uncertainty(), off.uncertainty())
+    default = pipe(sino, seed=0, progress=False, projection=proj)
+    np.testing.assert_allclose(default.image_hu, bregman_tv(off.image_hu, POLISH_TV_HU), atol=1e-3)
+    with pytest.raises(ValueError, match="polish"):
+        pipe(sino, seed=0, progress=False, projection=proj, polish=-1.0)

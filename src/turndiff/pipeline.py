@@ -37,6 +37,7 @@ from .inference import (LOWBAND_PX, FusionConfig, StrategyChoice, blend, choose_
                         lowband_fusion, pixel_fusion)
 from .inference.consistency import data_consistency
 from .inference.detail import DETAIL_BLUR_PX, DETAIL_K, input_noise_std, restore_detail
+from .inference.polish import POLISH_TV_HU, bregman_tv
 from .inference.uncertainty import PRIOR_UNCERTAINTY_COEF, uncertainty_map
 from .physics import CTProjector, Geometry, geometry_from_json
 from .stage1 import ProjectionDenoiser, Stage1Config, train_projection_denoiser
@@ -71,12 +72,16 @@ class TurnDiffOutput:
     x_fused: np.ndarray | None = None  # the fused image before detail restoration (None without it)
     x_restored: np.ndarray | None = None  # the image before the data-consistency step (None without it)
     posterior_std: np.ndarray | None = None  # that step's posterior standard-deviation bound, HU (None without it)
+    x_unpolished: np.ndarray | None = None  # the image before the TV polish (None without it)
 
     def uncertainty(self) -> np.ndarray:
         """Per-pixel uncertainty of ``image_hu`` (HU, ``[N, H, W]``):
         :func:`turndiff.inference.uncertainty.uncertainty_map` of this output (with the
-        image before the data-consistency step as ``x_before`` where there was one)."""
-        return uncertainty_map(self.image_hu, self.x_ld, self.x0, self.x_diffusion, x_before=self.x_restored,
+        image before the data-consistency step as ``x_before`` where there was one). The map
+        is computed on the image before the polish, the image its coefficients were fitted
+        to (the polish moves a pixel by a few HU, far less than the map's scale)."""
+        x = self.image_hu if self.x_unpolished is None else self.x_unpolished
+        return uncertainty_map(x, self.x_ld, self.x0, self.x_diffusion, x_before=self.x_restored,
                                posterior_std=self.posterior_std)
 
     def intermediates(self) -> dict[str, np.ndarray]:
@@ -89,6 +94,8 @@ class TurnDiffOutput:
             out["x_fused"] = self.x_fused
         if self.x_restored is not None:
             out["x_restored"] = self.x_restored
+        if self.x_unpolished is not None:
+            out["x_unpolished"] = self.x_unpolished
         return out
 
 
@@ -282,6 +289,7 @@ class TurnDiffPipeline:
         calibration_bands: tuple[int, int] | None = None,
         x_diffusion: np.ndarray | None = None,
         lowband_x0: Literal["calibrated", "uncalibrated"] = "calibrated",
+        polish: float = POLISH_TV_HU,
     ) -> TurnDiffOutput:
         """Reconstruct post-log sinograms ``[N, V, D]`` into HU images ``[N, H, W]``.
 
@@ -341,6 +349,13 @@ class TurnDiffPipeline:
             Which stage-1 image gives the low band: ``"calibrated"`` (default), ``x0``
             itself, or ``"uncalibrated"``, stage 1's output before the SURE calibration
             (the same where it did not run); everything else keeps ``x0``.
+        polish
+            The TV weight (HU) of the edge-preserving polish last
+            (:func:`turndiff.inference.polish.bregman_tv`: TV with one Bregman step, which
+            removes the fine-grained texture the diffusion leaves in flat tissue and keeps
+            faint compact structure; ``x_unpolished`` keeps the image before it). Default
+            :data:`~turndiff.inference.polish.POLISH_TV_HU`; 0: no polish. Part of the
+            data-consistency stage: no effect with ``consistency=False``.
         x_diffusion
             Stage 2's output for this input (a previous result's ``x_diffusion``, made with
             the same ``projection``, strategy and sampler settings), reused instead of
@@ -355,6 +370,8 @@ class TurnDiffPipeline:
             raise ValueError(f"unknown fusion {fusion!r}; choose pixel or global")
         if lowband_x0 not in ("calibrated", "uncalibrated"):
             raise ValueError(f"lowband_x0 must be calibrated or uncalibrated, got {lowband_x0!r}")
+        if not (np.isfinite(polish) and polish >= 0):
+            raise ValueError(f"polish must be a TV weight >= 0 HU, got {polish}")
         y = self.check_sinogram(sinogram)
         self.check_sampler(steps, strength)  # before stage 1 runs, not after
         if projection is None:
@@ -405,8 +422,15 @@ class TurnDiffPipeline:
             image, post_std = _consistency(restored, y, x_ld, x0, x_d, self.projector, photons=i0_in, denoised=y0_raw,
                                            device=self.device, lowband=lowband, progress=progress, band_x0=band)
             t["consistency"] = time.perf_counter() - t0
+        unpolished = None
+        # The polish is for the step's output (validated there); without the step the
+        # output stays what it was (``--no-restore --no-consistency``: the paper's).
+        if consistency and polish > 0:
+            t0 = time.perf_counter()
+            unpolished, image = image, bregman_tv(image, polish)
+            t["polish"] = time.perf_counter() - t0
         return TurnDiffOutput(image, x_ld, x0, x_prior, x_d, weight, choice, i0_in, t, weights,
-                              fused if restore else None, restored, post_std)
+                              fused if restore else None, restored, post_std, unpolished)
 
 
 def _restore(x, y, x_ld, projector, *, photons, denoised, device) -> np.ndarray:

@@ -26,6 +26,7 @@ import torch
 from . import distributed
 from .dose import estimate_photons
 from .errors import InputError
+from .inference.polish import POLISH_TV_HU
 from .io import SinogramReader, atomic_output, claim_run_dir, run_dir_for, spread_slices
 from .pipeline import TurnDiffPipeline
 from .physics import geometry_from_json
@@ -102,6 +103,7 @@ def reconstruct_study(
     restore: bool = True,
     consistency: bool = True,
     lowband: bool = True,
+    polish: float | None = None,
     batch: int | None = None,
     restart: bool = False,
     progress: bool = True,
@@ -126,6 +128,9 @@ def reconstruct_study(
     restore, consistency, lowband
         Detail restoration after the fusion, the data-consistency step after it, and its
         prior's low band from ``x0`` (:meth:`TurnDiffPipeline.__call__`).
+    polish
+        The final polish's TV weight in HU (:meth:`TurnDiffPipeline.__call__`; 0: none;
+        None: the pipeline's default, :data:`turndiff.inference.polish.POLISH_TV_HU`).
     uncertainty
         Also compute the per-pixel uncertainty map (``uncertainty_hu`` in the work file;
         :meth:`TurnDiffOutput.uncertainty`).
@@ -142,6 +147,8 @@ def reconstruct_study(
     """
     from tqdm.auto import tqdm
 
+    if polish is None:
+        polish = POLISH_TV_HU
     if batch is None:
         batch = STUDY_BATCH if pipe.device.type == "cpu" else GPU_STUDY_BATCH
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -157,7 +164,7 @@ def reconstruct_study(
                     "fusion_lam": fusion_lam, "steps": steps, "strength": strength, "seed": seed,
                     "calibrate": calibrate, "symmetries": symmetries, "intermediates": bool(save_intermediates),
                     "uncertainty": bool(uncertainty), "restore": bool(restore),
-                    "consistency": bool(consistency), "lowband": bool(lowband),
+                    "consistency": bool(consistency), "lowband": bool(lowband), "polish": float(polish),
                     "model": pipe.info.get("version"), "model_geometry": pipe.info.get("geometry")}
         # Under torchrun rank 0 owns the run folder and the work file and writes every result;
         # the batches are shared out round-robin and their results gathered to it.
@@ -173,7 +180,7 @@ def reconstruct_study(
             names += ("x_ld", "x0", "x_prior") + (
                 ("x_diffusion",) + (("fusion_weight",) if fusion == "pixel" else ())
                 + (("x_fused",) if restore else ()) + (("x_restored",) if consistency else ())
-                if pipe.stage2 else ())
+                + (("x_unpolished",) if consistency and polish > 0 else ()) if pipe.stage2 else ())
         if uncertainty:
             names += ("uncertainty_hu",)
         # One generator each for the sampler's seeds and the calibration's probes, through
@@ -200,7 +207,7 @@ def reconstruct_study(
                                    fusion_lam=fusion_lam, steps=steps, strength=strength, calibrate=calibrate,
                                    symmetries=symmetries, photons_input=photons, generator=generator,
                                    probe_rng=probe_rng, restore=restore, consistency=consistency, lowband=lowband,
-                                   progress=False)
+                                   polish=polish, progress=False)
                         extra = ({k: np.asarray(v, np.float32) for k, v in res.intermediates().items()}
                                  if save_intermediates else {})
                         if uncertainty:

@@ -40,7 +40,7 @@ TURNDIFF_ROWS = ("TurnDiff", "x0 (only projection)", "x~0 (diffusion, no fusion)
 #: Inference ablations of the ``ablations`` method (the same fitted model).
 INFERENCE_ABLATIONS = ("no tunable strategy", "global fusion 0.5", "global fusion 1", "no SURE calibration",
                        "x0, no SURE calibration", "no detail restoration", "no low band (--no-lowband)",
-                       "no data consistency",
+                       "no polish (--polish 0)", "no data consistency",
                        "fusion output (no restoration, no data consistency)", "no diffusion (x0 in place of x~0)")
 #: Stage-1 ablations: stage 1 retrained with these overrides, stage 2 and fusion reused.
 #: The first is the paper's stage 1 as the project shipped it before issue 13.
@@ -243,7 +243,7 @@ class TurnDiffMethod(BenchMethod):
 class TurnDiffAblations(BenchMethod):
     """The paper's ablations and ours: no tunable strategy, global fusion, no SURE
     calibration, no detail restoration, no low band from x0 in the data-consistency prior,
-    no data consistency, neither, no diffusion (x0 in place of x~0) (same model, each
+    no final polish, no data consistency, neither, no diffusion (x0 in place of x~0) (same model, each
     reusing the default reconstruction's stage-1 pass), and stage 1 retrained with
     :data:`STAGE1_ABLATIONS` under the same stage 2 and fusion."""
 
@@ -266,6 +266,7 @@ class TurnDiffAblations(BenchMethod):
             imgs["no low band (--no-lowband)"][d] = pipe(sino, lowband=False, **same_draw).image_hu
             # Stage 2 taken out: x0 in place of its output, everything after it unchanged.
             imgs["no diffusion (x0 in place of x~0)"][d] = pipe(sino, **{**same_draw, "x_diffusion": res.x0}).image_hu
+            imgs["no polish (--polish 0)"][d] = res.image_hu if res.x_unpolished is None else res.x_unpolished
             imgs["no data consistency"][d] = res.x_restored
             imgs["fusion output (no restoration, no data consistency)"][d] = res.x_fused
             # Stage 1's own output, without the calibration's blend (the pass keeps it).

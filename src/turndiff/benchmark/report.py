@@ -20,7 +20,8 @@ ABLATION_ROWS = ("x0 (only projection)", "x0, no SURE calibration", "x~0 (diffus
                  "stage 1: paper CSSS (2x2 cells)", "stage 1: CSSS view pairs", "stage 1: no ramp weighting",
                  "global fusion 0.5", "global fusion 1", "no tunable strategy", "no SURE calibration",
                  "fusion output (no restoration, no data consistency)", "no detail restoration",
-                 "no low band (--no-lowband)", "no data consistency", "no diffusion (x0 in place of x~0)", "TurnDiff")
+                 "no low band (--no-lowband)", "no polish (--polish 0)", "no data consistency",
+                 "no diffusion (x0 in place of x~0)", "TurnDiff")
 
 
 _DETAIL_NOTE = ("Sobel gradient magnitude of each image over the reference's, summed over the reference's body "

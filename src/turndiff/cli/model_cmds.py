@@ -147,6 +147,11 @@ _RECONSTRUCT_OPTIONS = [
                  help="The data-consistency prior takes stage 1's band below a 1-pixel Gaussian: faint lesions "
                       "keep stage 1's contrast (docs/METHOD.md); --no-lowband: the restored image alone is the prior's "
                       "mean (the default before session 33)."),
+    click.option("--polish", type=click.FloatRange(min=0), default=None, metavar="HU",
+                 help="TV weight (HU) of the edge-preserving polish last: total variation with one Bregman step "
+                      "removes the diffusion's fine grain in flat tissue and keeps faint compact lesions "
+                      "(docs/METHOD.md); 0: no polish [default: the pipeline's, turndiff.inference.polish."
+                      "POLISH_TV_HU]."),
     click.option("--uncertainty", is_flag=True,
                  help="Also write a per-pixel uncertainty map (HU; docs/METHOD.md): the `uncertainty_hu` dataset "
                       "of an .h5 output, else OUT_uncertainty beside OUT in the same format."),
@@ -196,7 +201,7 @@ def _reconstruct_one(pipe, model_dir: str, input: str, out: str, opts: dict, tmp
         save_intermediates=opts["save_intermediates"] and f == "h5", uncertainty=bool(opts.get("uncertainty")),
         batch=opts.get("batch"), restore=opts.get("restore", True),
         consistency=opts.get("consistency", True), lowband=opts.get("lowband", True),
-        restart=opts["restart"], progress=progress)
+        polish=opts.get("polish"), restart=opts["restart"], progress=progress)
 
 
 @cli.command("reconstruct")
