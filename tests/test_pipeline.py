@@ -112,8 +112,19 @@ def test_cli_reconstruct_with_intermediates(tiny_model, tmp_path):
         main(["reconstruct", str(d), str(scan), "--out", str(tmp_path / "r.h5"), "--save-intermediates"])
     assert e.value.code == 0
     with h5py.File(tmp_path / "r.h5") as f:
-        for k in ("image_hu", "x_ld", "x_prior", "x_diffusion", "fusion_weight"):
+        for k in ("image_hu", "x_ld", "x_prior", "x_diffusion", "fusion_weight", "x_unpolished"):
             assert f[k].shape == (2, 64, 64), k
+        polished, unpolished = f["image_hu"][()], f["x_unpolished"][()]
+    # --polish 0: the unpolished image is the output; a negative weight is refused, no file left.
+    with pytest.raises(SystemExit) as e:
+        main(["reconstruct", str(d), str(scan), "--out", str(tmp_path / "p0.h5"), "--polish", "0"])
+    assert e.value.code == 0
+    with h5py.File(tmp_path / "p0.h5") as f:
+        np.testing.assert_allclose(f["image_hu"][()], unpolished, atol=1e-3)
+        assert np.abs(f["image_hu"][()] - polished).max() > 1.0
+    with pytest.raises(SystemExit) as e:
+        main(["reconstruct", str(d), str(scan), "--out", str(tmp_path / "bad.h5"), "--polish", "-1"])
+    assert e.value.code == 2 and not (tmp_path / "bad.h5").exists()
     other = tmp_path / "other.h5"
     from turndiff.physics import default_fan_geometry
 
