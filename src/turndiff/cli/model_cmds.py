@@ -136,7 +136,8 @@ _RECONSTRUCT_OPTIONS = [
                  help="Slices reconstructed at once (the unit of progress and of resumption; results do not "
                       "depend on it) [default: 8 on a CPU, 32 on a GPU]."),
     click.option("--save-intermediates", is_flag=True,
-                 help="Also store x_ld, x0, x_prior, x_diffusion, fusion_weight, x_fused (.h5)."),
+                 help="Also store x_ld, x0, x_prior, x_diffusion, fusion_weight, x_fused, x_restored, "
+                      "x_unpolished (.h5)."),
     click.option("--restore/--no-restore", default=True, show_default=True,
                  help="Detail restoration after the fusion: put back the part of x_ld - image that stands out "
                       "of the input's own noise level (docs/METHOD.md); --no-restore gives the paper's output."),
