@@ -25,7 +25,15 @@ MODEL_DIR: a model of the benchmark's training phantoms (default
   before the shipped step: soft PSNR / SSIM and the contrast recovery and CNR of lesions
   inserted into the projections (as ``bench_fusion_contrast.py`` inserts them).
 
-Prints its rows; docs/STAGE2.md, "Session 35", has the tables.
+- ``polish-forms`` (session 36): ways of polishing the output that keep faint lesions, at
+  50% and 25%: plain TV, TV with what it removed below 0.7 px put back, TV left off where x0
+  shows structure (``|DoG| > 3`` noise std), TV followed by x0's band below 1.5 px, and TV with
+  one or two Bregman steps (``turndiff.inference.polish.bregman_tv`` is the one-step form);
+  soft PSNR / SSIM and the inserted lesions' contrast recovery, as ``tv-polish`` scores them.
+
+Session 35's checks score the output as it was then, without the final polish that session
+36 added (``polish=0.0``). Prints its rows; docs/STAGE2.md, "Session 35" and "Session 36",
+has the tables.
 """
 
 from __future__ import annotations
@@ -75,10 +83,10 @@ def check_fusion(pipe, args) -> None:
         sino = data.test_sinograms[d]
         t0 = time.time()
         proj = pipe.project(sino, progress=False)
-        res = pipe(sino, seed=0, progress=False, projection=proj)
+        res = pipe(sino, seed=0, progress=False, polish=0.0, projection=proj)
         print(f"{d:.0%} shipped: out {sc(res.image_hu)} fused {sc(res.x_fused)} restored {sc(res.x_restored)} "
               f"x~0 {sc(res.x_diffusion)} x0 {sc(res.x0)} ({time.time() - t0:.0f}s)", flush=True)
-        same = dict(seed=0, progress=False, projection=proj, x_diffusion=res.x_diffusion)
+        same = dict(seed=0, progress=False, polish=0.0, projection=proj, x_diffusion=res.x_diffusion)
         for name, kw in variants.items():
             r = pipe(sino, **same, **kw)
             fused = sc(r.x_fused) if r.x_fused is not None else "-"
@@ -89,7 +97,7 @@ def check_blur(pipe, args) -> None:
     data = make_dev_data(n_val=args.slices, val_doses=(0.5, 0.25), val_seed=args.val_seed)
     sc = _scorer(data.test_reference_hu)
     for d in (0.5, 0.25):
-        res = pipe(data.test_sinograms[d], seed=0, progress=False)
+        res = pipe(data.test_sinograms[d], seed=0, progress=False, polish=0.0)
         print(d, "shipped", sc(res.image_hu), flush=True)
         for s in (0.3, 0.5, 0.7):
             print(d, "blur", s, sc(np.stack([ndimage.gaussian_filter(x, s) for x in res.image_hu])), flush=True)
@@ -105,7 +113,7 @@ def check_prior_refit(pipe, args) -> None:
     use = [k for k in UNCERTAINTY_FEATURES if "consistency" not in k and k != "posterior"]
     X, Y = [], []
     for d in DOSES:
-        res = pipe(fitset.test_sinograms[d], seed=0, progress=False)
+        res = pipe(fitset.test_sinograms[d], seed=0, progress=False, polish=0.0)
         ref = fitset.test_reference_hu
         mask = body_mask(ref)
         f = uncertainty_features(res.x_restored, res.x_ld, res.x0, res.x_diffusion)
@@ -124,7 +132,7 @@ def check_prior_refit(pipe, args) -> None:
         for d in DOSES:
             y = ex.test_sinograms[d]
             proj = pipe.project(y, progress=False)
-            res = pipe(y, seed=0, progress=False, projection=proj)
+            res = pipe(y, seed=0, progress=False, polish=0.0, projection=proj)
             print(d, "shipped", sc(res.image_hu), flush=True)
             for name, c in (("shipped coef", PRIOR_UNCERTAINTY_COEF), ("refit coef", coef)):
                 P.PRIOR_UNCERTAINTY_COEF = c  # what consistency_prior reads
@@ -148,11 +156,11 @@ def check_stage1_at_dose(pipe, args) -> None:
     ex = make_dev_data(n_val=args.slices, val_doses=(0.5,), val_seed=args.val_seed)
     sc = _scorer(ex.test_reference_hu)
     y = ex.test_sinograms[0.5]
-    a = pipe(y, seed=0, progress=False)
+    a = pipe(y, seed=0, progress=False, polish=0.0)
     print("shipped stage 1:", "out", sc(a.image_hu), "x0", sc(a.x0), "x~0", sc(a.x_diffusion), flush=True)
     pipe.stage1 = s1
     for cal in (None, False):
-        b = pipe(y, seed=0, progress=False, calibrate=cal)
+        b = pipe(y, seed=0, progress=False, polish=0.0, calibrate=cal)
         print(f"stage 1 trained at 50% (calibrate={cal}):", "out", sc(b.image_hu), "x0", sc(b.x0), "x~0",
               sc(b.x_diffusion), flush=True)
 
@@ -167,7 +175,7 @@ def check_regions(pipe, args) -> None:
     ref = data.test_reference_hu
     ctx = RunContext(preset="fast", seed=0, device="cpu", run_dir=Path(args.runs), log=lambda m: None)
     tv = METHODS["TV"].run(data, (0.5,), ctx)["TV"].images[0.5]
-    res = pipe(data.test_sinograms[0.5], seed=0, progress=False)
+    res = pipe(data.test_sinograms[0.5], seed=0, progress=False, polish=0.0)
     images = {"TurnDiff": res.image_hu, "before step": res.x_restored, "x~0": res.x_diffusion, "x0": res.x0, "TV": tv}
     body = body_mask(ref)
     acc: dict = {}
@@ -223,7 +231,7 @@ def check_tv_polish(pipe, args) -> None:
         y = data.test_sinograms[d]
         with_les, _ = insert_lesions(y, data.geometry, lesions, photons=photons_from_dose(d), seed=37)
         passes = (pipe.project(y, progress=False), pipe.project(with_les, progress=False))
-        base, plus = (pipe(s, seed=0, progress=False, projection=p) for s, p in zip((y, with_les), passes))
+        base, plus = (pipe(s, seed=0, progress=False, polish=0.0, projection=p) for s, p in zip((y, with_les), passes))
         if args.on == "output":
             x0s = lesion_scores(base.x0, plus.x0, ref, lesions)
             print(f"{d:.0%} x0: contrast {x0s['contrast_recovery']:.3f} CNR {x0s['cnr']:.2f}", flush=True)
@@ -243,8 +251,58 @@ def check_tv_polish(pipe, args) -> None:
                   flush=True)
 
 
+def check_polish_forms(pipe, args) -> None:
+    from turndiff.benchmark.iq import lesion_positions, lesion_scores
+    from turndiff.dose import insert_lesions, photons_from_dose
+
+    data = make_dev_data(n_val=args.slices, val_doses=(0.5, 0.25), val_seed=args.val_seed)
+    ref = data.test_reference_hu
+    lesions = lesion_positions(ref, np.random.default_rng(0), per_slice=2)
+
+    def gauss(x, s):
+        return ndimage.gaussian_filter(x, (0, s, s))
+
+    def bregman(x, w, steps):
+        v, out = np.zeros_like(x), x
+        for _ in range(steps + 1):
+            out = _tv(x + v, w)
+            v = v + (x - out)
+        return out
+
+    def structure(x0):  # |DoG| of x0 over its robust spread in the body (x0 > -500 HU)
+        b = gauss(x0, 1.5) - gauss(x0, 4.0)
+        s = np.array([1.4826 * np.median(np.abs(bi[mi] - np.median(bi[mi]))) for bi, mi in zip(b, x0 > -500)])
+        return np.abs(b) / s[:, None, None]
+
+    def masked(x, x0, w):
+        t = _tv(x, w)
+        polished = t + gauss(x - t, 0.7)
+        m = ndimage.maximum_filter(np.clip(structure(x0) - 3.0, 0, 1), (1, 5, 5))
+        return polished + m * (x - polished)
+
+    forms = {f"TV {w}": (lambda x, x0, w=w: _tv(x, w)) for w in (4, 8)}
+    forms.update({f"TV {w}, below 0.7 px put back": (lambda x, x0, w=w: (lambda t: t + gauss(x - t, 0.7))(_tv(x, w)))
+                  for w in (4, 8)})
+    forms["TV 8, x0's structure unpolished"] = lambda x, x0: masked(x, x0, 8)
+    forms["TV 8, then x0's band below 1.5 px"] = lambda x, x0: (lambda t: t + gauss(x0 - t, 1.5))(_tv(x, 8))
+    forms.update({f"TV {w}, one Bregman step": (lambda x, x0, w=w: bregman(x, w, 1)) for w in (20, 24, 28, 32)})
+    forms["TV 16, two Bregman steps"] = lambda x, x0: bregman(x, 16, 2)
+    for d in (0.5, 0.25):
+        y = data.test_sinograms[d]
+        with_les, _ = insert_lesions(y, data.geometry, lesions, photons=photons_from_dose(d), seed=37)
+        base, plus = (pipe(s, seed=0, progress=False, polish=0.0) for s in (y, with_les))
+        rows = {"none (session 35's output)": (base.image_hu, plus.image_hu), "x0": (base.x0, plus.x0)}
+        rows.update({name: (f(base.image_hu, base.x0), f(plus.image_hu, plus.x0)) for name, f in forms.items()})
+        for name, (b, p) in rows.items():
+            e = evaluate(b, ref, mask="body")["soft"]
+            ls = lesion_scores(b, p, ref, lesions)
+            print(f"{d:.0%} {name}: {e['psnr']['mean']:.3f} / {e['ssim']['mean']:.4f}  contrast "
+                  f"{ls['contrast_recovery']:.3f} (min {ls['contrast_recovery_min']:.3f})", flush=True)
+
+
 CHECKS = {"fusion": check_fusion, "blur": check_blur, "prior-refit": check_prior_refit,
-          "stage1-at-dose": check_stage1_at_dose, "regions": check_regions, "tv-polish": check_tv_polish}
+          "stage1-at-dose": check_stage1_at_dose, "regions": check_regions, "tv-polish": check_tv_polish,
+          "polish-forms": check_polish_forms}
 
 
 def main() -> None:
