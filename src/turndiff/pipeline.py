@@ -330,7 +330,7 @@ class TurnDiffPipeline:
             of ``x_ld - image`` that stands out of the input's own noise level is put back
             (``x_fused`` keeps the image before it). False: the paper's output.
         consistency
-            Data consistency last (:mod:`turndiff.inference.consistency`): the penalised
+            Data consistency after them (:mod:`turndiff.inference.consistency`): the penalised
             weighted least-squares image with the output so far as a Gaussian prior whose
             standard deviation is the uncertainty map (``x_restored`` keeps the image before
             it). False: the image before it.

@@ -142,8 +142,9 @@ _RECONSTRUCT_OPTIONS = [
                  help="Detail restoration after the fusion: put back the part of x_ld - image that stands out "
                       "of the input's own noise level (docs/METHOD.md); --no-restore gives the paper's output."),
     click.option("--consistency/--no-consistency", default=True, show_default=True,
-                 help="Data consistency last: the weighted least-squares image that keeps closest to the output "
-                      "where its uncertainty map is small (docs/METHOD.md)."),
+                 help="Data consistency after the restoration: the weighted least-squares image that keeps closest "
+                      "to the output where its uncertainty map is small (docs/METHOD.md); --no-consistency also "
+                      "skips the polish."),
     click.option("--lowband/--no-lowband", default=True, show_default=True,
                  help="The data-consistency prior takes stage 1's band below a 1-pixel Gaussian: faint lesions "
                       "keep stage 1's contrast (docs/METHOD.md); --no-lowband: the restored image alone is the prior's "

@@ -12,8 +12,8 @@ structure, with no clean data at inference:
   ``x0`` (blurred or shifted edges are most of the large errors);
 - ``fusion``: ``|x - x0|``, how far the output moved from the prior;
 - ``consistency``: ``|x - x_before|`` and its 3 x 3 mean, how far the data-consistency
-  step (the pipeline's last) moved the image: it moves it where the image disagreed with
-  the projections, which is where the error was (zero without the step);
+  step (the pipeline's last before the polish) moved the image: it moves it where the image
+  disagreed with the projections, which is where the error was (zero without the step);
 - ``posterior``: that step's bound on each pixel's posterior standard deviation
   (:func:`~turndiff.inference.consistency.data_consistency` with ``return_std``): small
   where the projections pin the pixel down (zero without the step).
