@@ -69,11 +69,6 @@ def _lesion_scores(base, plus, ref, lesions):
     return r["contrast_recovery"], r["contrast_recovery_min"], r["cnr"]
 
 
-def _unpolished(out) -> np.ndarray:
-    """The pipeline's output before its final polish (the output itself without one)."""
-    return out.image_hu if out.x_unpolished is None else out.x_unpolished
-
-
 def _lcd_table(pipe, args) -> str:
     """d' per rod at 25% for the shipped output and every consistency option (Markdown)."""
     from bench_stage2_condition import lcd_scans  # noqa: PLC0415 (a sibling script)
@@ -97,7 +92,7 @@ def _lcd_table(pipe, args) -> str:
         images[f"TurnDiff, x0's band below {px:g} px"] = tuple(
             _redo_consistency(pipe, o, s, lowband_px=px) for o, s in zip(outs, (scans.low, scans.free_low)))
     for w in args.polish:
-        images[f"TurnDiff, polish {w:g} HU"] = tuple(bregman_tv(_unpolished(o), w) for o in outs)
+        images[f"TurnDiff, polish {w:g} HU"] = tuple(bregman_tv(o.unpolished, w) for o in outs)
     rows = []
     for name, (x, x_free) in images.items():
         det = lcd_detectability(x, lcd, x_free)
@@ -171,7 +166,7 @@ def main() -> None:
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))
         for w in args.polish:
-            b, p = bregman_tv(_unpolished(base), w), bregman_tv(_unpolished(plus), w)
+            b, p = bregman_tv(base.unpolished, w), bregman_tv(plus.unpolished, w)
             rows.append((dose, f"TurnDiff, polish {w:g} HU", *_lesion_scores(b, p, ref, lesions),
                          float(np.mean(psnr(b, ref, window="soft", mask=body))),
                          float(np.mean(ssim(b, ref, window="soft", mask=body)))))

@@ -398,6 +398,7 @@ def test_the_final_polish_is_the_last_step(tiny_model):
     on = pipe(sino, seed=0, progress=False, projection=proj, polish=28.0)
     assert off.x_unpolished is None and "x_unpolished" not in off.intermediates()
     np.testing.assert_array_equal(on.x_unpolished, off.image_hu)
+    np.testing.assert_array_equal(on.unpolished, off.unpolished)  # the property reads either form
     np.testing.assert_allclose(on.image_hu, bregman_tv(off.image_hu, 28.0), atol=1e-3)
     assert np.abs(on.image_hu - off.image_hu).max() > 1.0 and "polish" in on.seconds
     np.testing.assert_array_equal(on.uncertainty(), off.uncertainty())

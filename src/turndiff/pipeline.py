@@ -74,14 +74,19 @@ class TurnDiffOutput:
     posterior_std: np.ndarray | None = None  # that step's posterior standard-deviation bound, HU (None without it)
     x_unpolished: np.ndarray | None = None  # the image before the TV polish (None without it)
 
+    @property
+    def unpolished(self) -> np.ndarray:
+        """The image before the final polish: ``x_unpolished``, or ``image_hu`` where there was none."""
+        return self.image_hu if self.x_unpolished is None else self.x_unpolished
+
     def uncertainty(self) -> np.ndarray:
         """Per-pixel uncertainty of ``image_hu`` (HU, ``[N, H, W]``):
         :func:`turndiff.inference.uncertainty.uncertainty_map` of this output (with the
         image before the data-consistency step as ``x_before`` where there was one). The map
         is computed on the image before the polish, the image its coefficients were fitted
-        to (the polish moves a pixel by a few HU, far less than the map's scale)."""
-        x = self.image_hu if self.x_unpolished is None else self.x_unpolished
-        return uncertainty_map(x, self.x_ld, self.x0, self.x_diffusion, x_before=self.x_restored,
+        to; scored against the polished output's error it still ranks and covers it
+        (`turndiff iq`, docs/BENCHMARKS.md "Session 36": Spearman 0.536, 96.2% within 2u)."""
+        return uncertainty_map(self.unpolished, self.x_ld, self.x0, self.x_diffusion, x_before=self.x_restored,
                                posterior_std=self.posterior_std)
 
     def intermediates(self) -> dict[str, np.ndarray]:

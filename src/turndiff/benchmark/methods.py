@@ -266,7 +266,7 @@ class TurnDiffAblations(BenchMethod):
             imgs["no low band (--no-lowband)"][d] = pipe(sino, lowband=False, **same_draw).image_hu
             # Stage 2 taken out: x0 in place of its output, everything after it unchanged.
             imgs["no diffusion (x0 in place of x~0)"][d] = pipe(sino, **{**same_draw, "x_diffusion": res.x0}).image_hu
-            imgs["no polish (--polish 0)"][d] = res.image_hu if res.x_unpolished is None else res.x_unpolished
+            imgs["no polish (--polish 0)"][d] = res.unpolished
             imgs["no data consistency"][d] = res.x_restored
             imgs["fusion output (no restoration, no data consistency)"][d] = res.x_fused
             # Stage 1's own output, without the calibration's blend (the pass keeps it).
